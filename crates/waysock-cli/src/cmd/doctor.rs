@@ -1,0 +1,116 @@
+//! `waysock doctor`: every candidate, its verdict, errno, cause and remedy; the choice; and
+//! what a stock compositor and client would do without waysock.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use serde::Serialize;
+use waysock::{Binder, Environment, Report};
+
+/// Arguments of `waysock doctor`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Strategy order to diagnose (comma-separated); default: WAYSOCK_STRATEGIES or the full chain.
+    #[arg(long, value_name = "S,..")]
+    strategy: Option<String>,
+    /// Diagnose this display name instead of the first free wayland-N.
+    #[arg(long, value_name = "NAME")]
+    display: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    uid: u32,
+    choice: &'a Option<waysock::Choice>,
+    attempts: &'a [waysock::Attempt],
+    stock: waysock::stock::Stock,
+}
+
+/// Runs the diagnosis. Exit 0 when some strategy works, 1 when none does.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let chain = super::strategies(args.strategy.as_deref())?;
+    let env = Environment::from_process();
+    let binder = Binder::new(env.clone())
+        .strategies(chain)
+        .display(args.display);
+    let report = match binder.diagnose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("waysock: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let stock = waysock::stock::predict(&env);
+    let code = if report.choice.is_some() { 0 } else { 1 };
+    if args.json {
+        let json = Json {
+            uid: report.uid,
+            choice: &report.choice,
+            attempts: &report.attempts,
+            stock,
+        };
+        let mut text = serde_json::to_string_pretty(&json)?;
+        text.push('\n');
+        crate::output::print(&text)?;
+    } else {
+        crate::output::print(&human(&env, &report, &stock))?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn show(v: &Option<std::ffi::OsString>) -> String {
+    match v {
+        Some(v) => format!("{:?}", v),
+        None => "unset".to_string(),
+    }
+}
+
+fn human(env: &Environment, report: &Report, stock: &waysock::stock::Stock) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "waysock doctor — uid {}, XDG_RUNTIME_DIR {}, WAYLAND_DISPLAY {}, HOME {}\n",
+        env.uid,
+        show(&env.xdg_runtime_dir),
+        show(&env.wayland_display),
+        show(&env.home)
+    );
+    let _ = writeln!(s, "Strategies, in order (probe: nothing is left behind):");
+    let _ = write!(s, "{report}");
+    let warnings: Vec<_> = report.security_warnings().collect();
+    if !warnings.is_empty() {
+        let _ = writeln!(s, "\nSecurity warnings ({}):", warnings.len());
+        for (a, f) in warnings {
+            let _ = writeln!(s, "  {}: {}", a.strategy, f.cause);
+        }
+    }
+    let _ = writeln!(s, "\nWithout waysock:");
+    let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
+    let _ = writeln!(
+        s,
+        "  compositor {} {}",
+        mark(stock.compositor.works),
+        stock.compositor.verdict
+    );
+    let _ = writeln!(
+        s,
+        "  client     {} {}",
+        mark(stock.client.works),
+        stock.client.verdict
+    );
+    match &report.choice {
+        Some(c) => {
+            let _ = writeln!(s, "\nwaysock would use {} ({}).", c.endpoint, c.strategy);
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\nNo strategy works here: fix one of the causes above (each FAILED line has a fix)."
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,63 @@
+//! `waysock`: diagnose, bring up and connect Wayland displays where the standard path fails.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod logger;
+mod output;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  nothing could be bound or connected (the report says why)
+  2  usage error
+
+Environment:
+  WAYSOCK_LOG=error|warn|info|debug|trace   log verbosity (default: warn)
+  WAYSOCK_STRATEGIES=a,b,c                  strategy order (same as --strategy)";
+
+/// Bring Wayland display sockets up, and let clients find them, where the standard path fails.
+#[derive(Debug, Parser)]
+#[command(name = "waysock", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); WAYSOCK_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Diagnose every candidate place for a display socket, and predict what a stock
+    /// compositor and a stock client would do here.
+    Doctor(cmd::doctor::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; everything else is a usage error (2).
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    logger::init(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("waysock: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Doctor(args) => cmd::doctor::run(args),
+    }
+}

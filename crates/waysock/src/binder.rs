@@ -1,0 +1,650 @@
+//! The strategy chain (SPEC §2): walk the strategies in order, record every attempt, stop at
+//! the first that binds.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use crate::endpoint::{unix_in, Endpoint};
+use crate::errno::Errno;
+use crate::explain;
+use crate::inherited::{self, Selection};
+use crate::lock::{self, Claim, DisplayLock, Peek};
+use crate::report::{Choice, Failure, Outcome, Report};
+use crate::runtime_dir::{self, Options, Policy, UsableDir};
+use crate::strategy::{Environment, Strategy};
+use crate::sys;
+
+/// libwayland's display numbers: `wayland-0` ..= `wayland-32`.
+pub const MAX_DISPLAY_NUMBER: u32 = 32;
+
+/// Binds a Wayland listening socket through the strategy chain.
+///
+/// ```no_run
+/// // A compositor built on wayland-server takes its clients from the bound listener:
+/// // `display.handle().insert_client(stream, Arc::new(ClientState))` for each accepted stream.
+/// let bound = waysock::Binder::from_env().bind()?;
+/// eprintln!("listening on {} ({})", bound.endpoint(), bound.strategy());
+/// for stream in bound.listener().incoming() {
+///     let stream = stream?;
+///     // display.handle().insert_client(stream, Arc::new(ClientState))?;
+///     # drop(stream);
+/// }
+/// // Dropping `bound` removes the socket and its lock file, and nothing else.
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Binder {
+    env: Environment,
+    strategies: Vec<Strategy>,
+    display: Option<String>,
+    fix_perms: bool,
+}
+
+/// Why nothing was bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Every strategy was tried and none worked; the report says why each failed.
+    #[error("no strategy could bind a Wayland socket ({} attempts; see the report)", .0.attempts.len())]
+    Exhausted(Box<Report>),
+    /// A failure that no other candidate can fix (out of descriptors or memory).
+    #[error("stopped: {cause}")]
+    Fatal {
+        /// The decoded cause.
+        cause: String,
+        /// Everything tried up to the stop.
+        report: Box<Report>,
+    },
+    /// `--display NAME` is not a plain file name.
+    #[error(
+        "invalid display name {0:?}: use a plain name such as wayland-1 (no '/', not '.' or '..')"
+    )]
+    BadDisplay(String),
+}
+
+impl BindError {
+    /// The report of every attempt, when the chain ran.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            BindError::Exhausted(r) => Some(r),
+            BindError::Fatal { report, .. } => Some(report),
+            BindError::BadDisplay(_) => None,
+        }
+    }
+}
+
+/// A bound, listening display socket and everything needed to clean it up.
+#[derive(Debug)]
+pub struct Bound {
+    listener: UnixListener,
+    endpoint: Endpoint,
+    client_endpoint: Endpoint,
+    strategy: Strategy,
+    runtime_dir: Option<PathBuf>,
+    report: Report,
+    // Dropped last: removes the socket file, then the lock file.
+    lock: Option<DisplayLock>,
+}
+
+impl Bound {
+    /// The listening socket (`CLOEXEC`, blocking; set it non-blocking for an event loop).
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    /// Accepts one client.
+    pub fn accept(&self) -> std::io::Result<UnixStream> {
+        self.listener.accept().map(|(s, _)| s)
+    }
+
+    /// Where the display is, as the strategy produced it (`fd:3` for an inherited socket).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Where clients connect: the socket's own address (for an inherited fd, its bound address).
+    pub fn client_endpoint(&self) -> &Endpoint {
+        &self.client_endpoint
+    }
+
+    /// The strategy that won.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The directory holding the socket, for filesystem strategies: what a client needs as
+    /// `XDG_RUNTIME_DIR`.
+    pub fn runtime_dir(&self) -> Option<&Path> {
+        self.runtime_dir.as_deref()
+    }
+
+    /// The display name (`wayland-0`), for filesystem strategies.
+    pub fn display_name(&self) -> Option<&str> {
+        self.lock.as_ref().map(DisplayLock::name)
+    }
+
+    /// Every attempt made on the way.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Splits into the listener and the guard that keeps the name (drop it to clean up).
+    pub fn into_parts(self) -> (UnixListener, Option<DisplayLock>, Report) {
+        (self.listener, self.lock, self.report)
+    }
+}
+
+/// Probe or bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Bind for real and stop at the first success.
+    Bind,
+    /// Find out what would happen, for every strategy, leaving nothing behind.
+    Probe,
+}
+
+/// A strategy that worked.
+struct Won {
+    strategy: Strategy,
+    endpoint: Endpoint,
+    client_endpoint: Endpoint,
+    listener: Option<OwnedFd>,
+    lock: Option<DisplayLock>,
+    runtime_dir: Option<PathBuf>,
+}
+
+/// Per-strategy result inside the walk.
+enum Step {
+    Won(Won),
+    Next,
+    Stop(String),
+}
+
+impl Binder {
+    /// A binder for this process's environment and `WAYSOCK_STRATEGIES` (or the default
+    /// chain when it is unset or invalid; use [`Binder::strategies`] to handle errors).
+    pub fn from_env() -> Self {
+        let strategies = Environment::strategies_from_process()
+            .unwrap_or_else(|_| Strategy::DEFAULT_CHAIN.to_vec());
+        Binder::new(Environment::from_process()).strategies(strategies)
+    }
+
+    /// A binder for an explicit environment, with the default chain.
+    pub fn new(env: Environment) -> Self {
+        Binder {
+            env,
+            strategies: Strategy::DEFAULT_CHAIN.to_vec(),
+            display: None,
+            fix_perms: false,
+        }
+    }
+
+    /// Use these strategies, in this order.
+    pub fn strategies(mut self, strategies: Vec<Strategy>) -> Self {
+        self.strategies = strategies;
+        self
+    }
+
+    /// Use exactly this display name instead of the first free `wayland-N`.
+    pub fn display(mut self, name: Option<String>) -> Self {
+        self.display = name;
+        self
+    }
+
+    /// Tighten a too-permissive runtime dir we own to 0700 instead of refusing it.
+    pub fn fix_perms(mut self, yes: bool) -> Self {
+        self.fix_perms = yes;
+        self
+    }
+
+    /// The environment the chain reads.
+    pub fn environment(&self) -> &Environment {
+        &self.env
+    }
+
+    /// Walks the chain and binds at the first strategy that works.
+    pub fn bind(&self) -> Result<Bound, BindError> {
+        self.check_display()?;
+        let mut report = Report::new(self.env.uid);
+        match self.walk(Mode::Bind, &mut report) {
+            Ok(Some(won)) => {
+                report.choice = Some(Choice {
+                    strategy: won.strategy,
+                    endpoint: won.endpoint.clone(),
+                });
+                let listener = match won.listener {
+                    Some(fd) => UnixListener::from(fd),
+                    None => unreachable_listener(),
+                };
+                Ok(Bound {
+                    listener,
+                    endpoint: won.endpoint,
+                    client_endpoint: won.client_endpoint,
+                    strategy: won.strategy,
+                    runtime_dir: won.runtime_dir,
+                    report,
+                    lock: won.lock,
+                })
+            }
+            Ok(None) => Err(BindError::Exhausted(Box::new(report))),
+            Err(cause) => Err(BindError::Fatal {
+                cause,
+                report: Box::new(report),
+            }),
+        }
+    }
+
+    /// Tries every strategy in probe mode: binds and releases at once, creates no lock file,
+    /// reclaims nothing, and removes any directory it had to create. The report's choice is
+    /// what [`Binder::bind`] would pick now.
+    pub fn diagnose(&self) -> Result<Report, BindError> {
+        self.check_display()?;
+        let mut report = Report::new(self.env.uid);
+        // A fatal error still yields a report: that is what doctor prints.
+        let _ = self.walk(Mode::Probe, &mut report);
+        report.choice = report.attempts.iter().find_map(|a| match &a.outcome {
+            Outcome::Ok { endpoint, .. } => Some(Choice {
+                strategy: a.strategy,
+                endpoint: endpoint.clone(),
+            }),
+            _ => None,
+        });
+        Ok(report)
+    }
+
+    fn check_display(&self) -> Result<(), BindError> {
+        match &self.display {
+            Some(d) if !runtime_dir::is_plain_name(d) || d.len() > 64 => {
+                Err(BindError::BadDisplay(d.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The names to try, in order.
+    fn names(&self) -> Vec<String> {
+        match &self.display {
+            Some(d) => vec![d.clone()],
+            None => (0..=MAX_DISPLAY_NUMBER)
+                .map(|n| format!("wayland-{n}"))
+                .collect(),
+        }
+    }
+
+    fn walk(&self, mode: Mode, report: &mut Report) -> Result<Option<Won>, String> {
+        let mut seen: Vec<(Strategy, (u64, u64, std::ffi::OsString))> = Vec::new();
+        let mut first: Option<Won> = None;
+        for &strategy in &self.strategies {
+            let step = match strategy {
+                Strategy::Inherited => self.try_inherited(mode, report),
+                Strategy::Abstract => self.try_abstract(mode, report),
+                dir => self.try_directory(dir, mode, report, &mut seen),
+            };
+            match step {
+                Step::Won(won) if mode == Mode::Bind => return Ok(Some(won)),
+                Step::Won(won) => {
+                    first.get_or_insert(won);
+                }
+                Step::Next => {}
+                Step::Stop(cause) => return Err(cause),
+            }
+        }
+        Ok(first)
+    }
+
+    fn try_inherited(&self, mode: Mode, report: &mut Report) -> Step {
+        let s = Strategy::Inherited;
+        let candidate = "LISTEN_FDS";
+        match inherited::select(&self.env) {
+            Selection::NotApplicable(reason) => {
+                report.push(s, candidate, "select", Outcome::Skipped { reason });
+                Step::Next
+            }
+            Selection::Invalid(f) => {
+                report.push(s, candidate, "select", Outcome::Failed(f));
+                Step::Next
+            }
+            Selection::Fd(fd) => {
+                let candidate = format!("fd {fd}");
+                // Validated but still borrowed: read its address without owning it.
+                let local = sys::local_endpoint_raw(fd);
+                let client_endpoint = local.clone().unwrap_or(Endpoint::Fd(fd));
+                let note = local.map(|e| format!("listening on {e}"));
+                let listener = if mode == Mode::Bind {
+                    match inherited::adopt(fd) {
+                        Ok(owned) => Some(owned),
+                        Err(cause) => {
+                            let f = Failure::policy(
+                                None,
+                                cause,
+                                "start waysock once per socket activation".into(),
+                            );
+                            report.push(s, &candidate, "adopt", Outcome::Failed(f));
+                            return Step::Next;
+                        }
+                    }
+                } else {
+                    None
+                };
+                report.push(
+                    s,
+                    &candidate,
+                    "adopt",
+                    Outcome::Ok {
+                        endpoint: Endpoint::Fd(fd),
+                        note,
+                    },
+                );
+                Step::Won(Won {
+                    strategy: s,
+                    endpoint: Endpoint::Fd(fd),
+                    client_endpoint,
+                    listener,
+                    lock: None,
+                    runtime_dir: None,
+                })
+            }
+        }
+    }
+
+    fn abstract_name(&self, name: &str) -> String {
+        let suffix = name.strip_prefix("wayland-").unwrap_or(name);
+        format!("wayland-{}-{suffix}", self.env.uid)
+    }
+
+    fn try_abstract(&self, mode: Mode, report: &mut Report) -> Step {
+        let s = Strategy::Abstract;
+        for name in self.names() {
+            let abs = self.abstract_name(&name);
+            let endpoint = Endpoint::Abstract(abs.clone());
+            let candidate = endpoint.to_string();
+            match sys::unix_listen(sys::UnixAddr::Abstract(abs.as_bytes())) {
+                Ok(fd) => {
+                    report.push(
+                        s,
+                        &candidate,
+                        "bind",
+                        Outcome::Ok {
+                            endpoint: endpoint.clone(),
+                            note: (mode == Mode::Probe)
+                                .then(|| "bound and released again".to_string()),
+                        },
+                    );
+                    return Step::Won(Won {
+                        strategy: s,
+                        client_endpoint: endpoint.clone(),
+                        endpoint,
+                        // In probe mode the socket closes here and the name is free again:
+                        // abstract sockets leave nothing behind.
+                        listener: (mode == Mode::Bind).then_some(fd),
+                        lock: None,
+                        runtime_dir: None,
+                    });
+                }
+                Err(e) if e.errno == Errno::ADDRINUSE => report.push(
+                    s,
+                    &candidate,
+                    "bind",
+                    Outcome::Skipped {
+                        reason: format!("{candidate} is in use (another server holds it)"),
+                    },
+                ),
+                Err(e) => {
+                    let mut f = explain::failure(e, Path::new(&candidate), self.env.uid);
+                    f.path = None;
+                    if e.errno != Errno::ADDRINUSE {
+                        f.cause = format!(
+                            "{} on {candidate}: {} — abstract sockets are unavailable here \
+                             (sandbox or seccomp filter)",
+                            e.syscall,
+                            e.errno.message()
+                        );
+                        f.remedy = "allow AF_UNIX sockets in the sandbox, or use a writable \
+                                    directory"
+                            .into();
+                    }
+                    let fatal = f.fatal;
+                    let cause = f.cause.clone();
+                    report.push(s, &candidate, "bind", Outcome::Failed(f));
+                    return if fatal { Step::Stop(cause) } else { Step::Next };
+                }
+            }
+        }
+        let f = Failure {
+            syscall: Some("bind"),
+            errno: Some(Errno::ADDRINUSE),
+            path: None,
+            cause: "every abstract name tried is in use".into(),
+            remedy: "stop stale compositors (`waysock ls`), or pass --display NAME".into(),
+            security: false,
+            fatal: false,
+        };
+        report.push(
+            s,
+            &format!("abstract:{}", self.abstract_name("wayland-*")),
+            "bind",
+            Outcome::Failed(f),
+        );
+        Step::Next
+    }
+
+    fn try_directory(
+        &self,
+        s: Strategy,
+        mode: Mode,
+        report: &mut Report,
+        seen: &mut Vec<(Strategy, (u64, u64, std::ffi::OsString))>,
+    ) -> Step {
+        let path = match self.env.directory_for(s) {
+            Ok(p) => p,
+            Err(reason) => {
+                report.push(s, "-", "select", Outcome::Skipped { reason });
+                return Step::Next;
+            }
+        };
+        let candidate = path.display().to_string();
+        if let Some(id) = runtime_dir::identity(&path) {
+            if let Some((earlier, _)) = seen.iter().find(|(_, x)| *x == id) {
+                report.push(
+                    s,
+                    &candidate,
+                    "select",
+                    Outcome::Skipped {
+                        reason: format!("same directory as {earlier}"),
+                    },
+                );
+                return Step::Next;
+            }
+            seen.push((s, id));
+        }
+        let names = self.names();
+        let longest = names
+            .iter()
+            .max_by_key(|n| n.len())
+            .cloned()
+            .unwrap_or_default();
+        let policy = match s {
+            Strategy::RuntimeDir | Strategy::UserRun => Policy::Runtime,
+            _ => Policy::Private,
+        };
+        let opts = Options {
+            uid: self.env.uid,
+            longest_name: &longest,
+            create: true,
+            create_ancestors: usize::from(s == Strategy::Home),
+            fix_perms: self.fix_perms && mode == Mode::Bind,
+        };
+        let mut dir = match runtime_dir::open_usable(&path, policy, opts) {
+            Ok(d) => d,
+            Err(df) => {
+                let fatal = df.failure.fatal;
+                let cause = df.failure.cause.clone();
+                report.push(s, &candidate, df.step, Outcome::Failed(df.failure));
+                return if fatal { Step::Stop(cause) } else { Step::Next };
+            }
+        };
+        let step = self.claim_in(s, mode, &mut dir, &names, report);
+        if mode == Mode::Probe {
+            dir.remove_created();
+        }
+        step
+    }
+
+    fn claim_in(
+        &self,
+        s: Strategy,
+        mode: Mode,
+        dir: &mut UsableDir,
+        names: &[String],
+        report: &mut Report,
+    ) -> Step {
+        let uid = self.env.uid;
+        let dir_notes = if dir.notes.is_empty() {
+            None
+        } else if mode == Mode::Probe {
+            Some(format!("{}; probe: removed again", dir.notes.join(", ")))
+        } else {
+            Some(dir.notes.join(", "))
+        };
+        for name in names {
+            let endpoint = match unix_in(&dir.path, name) {
+                Ok(e) => e,
+                Err(e) => {
+                    let f = Failure::policy(
+                        Some(dir.path.join(name)),
+                        e.to_string(),
+                        "use a shorter directory".into(),
+                    );
+                    report.push(
+                        s,
+                        &dir.path.display().to_string(),
+                        "verify",
+                        Outcome::Failed(f),
+                    );
+                    return Step::Next;
+                }
+            };
+            let candidate = endpoint.to_string();
+            let join = |a: Option<String>, b: Option<String>| match (a, b) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
+            let (listener, lock, note) = if mode == Mode::Bind {
+                match lock::claim(dir, name) {
+                    Claim::Bound {
+                        listener,
+                        lock,
+                        note,
+                    } => (Some(listener), Some(lock), note),
+                    Claim::InUse(reason) => {
+                        report.push(s, &candidate, "lock", Outcome::Skipped { reason });
+                        continue;
+                    }
+                    Claim::Blocked { reason, security } => {
+                        report.push(
+                            s,
+                            &candidate,
+                            "lock",
+                            Outcome::Failed(blocked(&dir.path, name, reason, security)),
+                        );
+                        continue;
+                    }
+                    Claim::Failed { step, error } => {
+                        let f = explain::failure(error, &dir.path.join(name), uid);
+                        let (fatal, cause) = (f.fatal, f.cause.clone());
+                        report.push(s, &candidate, step, Outcome::Failed(f));
+                        return if fatal { Step::Stop(cause) } else { Step::Next };
+                    }
+                }
+            } else {
+                match lock::peek(dir, name) {
+                    Ok(Peek::Free) => (None, None, None),
+                    Ok(Peek::Stale) => (
+                        None,
+                        None,
+                        Some(format!(
+                            "{name} is stale (lock free, nothing listening): bind would reclaim it"
+                        )),
+                    ),
+                    Ok(Peek::InUse(reason)) => {
+                        report.push(s, &candidate, "lock", Outcome::Skipped { reason });
+                        continue;
+                    }
+                    Ok(Peek::Blocked { reason, security }) => {
+                        report.push(
+                            s,
+                            &candidate,
+                            "lock",
+                            Outcome::Failed(blocked(&dir.path, name, reason, security)),
+                        );
+                        continue;
+                    }
+                    Err(error) => {
+                        let f = explain::failure(error, &dir.path.join(name), uid);
+                        let (fatal, cause) = (f.fatal, f.cause.clone());
+                        report.push(s, &candidate, "lock", Outcome::Failed(f));
+                        return if fatal { Step::Stop(cause) } else { Step::Next };
+                    }
+                }
+            };
+            report.push(
+                s,
+                &candidate,
+                "bind",
+                Outcome::Ok {
+                    endpoint: endpoint.clone(),
+                    note: join(dir_notes.clone(), note),
+                },
+            );
+            return Step::Won(Won {
+                strategy: s,
+                client_endpoint: endpoint.clone(),
+                endpoint,
+                listener,
+                lock,
+                runtime_dir: Some(dir.path.clone()),
+            });
+        }
+        let f = Failure {
+            syscall: None,
+            errno: Some(Errno::ADDRINUSE),
+            path: Some(dir.path.clone()),
+            cause: format!(
+                "no free display name in {} ({} tried)",
+                dir.path.display(),
+                names.len()
+            ),
+            remedy: "stop stale compositors (`waysock ls`), or pass --display NAME".into(),
+            security: false,
+            fatal: false,
+        };
+        report.push(
+            s,
+            &dir.path.display().to_string(),
+            "lock",
+            Outcome::Failed(f),
+        );
+        Step::Next
+    }
+}
+
+fn blocked(dir: &Path, name: &str, reason: String, security: bool) -> Failure {
+    let f = Failure::policy(
+        Some(dir.join(name)),
+        reason,
+        format!(
+            "inspect it (`ls -l {}`) and remove it if it is yours; waysock uses the next name",
+            dir.join(name).display()
+        ),
+    );
+    if security {
+        f.security()
+    } else {
+        f
+    }
+}
+
+/// Only reachable if a strategy reported a bind-mode win without a listener: a bug.
+fn unreachable_listener() -> UnixListener {
+    panic!("waysock: a strategy won in bind mode without a listener (bug)")
+}

@@ -1,0 +1,124 @@
+//! Inherited listening sockets: systemd socket activation (`LISTEN_FDS`, `LISTEN_PID`,
+//! `LISTEN_FDNAMES`, first fd `SD_LISTEN_FDS_START = 3`), see `sd_listen_fds(3)`.
+//!
+//! Every fd is validated *before* it is adopted (an `AF_UNIX` stream socket in the listening
+//! state, meant for our pid). wayland-client adopts `WAYLAND_SOCKET` first and asks later; we
+//! do it in the other order so a wrong number never becomes an `OwnedFd` we would close.
+
+use std::ffi::OsStr;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::report::Failure;
+use crate::strategy::Environment;
+use crate::sys;
+
+/// `SD_LISTEN_FDS_START`.
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// More than this many inherited fds is treated as garbage.
+const MAX_LISTEN_FDS: i32 = 1024;
+
+/// The inherited fd is adopted at most once per process.
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Which inherited fd to use, or why none.
+#[derive(Debug)]
+pub(crate) enum Selection {
+    /// Not socket-activated, or not for us.
+    NotApplicable(String),
+    /// Activated, but the variables or the fd are wrong.
+    Invalid(Failure),
+    /// This fd passed validation.
+    Fd(RawFd),
+}
+
+fn text(v: &Option<std::ffi::OsString>) -> Option<&str> {
+    v.as_deref().and_then(OsStr::to_str)
+}
+
+/// Reads `LISTEN_*` and validates the chosen fd, without adopting anything.
+pub(crate) fn select(env: &Environment) -> Selection {
+    let Some(fds_raw) = env.listen_fds.as_ref() else {
+        return Selection::NotApplicable("LISTEN_FDS is not set (not socket-activated)".into());
+    };
+    let bad = |cause: String| {
+        Selection::Invalid(Failure::policy(
+            None,
+            cause,
+            "fix the socket unit (ListenStream=/path/to/wayland-0, a Unix stream socket) or \
+             unset LISTEN_FDS/LISTEN_PID"
+                .into(),
+        ))
+    };
+    let Some(n) = text(&env.listen_fds).and_then(|s| s.parse::<i32>().ok()) else {
+        return bad(format!("LISTEN_FDS={fds_raw:?} is not a number"));
+    };
+    if !(0..=MAX_LISTEN_FDS).contains(&n) {
+        return bad(format!(
+            "LISTEN_FDS={n} is out of range 0..={MAX_LISTEN_FDS}"
+        ));
+    }
+    match text(&env.listen_pid).map(str::parse::<u32>) {
+        None => {
+            return Selection::NotApplicable(
+                "LISTEN_PID is not set: the LISTEN_FDS are not addressed to us".into(),
+            )
+        }
+        Some(Err(_)) => return bad(format!("LISTEN_PID={:?} is not a pid", env.listen_pid)),
+        Some(Ok(p)) if p != env.pid => {
+            return Selection::NotApplicable(format!(
+                "LISTEN_PID={p} is another process (we are {}): the fds were meant for it",
+                env.pid
+            ))
+        }
+        Some(Ok(_)) => {}
+    }
+    if n == 0 {
+        return Selection::NotApplicable("LISTEN_FDS=0: no descriptors were passed".into());
+    }
+    let index = match text(&env.listen_fdnames) {
+        Some(names) if !names.is_empty() => {
+            let names: Vec<&str> = names.split(':').collect();
+            if names.len() != n as usize {
+                return bad(format!(
+                    "LISTEN_FDNAMES names {} fds but LISTEN_FDS={n}",
+                    names.len()
+                ));
+            }
+            match names.iter().position(|x| *x == "wayland") {
+                Some(i) => i as i32,
+                None if n == 1 => 0,
+                None => {
+                    return bad(format!(
+                        "{n} fds were passed and none is named \"wayland\" \
+                         (LISTEN_FDNAMES={})",
+                        names.join(":")
+                    ))
+                }
+            }
+        }
+        _ if n == 1 => 0,
+        _ => {
+            return bad(format!(
+                "{n} fds were passed without LISTEN_FDNAMES: cannot tell which one is the \
+                 Wayland socket (name it with FileDescriptorName=wayland)"
+            ))
+        }
+    };
+    let fd = LISTEN_FDS_START + index;
+    if let Err(problem) = sys::validate_unix_stream(fd, true) {
+        return bad(format!("inherited fd {fd} {problem}"));
+    }
+    Selection::Fd(fd)
+}
+
+/// Adopts a validated fd, once per process.
+pub(crate) fn adopt(fd: RawFd) -> Result<OwnedFd, String> {
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return Err(format!(
+            "fd {fd} from LISTEN_FDS was already adopted by this process"
+        ));
+    }
+    sys::adopt_listening_fd(fd)
+}

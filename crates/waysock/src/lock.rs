@@ -1,0 +1,295 @@
+//! libwayland's lock-file protocol (SPEC §3), made safe against the cases libwayland gets
+//! wrong.
+//!
+//! For socket `D/NAME` the lock is `D/NAME.lock`, opened `O_CREAT|O_CLOEXEC|O_RDWR` mode 0660
+//! and held with `flock(LOCK_EX|LOCK_NB)` for the socket's lifetime, exactly as libwayland's
+//! `wl_socket_lock()` does, so waysock and any libwayland compositor never own one name
+//! together. Differences, all on the side of caution:
+//! - the lock file is opened `O_NOFOLLOW`: a symlink planted at `NAME.lock` is refused;
+//! - after `flock` succeeds we re-check that the name still refers to the inode we locked
+//!   (wayland-rs does the same in `wayland-server/src/socket.rs`): between our `open` and our
+//!   `flock`, the previous owner may have exited and unlinked the file, and a third process may
+//!   have created a fresh one and locked *that*. Locking an orphaned inode would let two
+//!   servers believe they own one name;
+//! - an existing `NAME` is unlinked only if `lstat` shows a socket *and* nothing answers on it
+//!   (`ECONNREFUSED`). libwayland unlinks anything with a write bit: a regular file, a FIFO, or
+//!   a live socket of a server that does not use lock files.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::FileType;
+
+use crate::errno::Errno;
+use crate::runtime_dir::UsableDir;
+use crate::sys::{self, FileInfo, SysError};
+
+/// How many times we retry when the lock file is replaced under us (see module docs).
+const LOCK_RETRIES: usize = 3;
+
+/// Holds a display name: the lock, and (once bound) the socket file. Dropping it removes the
+/// socket and then the lock, each only if the name still refers to the file we created.
+#[derive(Debug)]
+pub struct DisplayLock {
+    dir: OwnedFd,
+    name: String,
+    /// Never read: holding it open holds the flock; closing it (on drop) releases it.
+    #[allow(dead_code)]
+    lock_fd: OwnedFd,
+    lock_info: FileInfo,
+    socket_info: Option<FileInfo>,
+}
+
+impl DisplayLock {
+    /// The display name (`wayland-0`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for DisplayLock {
+    fn drop(&mut self) {
+        // Socket first, then lock, both while the lock is still held (libwayland's order).
+        if let Some(sock) = self.socket_info {
+            remove_if_same(&self.dir, OsStr::new(&self.name), &sock);
+        }
+        let lock_name = format!("{}.lock", self.name);
+        remove_if_same(&self.dir, OsStr::new(&lock_name), &self.lock_info);
+        // `lock_fd` is closed after this body runs, which releases the flock.
+    }
+}
+
+fn remove_if_same(dir: &OwnedFd, name: &OsStr, expect: &FileInfo) {
+    if let Ok(Some(now)) = sys::lstat_at(dir, name) {
+        if now.same_file(expect) {
+            let _ = sys::unlink_at(dir, name);
+        }
+    }
+}
+
+/// The result of trying to claim one name.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// Bound and listening; the lock holds the name.
+    Bound {
+        listener: OwnedFd,
+        lock: DisplayLock,
+        /// Set when a stale socket was reclaimed.
+        note: Option<String>,
+    },
+    /// Somebody owns this name: try the next one.
+    InUse(String),
+    /// Something that is not ours is in the way (not a socket, symlinked lock): leave it alone
+    /// and try the next name.
+    Blocked { reason: String, security: bool },
+    /// A syscall failed in a way that concerns the whole directory.
+    Failed { step: &'static str, error: SysError },
+}
+
+/// What is at a name, found without changing anything (doctor's probe mode).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// Nothing there: a bind would take it.
+    Free,
+    /// A socket nobody serves and whose lock nobody holds: a bind would reclaim it.
+    Stale,
+    /// Taken.
+    InUse(String),
+    /// In the way.
+    Blocked { reason: String, security: bool },
+}
+
+/// Claims `name` in `dir`: lock, reclaim a stale socket, bind, listen.
+pub(crate) fn claim(dir: &UsableDir, name: &str) -> Claim {
+    let lock_name = format!("{name}.lock");
+    let (lock_fd, lock_info) = match acquire(&dir.fd, &lock_name) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => {
+            return Claim::InUse(format!(
+                "{name}: its lock {lock_name} is held (a compositor is running on it)"
+            ))
+        }
+        Err(e) if e.errno == Errno::LOOP => {
+            return Claim::Blocked {
+                reason: format!("{lock_name} is a symlink; waysock never opens it"),
+                security: true,
+            }
+        }
+        Err(e) => {
+            return Claim::Failed {
+                step: "lock",
+                error: e,
+            }
+        }
+    };
+    // From here on we hold the lock. On any way out without a bound socket, remove the lock
+    // file again (we hold it, so nobody else can be using it) and release it.
+    let give_up = |out: Claim| {
+        remove_if_same(&dir.fd, OsStr::new(&lock_name), &lock_info);
+        out
+    };
+    let mut note = None;
+    match examine(&dir.fd, &dir.path, name) {
+        Ok(Peek::Free) => {}
+        Ok(Peek::Stale) => {
+            if let Err(e) = sys::unlink_at(&dir.fd, OsStr::new(name)) {
+                return give_up(Claim::Failed {
+                    step: "lock",
+                    error: e,
+                });
+            }
+            note = Some(format!(
+                "reclaimed a stale {name} (lock free, nothing listening)"
+            ));
+        }
+        Ok(Peek::InUse(reason)) => return give_up(Claim::InUse(reason)),
+        Ok(Peek::Blocked { reason, security }) => {
+            return give_up(Claim::Blocked { reason, security })
+        }
+        Err(e) => {
+            return give_up(Claim::Failed {
+                step: "lock",
+                error: e,
+            })
+        }
+    }
+    let via = sys::path_via_fd(dir.fd.as_fd(), &dir.path, name);
+    let sock = match sys::unix_stream_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            return give_up(Claim::Failed {
+                step: "bind",
+                error: e,
+            })
+        }
+    };
+    match sys::bind(&sock, sys::UnixAddr::Path(&via)) {
+        Ok(()) => {}
+        Err(e) if e.errno == Errno::ADDRINUSE => {
+            return give_up(Claim::InUse(format!(
+                "{name} appeared while we held its lock: another server ignores lock files"
+            )))
+        }
+        Err(e) => {
+            return give_up(Claim::Failed {
+                step: "bind",
+                error: e,
+            })
+        }
+    }
+    let socket_info = sys::lstat_at(&dir.fd, OsStr::new(name)).ok().flatten();
+    let lock = DisplayLock {
+        dir: match dir.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = sys::unlink_at(&dir.fd, OsStr::new(name));
+                return give_up(Claim::Failed {
+                    step: "bind",
+                    error: SysError {
+                        syscall: "dup",
+                        errno: Errno(e.raw_os_error().unwrap_or(0)),
+                    },
+                });
+            }
+        },
+        name: name.to_string(),
+        lock_fd,
+        lock_info,
+        socket_info,
+    };
+    if let Err(e) = sys::listen(&sock) {
+        // Dropping the lock removes the socket we bound and the lock file.
+        drop(lock);
+        return Claim::Failed {
+            step: "listen",
+            error: e,
+        };
+    }
+    Claim::Bound {
+        listener: sock,
+        lock,
+        note,
+    }
+}
+
+/// Looks at `name` without creating, locking for longer than a moment, or removing anything.
+pub(crate) fn peek(dir: &UsableDir, name: &str) -> Result<Peek, SysError> {
+    let lock_name = format!("{name}.lock");
+    match sys::open_lock_at(&dir.fd, OsStr::new(&lock_name), false) {
+        Ok(fd) => {
+            if !sys::try_lock(&fd)? {
+                return Ok(Peek::InUse(format!(
+                    "{name}: its lock {lock_name} is held (a compositor is running on it)"
+                )));
+            }
+            // Held for the duration of `examine` only; closing `fd` releases it.
+            let r = examine(&dir.fd, &dir.path, name);
+            let _ = sys::unlock(&fd);
+            r
+        }
+        Err(e) if e.errno == Errno::NOENT => examine(&dir.fd, &dir.path, name),
+        Err(e) if e.errno == Errno::LOOP => Ok(Peek::Blocked {
+            reason: format!("{lock_name} is a symlink; waysock never opens it"),
+            security: true,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens (creating) and locks `lock_name`, re-checking identity after the lock.
+/// `Ok(None)`: someone else holds it.
+fn acquire(dir: &OwnedFd, lock_name: &str) -> Result<Option<(OwnedFd, FileInfo)>, SysError> {
+    for _ in 0..LOCK_RETRIES {
+        let fd = sys::open_lock_at(dir, OsStr::new(lock_name), true)?;
+        let info = sys::fstat(&fd)?;
+        if info.kind != FileType::RegularFile {
+            return Err(SysError {
+                syscall: "open",
+                errno: Errno(rustix::io::Errno::INVAL.raw_os_error()),
+            });
+        }
+        if !sys::try_lock(&fd)? {
+            return Ok(None);
+        }
+        match sys::lstat_at(dir, OsStr::new(lock_name))? {
+            Some(now) if now.same_file(&info) => return Ok(Some((fd, info))),
+            // Replaced or removed between open and flock: we locked an orphan. Try again.
+            _ => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// What is at `name`, given that nobody holds its lock (or it has no lock file).
+fn examine(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<Peek, SysError> {
+    let Some(info) = sys::lstat_at(dir, OsStr::new(name))? else {
+        return Ok(Peek::Free);
+    };
+    if info.kind != FileType::Socket {
+        return Ok(Peek::Blocked {
+            reason: format!(
+                "a {} named {name} is in the way; libwayland would delete it, waysock leaves \
+                 it alone",
+                sys::kind_name(info.kind)
+            ),
+            security: info.kind == FileType::Symlink,
+        });
+    }
+    // A socket with a free lock: stale, unless a server that does not use lock files is
+    // answering on it.
+    let via = sys::path_via_fd(dir.as_fd(), dir_path, name);
+    match sys::unix_connect(sys::UnixAddr::Path(&via)) {
+        Ok(_) => Ok(Peek::InUse(format!(
+            "{name}: a server answers on it without holding {name}.lock"
+        ))),
+        Err(e) if e.errno == Errno::CONNREFUSED => Ok(Peek::Stale),
+        Err(e) => Ok(Peek::Blocked {
+            reason: format!(
+                "{name} is a socket we cannot test ({}); left alone",
+                e.errno.name()
+            ),
+            security: false,
+        }),
+    }
+}

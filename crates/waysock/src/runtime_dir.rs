@@ -1,0 +1,369 @@
+//! A usable runtime directory (SPEC §4), checked on its open fd so that what we checked is
+//! what we use: a directory, ours, `mode & 077 == 0`, writable, on a filesystem where a Unix
+//! socket really binds, short enough for `sun_path`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::fs::FileType;
+
+use crate::endpoint::SUN_PATH_MAX;
+use crate::errno::Errno;
+use crate::explain;
+use crate::report::Failure;
+use crate::sys::{self, SysError};
+
+/// Whose directory this is meant to be, which decides how a wrong owner or mode is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// The user's runtime dir (`XDG_RUNTIME_DIR`, `/run/user/$UID`): a wrong mode is reported
+    /// (and may be tightened on request), a wrong owner means "not for us".
+    Runtime,
+    /// A private fallback dir of ours: anything unexpected there was planted or is unsafe, and
+    /// is refused as a security matter.
+    Private,
+}
+
+/// What to do while checking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options<'a> {
+    /// Our effective uid.
+    pub uid: u32,
+    /// The longest socket name that must fit under the dir (`wayland-32` or `--display`).
+    pub longest_name: &'a str,
+    /// Create the leaf (0700) when it is missing and its parent allows.
+    pub create: bool,
+    /// Also create this many missing ancestors above the leaf (0700; `$HOME/.local`).
+    pub create_ancestors: usize,
+    /// Tighten a too-permissive runtime dir that we own to 0700 instead of refusing it.
+    pub fix_perms: bool,
+}
+
+/// A directory that passed every check, open as `fd`.
+#[derive(Debug)]
+pub(crate) struct UsableDir {
+    /// Its path, as clients will reach it.
+    pub path: PathBuf,
+    /// The directory, open `O_DIRECTORY|O_NOFOLLOW`.
+    pub fd: OwnedFd,
+    /// Directories this check created, innermost last.
+    pub created: Vec<PathBuf>,
+    /// Notes for the report (e.g. "created 0700", "tightened 0755 → 0700").
+    pub notes: Vec<String>,
+}
+
+impl UsableDir {
+    /// Removes the directories this check created, if they are still empty (probe mode).
+    pub fn remove_created(&mut self) {
+        for dir in self.created.drain(..).rev() {
+            // rmdir never removes content: a dir someone put something in stays.
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// A check failed at `step`.
+#[derive(Debug)]
+pub(crate) struct DirFailure {
+    /// `open`, `create`, `verify`, `probe`.
+    pub step: &'static str,
+    /// What failed.
+    pub failure: Failure,
+}
+
+/// Checks `path` and returns it open, or the first failure.
+pub(crate) fn open_usable(
+    path: &Path,
+    policy: Policy,
+    opts: Options<'_>,
+) -> Result<UsableDir, DirFailure> {
+    let mut created = Vec::new();
+    let result = open_usable_inner(path, policy, opts, &mut created);
+    match result {
+        Ok((fd, notes)) => Ok(UsableDir {
+            path: path.to_path_buf(),
+            fd,
+            created,
+            notes,
+        }),
+        Err((step, failure)) => {
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(DirFailure { step, failure })
+        }
+    }
+}
+
+type Step<T> = Result<T, (&'static str, Failure)>;
+
+fn open_usable_inner(
+    path: &Path,
+    policy: Policy,
+    opts: Options<'_>,
+    created: &mut Vec<PathBuf>,
+) -> Step<(OwnedFd, Vec<String>)> {
+    let uid = opts.uid;
+    let fail = |step, e: SysError, p: &Path| (step, explain::failure(e, p, uid));
+    if !path.is_absolute() {
+        return Err((
+            "verify",
+            Failure::policy(
+                Some(path.to_path_buf()),
+                format!("{} is not an absolute path", path.display()),
+                "runtime directories must be absolute: set XDG_RUNTIME_DIR=/abs/path".into(),
+            ),
+        ));
+    }
+    // The socket path must fit sun_path: checked first, it needs no syscall.
+    let socket_len = path.as_os_str().len() + 1 + opts.longest_name.len();
+    if socket_len > SUN_PATH_MAX {
+        let mut f = explain::failure(
+            SysError {
+                syscall: "check",
+                errno: Errno::NAMETOOLONG,
+            },
+            path,
+            uid,
+        );
+        f.cause = format!(
+            "{}/{} would be {socket_len} bytes; sockaddr_un.sun_path holds {SUN_PATH_MAX}",
+            path.display(),
+            opts.longest_name
+        );
+        f.syscall = None;
+        return Err(("verify", f));
+    }
+    let (Some(parent), Some(leaf)) = (path.parent(), path.file_name()) else {
+        return Err((
+            "verify",
+            Failure::policy(
+                Some(path.to_path_buf()),
+                format!("{} has no parent directory", path.display()),
+                "use a directory below /".into(),
+            ),
+        ));
+    };
+    let parent_fd = open_parent(parent, opts.create_ancestors, uid, created)?;
+    let parent_info = sys::fstat(&parent_fd).map_err(|e| fail("verify", e, parent))?;
+    if parent_info.perm & 0o002 != 0 && parent_info.perm & 0o1000 == 0 {
+        return Err((
+            "verify",
+            Failure::policy(
+                Some(parent.to_path_buf()),
+                format!(
+                    "{} is world-writable without the sticky bit (mode {:04o}): any user could \
+                     rename our directory away and put their own in its place",
+                    parent.display(),
+                    parent_info.perm
+                ),
+                format!("`chmod +t {}` (as root)", parent.display()),
+            )
+            .security(),
+        ));
+    }
+    let mut notes = Vec::new();
+    let fd = match sys::open_dir_at(&parent_fd, leaf.as_ref(), true) {
+        Ok(fd) => fd,
+        Err(e) if e.errno == Errno::NOENT && opts.create => {
+            match sys::mkdir_at(&parent_fd, leaf, 0o700) {
+                Ok(()) => {
+                    created.push(path.to_path_buf());
+                    notes.push("created 0700".to_string());
+                }
+                // Someone made it between our open and mkdir: check theirs like any other.
+                Err(e) if e.errno == Errno::EXIST => {}
+                Err(e) => return Err(fail("create", e, path)),
+            }
+            let fd = sys::open_dir_at(&parent_fd, leaf, true).map_err(|e| planted(e, path, uid))?;
+            if created.last().map(PathBuf::as_path) == Some(path) {
+                // mkdir's mode went through the umask; make it exactly 0700 (never wider).
+                sys::fchmod(&fd, 0o700).map_err(|e| fail("create", e, path))?;
+            }
+            fd
+        }
+        Err(e) => return Err(planted(e, path, uid)),
+    };
+    let info = sys::fstat(&fd).map_err(|e| fail("verify", e, path))?;
+    if info.uid != uid {
+        let f = Failure::policy(
+            Some(path.to_path_buf()),
+            format!(
+                "{} belongs to uid {}, not to us (uid {uid})",
+                path.display(),
+                info.uid
+            ),
+            match policy {
+                Policy::Private => format!(
+                    "another user may have planted it: remove it as root (`rm -r {}`); waysock \
+                     never writes into it",
+                    path.display()
+                ),
+                Policy::Runtime => format!(
+                    "point XDG_RUNTIME_DIR at a directory of uid {uid} (or let waysock run pick \
+                     one)"
+                ),
+            },
+        );
+        return Err((
+            "verify",
+            if policy == Policy::Private {
+                f.security()
+            } else {
+                f
+            },
+        ));
+    }
+    if info.perm & 0o077 != 0 {
+        if policy == Policy::Runtime && opts.fix_perms {
+            let tight = info.perm & 0o700;
+            sys::fchmod(&fd, tight).map_err(|e| fail("verify", e, path))?;
+            notes.push(format!("tightened mode {:04o} → {tight:04o}", info.perm));
+        } else {
+            let f = Failure::policy(
+                Some(path.to_path_buf()),
+                format!(
+                    "{} has mode {:04o}: group or others can reach the sockets in it",
+                    path.display(),
+                    info.perm
+                ),
+                match policy {
+                    Policy::Private => format!(
+                        "waysock made this dir 0700; something widened it: remove it \
+                         (`rm -r {}`) and let waysock recreate it",
+                        path.display()
+                    ),
+                    Policy::Runtime => format!(
+                        "`chmod 0700 {}` (or `waysock run --fix-perms`)",
+                        path.display()
+                    ),
+                },
+            );
+            return Err((
+                "verify",
+                if policy == Policy::Private {
+                    f.security()
+                } else {
+                    f
+                },
+            ));
+        }
+    }
+    sys::access_writable(&fd).map_err(|e| fail("verify", e, path))?;
+    probe_bind(&fd, path).map_err(|e| fail("probe", e, path))?;
+    Ok((fd, notes))
+}
+
+/// Opens the parent, creating up to `create` missing ancestors (0700, ours) on the way.
+fn open_parent(
+    parent: &Path,
+    create: usize,
+    uid: u32,
+    created: &mut Vec<PathBuf>,
+) -> Step<OwnedFd> {
+    match sys::open_dir(parent, false) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.errno == Errno::NOENT && create > 0 => {
+            let (Some(grand), Some(name)) = (parent.parent(), parent.file_name()) else {
+                return Err(("open", explain::failure(e, parent, uid)));
+            };
+            let gfd = open_parent(grand, create - 1, uid, created)?;
+            match sys::mkdir_at(&gfd, name, 0o700) {
+                Ok(()) => created.push(parent.to_path_buf()),
+                Err(e) if e.errno == Errno::EXIST => {}
+                Err(e) => return Err(("create", explain::failure(e, parent, uid))),
+            }
+            let fd = sys::open_dir_at(&gfd, name, true)
+                .map_err(|e| ("open", explain::failure(e, parent, uid)))?;
+            let info = sys::fstat(&fd).map_err(|e| ("verify", explain::failure(e, parent, uid)))?;
+            if info.uid != uid {
+                return Err((
+                    "verify",
+                    Failure::policy(
+                        Some(parent.to_path_buf()),
+                        format!(
+                            "{} belongs to uid {}, not to us",
+                            parent.display(),
+                            info.uid
+                        ),
+                        "remove it or use another candidate".into(),
+                    )
+                    .security(),
+                ));
+            }
+            Ok(fd)
+        }
+        Err(e) => Err(("open", explain::failure(e, parent, uid))),
+    }
+}
+
+/// Explains why `openat(…, O_NOFOLLOW|O_DIRECTORY)` failed on an existing name: a symlink or
+/// a non-directory is treated as planted.
+fn planted(e: SysError, path: &Path, uid: u32) -> (&'static str, Failure) {
+    let mut f = explain::failure(e, path, uid);
+    if e.errno == Errno::LOOP {
+        let target = std::fs::read_link(path)
+            .map(|t| format!(" (→ {})", t.display()))
+            .unwrap_or_default();
+        f.cause = format!(
+            "{}{target} is a symlink; waysock never follows a symlink it did not create",
+            path.display()
+        );
+        f.security = true;
+    } else if e.errno == Errno::NOTDIR {
+        let kind = sys::stat_path(path)
+            .ok()
+            .flatten()
+            .map(|i| sys::kind_name(i.kind))
+            .unwrap_or("non-directory");
+        f.cause = format!("{} is a {kind}, not a directory", path.display());
+        f.remedy = format!(
+            "remove it if you know what it is (`ls -l {}`); waysock leaves it alone",
+            path.display()
+        );
+        f.security = true;
+    }
+    ("open", f)
+}
+
+static PROBE_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Binds a throwaway socket in the directory and removes it again: the only real proof that
+/// this filesystem (and any sandbox around us) allows Unix sockets here.
+fn probe_bind(dir: &OwnedFd, dir_path: &Path) -> Result<(), SysError> {
+    let name = format!(
+        ".waysock-probe-{}-{}",
+        sys::pid(),
+        PROBE_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let via = sys::path_via_fd(dir.as_fd(), dir_path, &name);
+    let res = sys::unix_listen(sys::UnixAddr::Path(&via));
+    if res.is_ok() {
+        sys::unlink_at(dir, OsStr::new(&name))?;
+    }
+    res.map(drop)
+}
+
+/// Identity of a candidate directory for de-duplication: the parent's dev/ino plus the leaf
+/// name, so `/var/run/x` and `/run/x` match even before `x` exists.
+pub(crate) fn identity(path: &Path) -> Option<(u64, u64, OsString)> {
+    let parent = path.parent()?;
+    let info = sys::stat_path(parent).ok()??;
+    if info.kind != FileType::Directory {
+        return None;
+    }
+    Some((info.dev, info.ino, path.file_name()?.to_os_string()))
+}
+
+/// Is `name` a plain file name (no `/`, not `.`/`..`, no NUL)?
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.as_bytes().contains(&b'/')
+        && !name.as_bytes().contains(&0)
+        && !OsStr::new(name).as_bytes().is_empty()
+}

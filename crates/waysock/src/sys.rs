@@ -1,0 +1,427 @@
+//! The one layer that talks to the kernel. Every function names its C call; every error keeps
+//! the syscall and the errno so a diagnosis can explain it. All raw-fd work lives here.
+#![allow(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::errno::Errno;
+
+/// A failed system call: which one, and its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SysError {
+    /// The C function that failed (`"mkdir"`, `"bind"`, …).
+    pub syscall: &'static str,
+    /// What it returned.
+    pub errno: Errno,
+}
+
+/// Result of a system call wrapper.
+pub type SysResult<T> = Result<T, SysError>;
+
+fn err(syscall: &'static str) -> impl FnOnce(rustix::io::Errno) -> SysError {
+    move |e| SysError {
+        syscall,
+        errno: e.into(),
+    }
+}
+
+/// The parts of `struct stat` the strategies look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_mode & 0o7777`.
+    pub perm: u32,
+    /// `st_uid`.
+    pub uid: u32,
+    /// File type from `st_mode`.
+    pub kind: FileType,
+}
+
+impl FileInfo {
+    fn from_stat(st: &rustix::fs::Stat) -> Self {
+        FileInfo {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            perm: st.st_mode as u32 & 0o7777,
+            uid: st.st_uid,
+            kind: FileType::from_raw_mode(st.st_mode as _),
+        }
+    }
+
+    /// Same file (dev and ino)?
+    pub fn same_file(&self, other: &FileInfo) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+/// A human word for a file type, for messages.
+pub fn kind_name(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        _ => "file of unknown type",
+    }
+}
+
+/// `open(path, O_RDONLY|O_DIRECTORY|O_CLOEXEC [|O_NOFOLLOW])`.
+pub fn open_dir(path: &Path, nofollow: bool) -> SysResult<OwnedFd> {
+    open_dir_at(rustix::fs::CWD, path.as_os_str(), nofollow)
+}
+
+/// `openat(dirfd, name, O_RDONLY|O_DIRECTORY|O_CLOEXEC [|O_NOFOLLOW])`.
+pub fn open_dir_at(dir: impl AsFd, name: &OsStr, nofollow: bool) -> SysResult<OwnedFd> {
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if nofollow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err("open"))
+}
+
+/// `mkdirat(dirfd, name, mode)`.
+pub fn mkdir_at(dir: impl AsFd, name: &OsStr, mode: u32) -> SysResult<()> {
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode as _)).map_err(err("mkdir"))
+}
+
+/// `fchmod(fd, mode)`.
+pub fn fchmod(fd: impl AsFd, mode: u32) -> SysResult<()> {
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode as _)).map_err(err("fchmod"))
+}
+
+/// `fstat(fd)`.
+pub fn fstat(fd: impl AsFd) -> SysResult<FileInfo> {
+    rustix::fs::fstat(fd)
+        .map(|st| FileInfo::from_stat(&st))
+        .map_err(err("fstat"))
+}
+
+/// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when it does not exist.
+pub fn lstat_at(dir: impl AsFd, name: &OsStr) -> SysResult<Option<FileInfo>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileInfo::from_stat(&st))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(err("lstat")(e)),
+    }
+}
+
+/// `stat(path)` (follows symlinks); `Ok(None)` when it does not exist.
+pub fn stat_path(path: &Path) -> SysResult<Option<FileInfo>> {
+    match rustix::fs::stat(path) {
+        Ok(st) => Ok(Some(FileInfo::from_stat(&st))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(err("stat")(e)),
+    }
+}
+
+/// `faccessat(dirfd, ".", W_OK|X_OK, AT_EACCESS)`: can the effective uid create entries here?
+/// Reports `EROFS` for read-only mounts even for root.
+pub fn access_writable(dir: impl AsFd) -> SysResult<()> {
+    rustix::fs::accessat(
+        dir,
+        ".",
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .map_err(err("access"))
+}
+
+/// `openat(dirfd, name, O_RDWR|O_CLOEXEC|O_NOFOLLOW [|O_CREAT], 0660)`: a lock file as
+/// libwayland opens it, except that a symlink is refused (`ELOOP`).
+pub fn open_lock_at(dir: impl AsFd, name: &OsStr, create: bool) -> SysResult<OwnedFd> {
+    let mut flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    if create {
+        flags |= OFlags::CREATE;
+    }
+    rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o660)).map_err(err("open"))
+}
+
+/// `flock(fd, LOCK_EX|LOCK_NB)`: `Ok(true)` when acquired, `Ok(false)` when another open file
+/// description holds it.
+pub fn try_lock(fd: impl AsFd) -> SysResult<bool> {
+    match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(err("flock")(e)),
+    }
+}
+
+/// `flock(fd, LOCK_UN)`.
+pub fn unlock(fd: impl AsFd) -> SysResult<()> {
+    rustix::fs::flock(fd, FlockOperation::Unlock).map_err(err("flock"))
+}
+
+/// `unlinkat(dirfd, name, 0)`.
+pub fn unlink_at(dir: impl AsFd, name: &OsStr) -> SysResult<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(err("unlink"))
+}
+
+/// A path through which `bind`/`connect` reach `name` inside the directory open as `dir`,
+/// without resolving the directory's path again: `/proc/self/fd/N/name`. This closes the
+/// check-then-bind race (the directory we verified on its fd is the one we bind in) and is
+/// always short. Falls back to `dir_path/name` when `/proc` is not mounted.
+pub fn path_via_fd(dir: BorrowedFd<'_>, dir_path: &Path, name: &str) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    static PROC_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let proc_ok = *PROC_OK.get_or_init(|| Path::new("/proc/self/fd").is_dir());
+    if proc_ok {
+        PathBuf::from(format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), name))
+    } else {
+        dir_path.join(name)
+    }
+}
+
+/// Where a Unix socket is bound or dialled.
+#[derive(Debug, Clone, Copy)]
+pub enum UnixAddr<'a> {
+    /// A filesystem path.
+    Path(&'a Path),
+    /// An abstract name (without the leading NUL).
+    Abstract(&'a [u8]),
+}
+
+impl UnixAddr<'_> {
+    fn to_sockaddr(self) -> Result<SocketAddrUnix, rustix::io::Errno> {
+        match self {
+            UnixAddr::Path(p) => {
+                if p.as_os_str().as_bytes().len() > crate::endpoint::SUN_PATH_MAX {
+                    return Err(rustix::io::Errno::NAMETOOLONG);
+                }
+                SocketAddrUnix::new(p)
+            }
+            UnixAddr::Abstract(n) => SocketAddrUnix::new_abstract_name(n),
+        }
+    }
+}
+
+/// `socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)`.
+pub fn unix_stream_socket() -> SysResult<OwnedFd> {
+    rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(err("socket"))
+}
+
+/// `bind(fd, addr)`.
+pub fn bind(fd: impl AsFd, addr: UnixAddr<'_>) -> SysResult<()> {
+    let sa = addr.to_sockaddr().map_err(err("bind"))?;
+    rustix::net::bind(fd, &sa).map_err(err("bind"))
+}
+
+/// `listen(fd, 128)`: libwayland's backlog.
+pub fn listen(fd: impl AsFd) -> SysResult<()> {
+    rustix::net::listen(fd, 128).map_err(err("listen"))
+}
+
+/// `socket` + `bind` + `listen`: a listening `AF_UNIX` stream socket, `CLOEXEC`.
+pub fn unix_listen(addr: UnixAddr<'_>) -> SysResult<OwnedFd> {
+    let fd = unix_stream_socket()?;
+    bind(&fd, addr)?;
+    listen(&fd)?;
+    Ok(fd)
+}
+
+/// `socket` + `connect`: a connected `AF_UNIX` stream socket, `CLOEXEC`.
+pub fn unix_connect(addr: UnixAddr<'_>) -> SysResult<OwnedFd> {
+    let fd = unix_stream_socket()?;
+    let sa = addr.to_sockaddr().map_err(err("connect"))?;
+    rustix::net::connect(&fd, &sa).map_err(err("connect"))?;
+    Ok(fd)
+}
+
+/// Why an fd is not a usable socket of the wanted kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdProblem {
+    /// `fcntl(F_GETFD)` failed: not an open descriptor.
+    NotOpen(Errno),
+    /// Open, but not a socket (`fstat` type given).
+    NotSocket(&'static str),
+    /// A socket of another family.
+    NotUnix,
+    /// A Unix socket, but not `SOCK_STREAM`.
+    NotStream,
+    /// A stream socket that is not listening (servers need one that is).
+    NotListening,
+    /// A stream socket that is listening (clients need a connected one).
+    Listening,
+    /// A stream socket without a peer.
+    NotConnected,
+}
+
+impl std::fmt::Display for FdProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FdProblem::NotOpen(e) => write!(f, "is not an open file descriptor ({})", e.name()),
+            FdProblem::NotSocket(k) => write!(f, "is a {k}, not a socket"),
+            FdProblem::NotUnix => f.write_str("is a socket of another family, not AF_UNIX"),
+            FdProblem::NotStream => f.write_str("is an AF_UNIX socket but not SOCK_STREAM"),
+            FdProblem::NotListening => {
+                f.write_str("is an AF_UNIX stream socket that is not listening")
+            }
+            FdProblem::Listening => f.write_str("is a listening socket, not a connected one"),
+            FdProblem::NotConnected => f.write_str("is an AF_UNIX stream socket with no peer"),
+        }
+    }
+}
+
+/// Checks, without taking ownership, that `raw` is an open `AF_UNIX` `SOCK_STREAM` socket that is
+/// listening (`want_listening`) or connected (otherwise).
+pub fn validate_unix_stream(raw: RawFd, want_listening: bool) -> Result<(), FdProblem> {
+    if raw < 0 {
+        return Err(FdProblem::NotOpen(Errno::INVAL));
+    }
+    // SAFETY: `BorrowedFd` only needs the number to stay open for the borrow. We first ask the
+    // kernel whether it is open at all (`fcntl(F_GETFD)` is harmless on any number); the borrow
+    // does not outlive this function, and nothing here closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    if let Err(e) = rustix::io::fcntl_getfd(fd) {
+        return Err(FdProblem::NotOpen(e.into()));
+    }
+    let info = fstat(fd).map_err(|e| FdProblem::NotOpen(e.errno))?;
+    if info.kind != FileType::Socket {
+        return Err(FdProblem::NotSocket(kind_name(info.kind)));
+    }
+    match rustix::net::sockopt::socket_domain(fd) {
+        Ok(AddressFamily::UNIX) => {}
+        _ => return Err(FdProblem::NotUnix),
+    }
+    match rustix::net::sockopt::socket_type(fd) {
+        Ok(SocketType::STREAM) => {}
+        _ => return Err(FdProblem::NotStream),
+    }
+    let listening = rustix::net::sockopt::socket_acceptconn(fd).unwrap_or(false);
+    match (want_listening, listening) {
+        (true, true) => Ok(()),
+        (true, false) => Err(FdProblem::NotListening),
+        (false, true) => Err(FdProblem::Listening),
+        (false, false) => match rustix::net::getpeername(fd) {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(FdProblem::NotConnected),
+        },
+    }
+}
+
+/// Takes ownership of an inherited listening socket (systemd socket activation) after
+/// validating it again, and marks it close-on-exec.
+///
+/// The caller must call this at most once per number (the inherited strategy guards it with a
+/// process-wide flag): a second call would create a second owner.
+pub fn adopt_listening_fd(raw: RawFd) -> Result<OwnedFd, String> {
+    validate_unix_stream(raw, true).map_err(|p| format!("fd {raw} {p}"))?;
+    // SAFETY: `raw` is open and a listening AF_UNIX stream socket (just validated). systemd's
+    // protocol (LISTEN_PID equal to our pid, checked by the caller) hands fds
+    // 3..3+LISTEN_FDS to this process to own, and the caller adopts each at most once, so
+    // this `OwnedFd` is the only owner.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| format!("fcntl(F_SETFD, FD_CLOEXEC) on fd {raw}: {}", Errno::from(e)))?;
+    Ok(fd)
+}
+
+/// The local address of a socket, as an endpoint (`unix:` or `abstract:`), if it has one.
+pub fn local_endpoint(fd: impl AsFd) -> Option<crate::Endpoint> {
+    let any = rustix::net::getsockname(fd).ok()?;
+    let un = SocketAddrUnix::try_from(any).ok()?;
+    if let Some(name) = un.abstract_name() {
+        return Some(crate::Endpoint::Abstract(
+            String::from_utf8_lossy(name).into_owned(),
+        ));
+    }
+    let path = un.path_bytes()?;
+    if path.is_empty() {
+        return None;
+    }
+    Some(crate::Endpoint::Unix(PathBuf::from(OsStr::from_bytes(
+        path,
+    ))))
+}
+
+/// [`local_endpoint`] of a raw descriptor we do not own (an inherited fd before adoption).
+pub fn local_endpoint_raw(raw: RawFd) -> Option<crate::Endpoint> {
+    if rustix::io::fcntl_getfd(
+        // SAFETY: F_GETFD on any number is harmless; the borrow ends with this expression.
+        unsafe { BorrowedFd::borrow_raw(raw) },
+    )
+    .is_err()
+    {
+        return None;
+    }
+    // SAFETY: `raw` is open (checked just above); the borrow lives only for this call, and
+    // nothing here closes it.
+    local_endpoint(unsafe { BorrowedFd::borrow_raw(raw) })
+}
+
+/// The effective uid.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// This process's pid.
+pub fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn validate_tells_kinds_apart() {
+        let dir = std::env::temp_dir().join(format!("waysock-sys-{}", pid()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("s");
+        let l = unix_listen(UnixAddr::Path(&path)).unwrap();
+        assert_eq!(validate_unix_stream(l.as_raw_fd(), true), Ok(()));
+        assert_eq!(
+            validate_unix_stream(l.as_raw_fd(), false),
+            Err(FdProblem::Listening)
+        );
+        let c = unix_connect(UnixAddr::Path(&path)).unwrap();
+        assert_eq!(validate_unix_stream(c.as_raw_fd(), false), Ok(()));
+        assert_eq!(
+            validate_unix_stream(c.as_raw_fd(), true),
+            Err(FdProblem::NotListening)
+        );
+        let unbound = unix_stream_socket().unwrap();
+        assert_eq!(
+            validate_unix_stream(unbound.as_raw_fd(), false),
+            Err(FdProblem::NotConnected)
+        );
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(matches!(
+            validate_unix_stream(file.as_raw_fd(), true),
+            Err(FdProblem::NotSocket("character device"))
+        ));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            validate_unix_stream(udp.as_raw_fd(), true),
+            Err(FdProblem::NotUnix)
+        );
+        assert!(matches!(
+            validate_unix_stream(1_000_000, true),
+            Err(FdProblem::NotOpen(_))
+        ));
+        assert_eq!(
+            local_endpoint(&l),
+            Some(crate::Endpoint::Unix(path.clone()))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
