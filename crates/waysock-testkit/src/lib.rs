@@ -1,1 +1,365 @@
-//! Test fixtures for waysock (placeholder, filled below).
+//! Test fixtures for waysock: hostile environments made for real.
+//!
+//! - [`Sandbox`] runs one command in a fresh mount namespace (`unshare -m`), after root-side
+//!   setup (read-only tmpfs mounts, planted files), optionally dropped to the unprivileged test
+//!   user with `setpriv`. The test binary itself stays untouched and multi-threaded.
+//! - [`skip`] reports a test that cannot get what it needs: it prints `SKIPPED: test: reason`
+//!   straight to stderr (not captured by the test harness) and appends it to
+//!   `$CARGO_TARGET_TMPDIR/../waysock-skipped.txt`, which `.ci/run` lists at the end.
+//! - [`Run`] keeps argv, environment, status and output, and dumps all of it when an
+//!   assertion fails.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The unprivileged user `.ci/run` creates.
+pub const TEST_USER: &str = "wstest";
+
+/// Reports a skipped test loudly. Returns nothing; the caller then returns from the test.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIPPED: {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let path = skip_log();
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// Where skips are collected: `target/waysock-skipped.txt`.
+pub fn skip_log() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target")
+                .to_path_buf()
+        });
+    target.join("waysock-skipped.txt")
+}
+
+/// Are we root?
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Can we make mount namespaces (root, `unshare` present, not forbidden by a seccomp filter)?
+/// `Err` carries the reason, ready for [`skip`].
+pub fn namespaces() -> Result<(), String> {
+    if !is_root() {
+        return Err("needs root for mount namespaces (CI runs as root)".into());
+    }
+    match Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "unshare -m failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run unshare: {e}")),
+    }
+}
+
+/// A program on `PATH`, or the reason it is missing.
+pub fn program(name: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "{name} is not installed (.ci/run installs it: apt-get install weston wayland-utils)"
+    ))
+}
+
+/// The test user's uid and gid, or the reason it cannot be used.
+pub fn test_user() -> Result<(u32, u32), String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 4 && f[0] == TEST_USER {
+            let uid = f[2].parse().map_err(|_| "bad uid".to_string())?;
+            let gid = f[3].parse().map_err(|_| "bad gid".to_string())?;
+            return Ok((uid, gid));
+        }
+    }
+    Err(format!(
+        "user {TEST_USER} does not exist (.ci/run creates it: useradd -m {TEST_USER})"
+    ))
+}
+
+/// A unique name for this test run (pid + counter), for scratch dirs and namespaces.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// Makes `/var/tmp/waysock-test-…` (0700). `/var/tmp` because tests make `/tmp` read-only.
+    pub fn new(prefix: &str) -> Scratch {
+        let path = Path::new("/var/tmp").join(unique(&format!("waysock-test-{prefix}")));
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        set_mode(&path, 0o700);
+        Scratch { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// `chmod`.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// One command in a fresh mount namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    setup: Vec<String>,
+    user: Option<String>,
+    env: Vec<(OsString, Option<OsString>)>,
+    clear_env: bool,
+}
+
+impl Sandbox {
+    /// An empty sandbox: a private mount namespace and nothing else.
+    pub fn new() -> Sandbox {
+        Sandbox::default()
+    }
+
+    /// A root-side shell line run inside the namespace before the command (`set -e`).
+    pub fn sh(mut self, line: impl Into<String>) -> Self {
+        self.setup.push(line.into());
+        self
+    }
+
+    /// Mounts an empty read-only tmpfs over `path`.
+    pub fn read_only(self, path: &str) -> Self {
+        self.sh(format!("mount -t tmpfs -o ro,mode=755 none {path}"))
+    }
+
+    /// Mounts an empty writable tmpfs over `path`.
+    pub fn tmpfs(self, path: &str) -> Self {
+        self.sh(format!("mount -t tmpfs -o mode=1777 none {path}"))
+    }
+
+    /// Drops to `user` (with `setpriv`) for the command.
+    pub fn as_user(mut self, user: &str) -> Self {
+        self.user = Some(user.to_string());
+        self
+    }
+
+    /// Sets a variable for the command.
+    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
+        self.env.push((k.into(), Some(v.into())));
+        self
+    }
+
+    /// Removes a variable for the command.
+    pub fn env_remove(mut self, k: impl Into<OsString>) -> Self {
+        self.env.push((k.into(), None));
+        self
+    }
+
+    /// Starts from an empty environment (plus `PATH`), like `env -i`.
+    pub fn env_clear(mut self) -> Self {
+        self.clear_env = true;
+        self
+    }
+
+    /// The full command line, for running or spawning.
+    pub fn command(&self, program: impl AsRef<Path>, args: &[&str]) -> Command {
+        let mut script = String::from("set -e\n");
+        for line in &self.setup {
+            script.push_str(line);
+            script.push('\n');
+        }
+        script.push_str("exec \"$@\"\n");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"]);
+        if let Some(user) = &self.user {
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={user}"),
+                &format!("--regid={user}"),
+                "--init-groups",
+            ]);
+        }
+        cmd.arg(program.as_ref());
+        cmd.args(args);
+        if self.clear_env {
+            cmd.env_clear();
+            cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        }
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs to completion (killed after `timeout`) and captures everything.
+    pub fn run(&self, program: impl AsRef<Path>, args: &[&str], timeout: Duration) -> Run {
+        run_command(self.command(program, args), timeout)
+    }
+}
+
+/// Runs `cmd` with output captured, killing it after `timeout`.
+pub fn run_command(mut cmd: Command, timeout: Duration) -> Run {
+    let argv = describe(&cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {argv}: {e}"));
+    let start = Instant::now();
+    let mut timed_out = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.kill();
+                timed_out = true;
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait {argv}: {e}"),
+        }
+    }
+    let output = child.wait_with_output().expect("collect output");
+    Run {
+        argv,
+        output,
+        timed_out,
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => {
+                let _ = write!(s, "{}={:?} ", k.to_string_lossy(), v);
+            }
+            None => {
+                let _ = write!(s, "-u {} ", k.to_string_lossy());
+            }
+        }
+    }
+    let _ = write!(s, "{}", cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        let _ = write!(s, " {:?}", a);
+    }
+    s
+}
+
+/// A finished command and everything needed to explain a failure.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line with its environment changes.
+    pub argv: String,
+    /// Status and captured output.
+    pub output: Output,
+    /// Killed by the timeout?
+    pub timed_out: bool,
+}
+
+impl Run {
+    /// Standard output as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    /// Standard error as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Exit code (`None` if killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    /// Everything, for a failure message.
+    pub fn context(&self) -> String {
+        format!(
+            "--- command: {}\n--- status: {:?}{}\n--- stdout:\n{}\n--- stderr:\n{}\n--- ns: {}",
+            self.argv,
+            self.output.status,
+            if self.timed_out { " (timed out)" } else { "" },
+            self.stdout(),
+            self.stderr(),
+            namespaces_of_self()
+        )
+    }
+
+    /// Panics with the full context unless the exit code is `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "unexpected exit code\n{}",
+            self.context()
+        );
+        self
+    }
+}
+
+fn namespaces_of_self() -> String {
+    ["mnt", "net", "user"]
+        .iter()
+        .map(|ns| {
+            let l = std::fs::read_link(format!("/proc/self/ns/{ns}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|e| e.to_string());
+            format!("{ns}={l}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Waits until `f` returns `Some`, polling, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
