@@ -13,6 +13,8 @@ Exit codes:
   0  success
   1  nothing could be bound or connected (the report says why)
   2  usage error
+  run, exec: otherwise the child's own status (128+N if killed by signal N);
+  126/127 if the program cannot be executed / is not found
 
 Environment:
   WAYSOCK_LOG=error|warn|info|debug|trace   log verbosity (default: warn)
@@ -34,6 +36,14 @@ enum Command {
     /// Diagnose every candidate place for a display socket, and predict what a stock
     /// compositor and a stock client would do here.
     Doctor(cmd::doctor::Args),
+    /// Start an unmodified compositor where it can bind, wait until it answers, publish it.
+    Run(cmd::run::Args),
+    /// Find the display and start an unmodified client connected to it.
+    Exec(cmd::exec::Args),
+    /// Print the variables that reach the display (`eval "$(waysock env)"`).
+    Env(cmd::env::Args),
+    /// List this user's live displays.
+    Ls(cmd::ls::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +69,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Exec(args) => cmd::exec::run(args),
+        Command::Env(args) => cmd::env::run(args),
+        Command::Ls(args) => cmd::ls::run(args),
     }
 }

@@ -221,7 +221,10 @@ impl Sandbox {
         cmd.args(args);
         if self.clear_env {
             cmd.env_clear();
-            cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            cmd.env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
         }
         for (k, v) in &self.env {
             match v {
@@ -362,4 +365,244 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Every entry under `root` (recursive, symlinks not followed), one line each:
+/// `relative/path kind mode uid inode [-> target]`, sorted. Two equal snapshots mean nothing was
+/// created, removed, replaced, re-owned or chmod-ed; regular files also carry their length.
+pub fn snapshot(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let ft = md.file_type();
+            let kind = file_kind(&ft);
+            let mut line = format!(
+                "{rel} {kind} {:04o} uid={} ino={}",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.ino()
+            );
+            if ft.is_file() {
+                let _ = write!(line, " len={}", md.len());
+            }
+            if ft.is_symlink() {
+                if let Ok(t) = std::fs::read_link(&path) {
+                    let _ = write!(line, " -> {}", t.display());
+                }
+            }
+            out.push(line);
+            if ft.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// A word for a file type: `dir`, `file`, `symlink`, `socket`, `fifo`, `other`.
+pub fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "other"
+    }
+}
+
+/// `st_mode & 0o7777` of `path` (not following a symlink).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()))
+        .mode()
+        & 0o7777
+}
+
+/// Panics unless `path` is a directory with mode exactly 0700.
+pub fn assert_mode_0700(path: &Path) {
+    let md =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+    assert!(md.is_dir(), "{} is not a directory", path.display());
+    assert_eq!(
+        mode_of(path),
+        0o700,
+        "{} has mode {:04o}, expected 0700",
+        path.display(),
+        mode_of(path)
+    );
+}
+
+/// A headless weston 10 running in a runtime dir of the test's choosing, killed on drop
+/// (`SIGTERM`, then `SIGKILL` after 2 s), whatever path the test takes out.
+#[derive(Debug)]
+pub struct Weston {
+    child: Option<std::process::Child>,
+    runtime_dir: PathBuf,
+    log: PathBuf,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Weston {
+    /// Starts `weston --backend=headless-backend.so --idle-time=0 --no-config [--socket=NAME]`
+    /// with `XDG_RUNTIME_DIR=runtime_dir` and `WAYLAND_DISPLAY` unset; stdout and stderr go to
+    /// `log` (keep it outside the runtime dir so listings of that dir stay exact). `Err` when
+    /// weston is not installed, ready for [`skip`].
+    pub fn spawn(runtime_dir: &Path, socket: Option<&str>, log: &Path) -> Result<Weston, String> {
+        let weston = program("weston")?;
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(weston);
+        cmd.args([
+            "--backend=headless-backend.so",
+            "--idle-time=0",
+            "--no-config",
+        ]);
+        if let Some(name) = socket {
+            cmd.arg(format!("--socket={name}"));
+        }
+        cmd.env("XDG_RUNTIME_DIR", runtime_dir)
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("WAYLAND_SOCKET")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd.spawn().map_err(|e| format!("spawn weston: {e}"))?;
+        Ok(Weston {
+            child: Some(child),
+            runtime_dir: runtime_dir.to_path_buf(),
+            log: log.to_path_buf(),
+            status: None,
+        })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// Its runtime dir.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.runtime_dir
+    }
+
+    /// What it wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Has it exited? Reaps it if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        if self.status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(st)) = child.try_wait() {
+                    self.status = Some(st);
+                }
+            }
+        }
+        self.status
+    }
+
+    /// Waits until weston accepts connections on `name` in its runtime dir. `Err` (with the
+    /// log) if it exits first or `limit` passes.
+    pub fn wait_listening(&mut self, name: &str, limit: Duration) -> Result<(), String> {
+        let path = self.runtime_dir.join(name);
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Ok(());
+            }
+            if let Some(st) = self.exited() {
+                return Err(format!(
+                    "weston exited ({st}) before listening on {}\n--- weston log:\n{}",
+                    path.display(),
+                    self.log()
+                ));
+            }
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "weston did not listen on {} within {limit:?}\n--- weston log:\n{}",
+                    path.display(),
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for weston to exit by itself; `None` if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(limit, || self.exited())
+    }
+
+    /// `SIGKILL`s it (no cleanup: its socket and lock file stay behind) and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            if let Ok(st) = child.wait() {
+                self.status = Some(st);
+            }
+        }
+    }
+}
+
+impl Drop for Weston {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if self.status.is_some() {
+            return;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Runs `wayland-info` against `display` in `runtime_dir` (10 s limit). `Err` when it is not
+/// installed, ready for [`skip`].
+pub fn wayland_info(runtime_dir: &Path, display: &str) -> Result<Run, String> {
+    let prog = program("wayland-info")?;
+    let mut cmd = Command::new(prog);
+    cmd.env("XDG_RUNTIME_DIR", runtime_dir)
+        .env("WAYLAND_DISPLAY", display)
+        .env_remove("WAYLAND_SOCKET")
+        .stdin(Stdio::null());
+    Ok(run_command(cmd, Duration::from_secs(10)))
 }

@@ -141,6 +141,8 @@ enum Mode {
     Bind,
     /// Find out what would happen, for every strategy, leaving nothing behind.
     Probe,
+    /// Find the first directory a stock compositor can bind in, and keep it (for `run`).
+    Prepare,
 }
 
 /// A strategy that worked.
@@ -151,6 +153,20 @@ struct Won {
     listener: Option<OwnedFd>,
     lock: Option<DisplayLock>,
     runtime_dir: Option<PathBuf>,
+    created: Vec<PathBuf>,
+}
+
+/// A directory where a stock compositor can bind, chosen by the chain (for `waysock run`).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The strategy that found it.
+    pub strategy: Strategy,
+    /// The directory: the compositor's `XDG_RUNTIME_DIR`.
+    pub dir: PathBuf,
+    /// Directories the chain created for it (to remove again, if empty, at the end).
+    pub created: Vec<PathBuf>,
+    /// Every attempt made on the way.
+    pub report: Report,
 }
 
 /// Per-strategy result inside the walk.
@@ -234,6 +250,33 @@ impl Binder {
         }
     }
 
+    /// Finds the first directory where a stock compositor can bind its own socket: a
+    /// directory strategy that passes every check and has a free name. The directory is kept
+    /// (created if needed); no socket or lock is made.
+    pub fn prepare_directory(&self) -> Result<Prepared, BindError> {
+        self.check_display()?;
+        let mut report = Report::new(self.env.uid);
+        match self.walk(Mode::Prepare, &mut report) {
+            Ok(Some(won)) => {
+                report.choice = Some(Choice {
+                    strategy: won.strategy,
+                    endpoint: won.endpoint.clone(),
+                });
+                Ok(Prepared {
+                    strategy: won.strategy,
+                    dir: won.runtime_dir.unwrap_or_default(),
+                    created: won.created,
+                    report,
+                })
+            }
+            Ok(None) => Err(BindError::Exhausted(Box::new(report))),
+            Err(cause) => Err(BindError::Fatal {
+                cause,
+                report: Box::new(report),
+            }),
+        }
+    }
+
     /// Tries every strategy in probe mode: binds and releases at once, creates no lock file,
     /// reclaims nothing, and removes any directory it had to create. The report's choice is
     /// what [`Binder::bind`] would pick now.
@@ -281,7 +324,7 @@ impl Binder {
                 dir => self.try_directory(dir, mode, report, &mut seen),
             };
             match step {
-                Step::Won(won) if mode == Mode::Bind => return Ok(Some(won)),
+                Step::Won(won) if mode != Mode::Probe => return Ok(Some(won)),
                 Step::Won(won) => {
                     first.get_or_insert(won);
                 }
@@ -295,6 +338,12 @@ impl Binder {
     fn try_inherited(&self, mode: Mode, report: &mut Report) -> Step {
         let s = Strategy::Inherited;
         let candidate = "LISTEN_FDS";
+        if mode == Mode::Prepare {
+            let reason =
+                "a stock compositor binds its own socket; it cannot adopt LISTEN_FDS".into();
+            report.push(s, candidate, "select", Outcome::Skipped { reason });
+            return Step::Next;
+        }
         match inherited::select(&self.env) {
             Selection::NotApplicable(reason) => {
                 report.push(s, candidate, "select", Outcome::Skipped { reason });
@@ -342,6 +391,7 @@ impl Binder {
                     listener,
                     lock: None,
                     runtime_dir: None,
+                    created: Vec::new(),
                 })
             }
         }
@@ -354,6 +404,24 @@ impl Binder {
 
     fn try_abstract(&self, mode: Mode, report: &mut Report) -> Step {
         let s = Strategy::Abstract;
+        if mode == Mode::Prepare {
+            let f = Failure::policy(
+                None,
+                "a stock compositor binds in a directory; an abstract socket needs the preload \
+                 shim, which is not part of this build"
+                    .into(),
+                "make one candidate directory writable (e.g. --tmpfs /tmp), or use the library \
+                 API (waysock::Binder) in the compositor"
+                    .into(),
+            );
+            report.push(
+                s,
+                &format!("abstract:wayland-{}-N", self.env.uid),
+                "select",
+                Outcome::Failed(f),
+            );
+            return Step::Next;
+        }
         for name in self.names() {
             let abs = self.abstract_name(&name);
             let endpoint = Endpoint::Abstract(abs.clone());
@@ -379,6 +447,7 @@ impl Binder {
                         listener: (mode == Mode::Bind).then_some(fd),
                         lock: None,
                         runtime_dir: None,
+                        created: Vec::new(),
                     });
                 }
                 Err(e) if e.errno == Errno::ADDRINUSE => report.push(
@@ -472,7 +541,7 @@ impl Binder {
             longest_name: &longest,
             create: true,
             create_ancestors: usize::from(s == Strategy::Home),
-            fix_perms: self.fix_perms && mode == Mode::Bind,
+            fix_perms: self.fix_perms && mode != Mode::Probe,
         };
         let mut dir = match runtime_dir::open_usable(&path, policy, opts) {
             Ok(d) => d,
@@ -483,9 +552,12 @@ impl Binder {
                 return if fatal { Step::Stop(cause) } else { Step::Next };
             }
         };
-        let step = self.claim_in(s, mode, &mut dir, &names, report);
-        if mode == Mode::Probe {
-            dir.remove_created();
+        let mut step = self.claim_in(s, mode, &mut dir, &names, report);
+        match (&mut step, mode) {
+            (Step::Won(won), Mode::Prepare | Mode::Bind) => {
+                won.created = std::mem::take(&mut dir.created)
+            }
+            _ => dir.remove_created(),
         }
         step
     }
@@ -603,6 +675,7 @@ impl Binder {
                 listener,
                 lock,
                 runtime_dir: Some(dir.path.clone()),
+                created: Vec::new(),
             });
         }
         let f = Failure {

@@ -31,21 +31,27 @@
 #![deny(missing_docs)]
 
 mod binder;
+pub mod discover;
 mod endpoint;
 mod errno;
 mod explain;
 mod inherited;
 mod lock;
+pub mod probe;
+pub mod registry;
 mod report;
 mod runtime_dir;
 pub mod stock;
 mod strategy;
 mod sys;
 
-pub use binder::{BindError, Binder, Bound, MAX_DISPLAY_NUMBER};
+pub use binder::{BindError, Binder, Bound, Prepared, MAX_DISPLAY_NUMBER};
+pub use discover::{Discovery, Found, Tried};
 pub use endpoint::{unix_in, Endpoint, EndpointError, ACCEPTED_FORMS, SUN_PATH_MAX};
 pub use errno::{Decision, Errno};
 pub use inherited::LISTEN_FDS_START;
-pub use lock::DisplayLock;
+pub use lock::{remove_stale_display, DisplayLock};
+pub use registry::{Record, Registry};
 pub use report::{Attempt, Choice, Failure, Outcome, Report};
 pub use strategy::{Environment, Roots, Strategy, StrategyError};
+pub use sys::{set_inheritable, validate_unix_stream, FdProblem};

@@ -293,3 +293,31 @@ fn examine(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<Peek, SysError>
         }),
     }
 }
+
+/// Removes a dead display left in `dir` by a compositor that crashed: only under its lock, only
+/// a socket, only if nothing answers on it. `Ok(true)` if something was removed.
+pub fn remove_stale_display(dir: &Path, name: &str) -> Result<bool, SysError> {
+    let dfd = sys::open_dir(dir, true)?;
+    let lock_name = format!("{name}.lock");
+    let lock_fd = match sys::open_lock_at(&dfd, OsStr::new(&lock_name), false) {
+        Ok(fd) => fd,
+        Err(e) if e.errno == Errno::NOENT => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !sys::try_lock(&lock_fd)? {
+        return Ok(false); // somebody still holds it: alive
+    }
+    let lock_info = sys::fstat(&lock_fd)?;
+    match sys::lstat_at(&dfd, OsStr::new(&lock_name))? {
+        Some(now) if now.same_file(&lock_info) => {}
+        _ => return Ok(false),
+    }
+    match examine(&dfd, dir, name)? {
+        Peek::Stale => sys::unlink_at(&dfd, OsStr::new(name))?,
+        Peek::Free => {}
+        Peek::InUse(_) | Peek::Blocked { .. } => return Ok(false),
+    }
+    // The socket is gone (or never was); the lock file we hold is the last trace.
+    sys::unlink_at(&dfd, OsStr::new(&lock_name))?;
+    Ok(true)
+}

@@ -166,7 +166,7 @@ fn open_usable_inner(
         ));
     }
     let mut notes = Vec::new();
-    let fd = match sys::open_dir_at(&parent_fd, leaf.as_ref(), true) {
+    let fd = match sys::open_dir_at(&parent_fd, leaf, true) {
         Ok(fd) => fd,
         Err(e) if e.errno == Errno::NOENT && opts.create => {
             match sys::mkdir_at(&parent_fd, leaf, 0o700) {
@@ -178,14 +178,15 @@ fn open_usable_inner(
                 Err(e) if e.errno == Errno::EXIST => {}
                 Err(e) => return Err(fail("create", e, path)),
             }
-            let fd = sys::open_dir_at(&parent_fd, leaf, true).map_err(|e| planted(e, path, uid))?;
+            let fd = sys::open_dir_at(&parent_fd, leaf, true)
+                .map_err(|e| planted(e, &parent_fd, path, uid))?;
             if created.last().map(PathBuf::as_path) == Some(path) {
                 // mkdir's mode went through the umask; make it exactly 0700 (never wider).
                 sys::fchmod(&fd, 0o700).map_err(|e| fail("create", e, path))?;
             }
             fd
         }
-        Err(e) => return Err(planted(e, path, uid)),
+        Err(e) => return Err(planted(e, &parent_fd, path, uid)),
     };
     let info = sys::fstat(&fd).map_err(|e| fail("verify", e, path))?;
     if info.uid != uid {
@@ -302,9 +303,19 @@ fn open_parent(
 
 /// Explains why `openat(…, O_NOFOLLOW|O_DIRECTORY)` failed on an existing name: a symlink or
 /// a non-directory is treated as planted.
-fn planted(e: SysError, path: &Path, uid: u32) -> (&'static str, Failure) {
+///
+/// Linux reports a symlink opened with `O_NOFOLLOW|O_DIRECTORY` as `ENOTDIR`, not `ELOOP`, so
+/// the name is looked at again with `lstat` (relative to the parent fd we opened, never
+/// following it) to tell a symlink from a file.
+fn planted(e: SysError, parent: &OwnedFd, path: &Path, uid: u32) -> (&'static str, Failure) {
     let mut f = explain::failure(e, path, uid);
-    if e.errno == Errno::LOOP {
+    let kind = path
+        .file_name()
+        .and_then(|leaf| sys::lstat_at(parent, leaf).ok().flatten())
+        .map(|i| i.kind);
+    let is_symlink =
+        e.errno == Errno::LOOP || (e.errno == Errno::NOTDIR && kind == Some(FileType::Symlink));
+    if is_symlink {
         let target = std::fs::read_link(path)
             .map(|t| format!(" (→ {})", t.display()))
             .unwrap_or_default();
@@ -312,13 +323,14 @@ fn planted(e: SysError, path: &Path, uid: u32) -> (&'static str, Failure) {
             "{}{target} is a symlink; waysock never follows a symlink it did not create",
             path.display()
         );
+        f.remedy = format!(
+            "remove the symlink if you did not make it yourself (`ls -l {}`); until then \
+             waysock skips it",
+            path.display()
+        );
         f.security = true;
     } else if e.errno == Errno::NOTDIR {
-        let kind = sys::stat_path(path)
-            .ok()
-            .flatten()
-            .map(|i| sys::kind_name(i.kind))
-            .unwrap_or("non-directory");
+        let kind = kind.map(sys::kind_name).unwrap_or("non-directory");
         f.cause = format!("{} is a {kind}, not a directory", path.display());
         f.remedy = format!(
             "remove it if you know what it is (`ls -l {}`); waysock leaves it alone",

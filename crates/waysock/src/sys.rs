@@ -13,7 +13,8 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use crate::errno::Errno;
 
 /// A failed system call: which one, and its errno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{syscall}: {errno}")]
 pub struct SysError {
     /// The C function that failed (`"mkdir"`, `"bind"`, …).
     pub syscall: &'static str,
@@ -47,6 +48,9 @@ pub struct FileInfo {
 }
 
 impl FileInfo {
+    // `st_dev`, `st_ino` and `st_mode` have different widths on different targets: the casts
+    // are no-ops on x86_64 only.
+    #[allow(clippy::unnecessary_cast)]
     fn from_stat(st: &rustix::fs::Stat) -> Self {
         FileInfo {
             dev: st.st_dev as u64,
@@ -364,6 +368,39 @@ pub fn local_endpoint_raw(raw: RawFd) -> Option<crate::Endpoint> {
     // SAFETY: `raw` is open (checked just above); the borrow lives only for this call, and
     // nothing here closes it.
     local_endpoint(unsafe { BorrowedFd::borrow_raw(raw) })
+}
+
+/// The seals and first 4 KiB of an inherited memfd we do not own (`WAYSOCK_STATE_FD`).
+pub fn read_sealed(raw: RawFd) -> Result<(rustix::fs::SealFlags, Vec<u8>), String> {
+    if raw < 0 {
+        return Err("negative descriptor".into());
+    }
+    // SAFETY: F_GETFD on any number is harmless; the borrow ends with this expression.
+    if rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) }).is_err() {
+        return Err("not an open descriptor".into());
+    }
+    // SAFETY: `raw` is open (checked above); the borrow lives only inside this function and
+    // nothing here closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    let seals = rustix::fs::fcntl_get_seals(fd)
+        .map_err(|e| format!("not a sealable memfd ({})", Errno::from(e).name()))?;
+    let mut buf = vec![0u8; 4096];
+    let n =
+        rustix::io::pread(fd, &mut buf[..], 0).map_err(|e| format!("pread: {}", Errno::from(e)))?;
+    buf.truncate(n);
+    Ok((seals, buf))
+}
+
+/// Makes a descriptor inheritable across `exec` (clears `FD_CLOEXEC`).
+pub fn set_inheritable(fd: impl AsFd) -> SysResult<()> {
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).map_err(err("fcntl"))
+}
+
+/// The uid of the process at the other end of a connected Unix socket (`SO_PEERCRED`).
+pub fn peer_uid(fd: impl AsFd) -> SysResult<u32> {
+    rustix::net::sockopt::socket_peercred(fd)
+        .map(|c| c.uid.as_raw())
+        .map_err(err("getsockopt"))
 }
 
 /// The effective uid.

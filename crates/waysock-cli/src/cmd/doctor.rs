@@ -31,7 +31,10 @@ struct Json<'a> {
 
 /// Runs the diagnosis. Exit 0 when some strategy works, 1 when none does.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let chain = super::strategies(args.strategy.as_deref())?;
+    let chain = match super::strategies(args.strategy.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let env = Environment::from_process();
     let binder = Binder::new(env.clone())
         .strategies(chain)

@@ -1,15 +1,99 @@
-//! One module per subcommand.
+//! One module per subcommand, and the little they share.
 
 pub mod doctor;
+pub mod env;
+pub mod exec;
+pub mod ls;
+pub mod run;
 
-use waysock::Strategy;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-/// Parses `--strategy a,b` (or `WAYSOCK_STRATEGIES`) into a chain.
-pub fn strategies(flag: Option<&str>) -> anyhow::Result<Vec<Strategy>> {
-    let chain = match flag {
-        Some(list) => Strategy::parse_list(list)?,
+use waysock::{Endpoint, Environment, Found, Strategy};
+
+/// Parses `--strategy a,b` (or `WAYSOCK_STRATEGIES`) into a chain; a bad list is a usage
+/// error (the `Err` is the exit code to return, after the message was printed).
+pub fn strategies(flag: Option<&str>) -> Result<Vec<Strategy>, ExitCode> {
+    match flag {
+        Some(list) => Strategy::parse_list(list).map_err(|e| usage(format!("--strategy: {e}"))),
         None => waysock::Environment::strategies_from_process()
-            .map_err(|e| anyhow::anyhow!("WAYSOCK_STRATEGIES: {e}"))?,
-    };
-    Ok(chain)
+            .map_err(|e| usage(format!("WAYSOCK_STRATEGIES: {e}"))),
+    }
+}
+
+/// A usage error: printed, exit 2.
+pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("waysock: {msg}");
+    ExitCode::from(2)
+}
+
+/// `'text'` for sh and fish: single quotes, with embedded quotes escaped.
+pub fn quote(text: &OsStr) -> String {
+    let t = text.to_string_lossy();
+    format!("'{}'", t.replace('\'', r"'\''"))
+}
+
+/// How a found display is handed to a client through its environment.
+#[derive(Debug)]
+pub enum Handoff {
+    /// A filesystem socket: `WAYLAND_DISPLAY` as an absolute path and a usable
+    /// `XDG_RUNTIME_DIR`; `WAYLAND_SOCKET` removed.
+    Path {
+        /// Absolute socket path.
+        display: PathBuf,
+        /// The runtime dir to hand on (the current one if usable, else the socket's dir).
+        runtime_dir: PathBuf,
+    },
+    /// A connection made here, passed as `WAYLAND_SOCKET`.
+    Socket(std::os::unix::net::UnixStream),
+    /// `WAYLAND_SOCKET` was inherited and is valid: leave the environment alone.
+    Inherited(i32),
+}
+
+impl Handoff {
+    /// Decides the handoff for `found`.
+    pub fn for_found(found: Found, env: &Environment) -> Handoff {
+        match (&found.endpoint, found.stream) {
+            (Endpoint::Unix(p), _) => {
+                let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let runtime_dir = match &env.xdg_runtime_dir {
+                    Some(x) if waysock::discover::usable_runtime_dir(Path::new(x), env.uid) => {
+                        PathBuf::from(x)
+                    }
+                    _ => parent,
+                };
+                Handoff::Path {
+                    display: p.clone(),
+                    runtime_dir,
+                }
+            }
+            (Endpoint::Fd(n), None) => Handoff::Inherited(*n),
+            (_, Some(stream)) => Handoff::Socket(stream),
+            (ep, None) => unreachable_handoff(ep),
+        }
+    }
+
+    /// The variables to set (`Some`) or remove (`None`).
+    pub fn vars(&self) -> Vec<(&'static str, Option<OsString>)> {
+        match self {
+            Handoff::Path {
+                display,
+                runtime_dir,
+            } => vec![
+                (
+                    "XDG_RUNTIME_DIR",
+                    Some(runtime_dir.clone().into_os_string()),
+                ),
+                ("WAYLAND_DISPLAY", Some(display.clone().into_os_string())),
+                ("WAYLAND_SOCKET", None),
+            ],
+            Handoff::Socket(_) | Handoff::Inherited(_) => Vec::new(),
+        }
+    }
+}
+
+fn unreachable_handoff(ep: &Endpoint) -> Handoff {
+    // Discovery only returns a stream-less Found for an inherited fd.
+    panic!("waysock: discovery returned {ep} without a connection (bug)")
 }

@@ -1,0 +1,137 @@
+//! Finding out whether a compositor is really there: a Wayland roundtrip on a connection, who
+//! holds a lock (`/proc/locks`), and process ancestry.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Sends `wl_display.sync` and waits for the callback's `done`: proof that a Wayland server
+/// is running its event loop on this connection, not just that the kernel queued a connect.
+pub fn roundtrip(stream: &mut UnixStream, timeout: Duration) -> io::Result<()> {
+    const DISPLAY: u32 = 1;
+    const CALLBACK: u32 = 2;
+    let mut msg = Vec::with_capacity(12);
+    msg.extend_from_slice(&DISPLAY.to_ne_bytes());
+    msg.extend_from_slice(&(12u32 << 16).to_ne_bytes()); // size 12 << 16 | opcode 0 (sync)
+    msg.extend_from_slice(&CALLBACK.to_ne_bytes());
+    stream.write_all(&msg)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no wl_callback.done in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let mut header = [0u8; 8];
+        stream.read_exact(&mut header)?;
+        let object = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
+        let word = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+        let (size, opcode) = ((word >> 16) as usize, word & 0xffff);
+        if !(8..=4096).contains(&size) || size % 4 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a Wayland server: bad message size {size}"),
+            ));
+        }
+        let mut body = vec![0u8; size - 8];
+        stream.read_exact(&mut body)?;
+        match (object, opcode) {
+            (CALLBACK, 0) => return Ok(()),
+            (DISPLAY, 0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the server sent wl_display.error",
+                ))
+            }
+            _ => {} // delete_id and anything else: keep reading
+        }
+    }
+}
+
+/// The pid holding a `flock` on the file with this device and inode, from `/proc/locks`.
+pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    let (maj, min) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    for line in text.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; blocked waiters start "1: ->".
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        if f.len() < 6 || f[1] != "FLOCK" {
+            continue;
+        }
+        let mut id = f[5].split(':');
+        let (Some(a), Some(b), Some(i)) = (id.next(), id.next(), id.next()) else {
+            continue;
+        };
+        let same = u32::from_str_radix(a, 16).ok() == Some(maj)
+            && u32::from_str_radix(b, 16).ok() == Some(min)
+            && i.parse::<u64>().ok() == Some(ino);
+        if same {
+            return f[4].parse().ok();
+        }
+    }
+    None
+}
+
+/// Is `pid` the process `ancestor` or one of its descendants?
+pub fn is_same_or_descendant(pid: u32, ancestor: u32) -> bool {
+    let mut p = pid;
+    for _ in 0..64 {
+        if p == ancestor {
+            return true;
+        }
+        if p <= 1 {
+            return false;
+        }
+        match parent_of(p) {
+            Some(pp) => p = pp,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_our_own_flock() {
+        use std::os::unix::fs::MetadataExt;
+        let path = std::env::temp_dir().join(format!("waysock-probe-{}", std::process::id()));
+        let f = std::fs::File::create(&path).unwrap();
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let md = f.metadata().unwrap();
+        assert_eq!(flock_holder(md.dev(), md.ino()), Some(std::process::id()));
+        drop(f);
+        assert_eq!(flock_holder(md.dev(), md.ino()), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn ancestry() {
+        let me = std::process::id();
+        assert!(is_same_or_descendant(me, me));
+        assert!(!is_same_or_descendant(1, me));
+    }
+
+    #[test]
+    fn roundtrip_rejects_a_non_wayland_peer() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 12];
+            let _ = b.read_exact(&mut buf);
+            let _ = b.write_all(&[0xff; 16]);
+        });
+        let e = roundtrip(&mut a, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+}
