@@ -398,28 +398,17 @@ impl Binder {
     }
 
     fn abstract_name(&self, name: &str) -> String {
-        let suffix = name.strip_prefix("wayland-").unwrap_or(name);
-        format!("wayland-{}-{suffix}", self.env.uid)
+        crate::endpoint::abstract_display_name(self.env.uid, name)
     }
 
     fn try_abstract(&self, mode: Mode, report: &mut Report) -> Step {
         let s = Strategy::Abstract;
         if mode == Mode::Prepare {
-            let f = Failure::policy(
-                None,
-                "a stock compositor binds in a directory; an abstract socket needs the preload \
-                 shim, which is not part of this build"
-                    .into(),
-                "make one candidate directory writable (e.g. --tmpfs /tmp), or use the library \
-                 API (waysock::Binder) in the compositor"
-                    .into(),
-            );
-            report.push(
-                s,
-                &format!("abstract:wayland-{}-N", self.env.uid),
-                "select",
-                Outcome::Failed(f),
-            );
+            let reason = "a stock compositor binds in a directory; for an abstract socket \
+                          `waysock run` preloads its shim instead"
+                .to_string();
+            let candidate = format!("abstract:wayland-{}-N", self.env.uid);
+            report.push(s, &candidate, "select", Outcome::Skipped { reason });
             return Step::Next;
         }
         for name in self.names() {

@@ -535,8 +535,7 @@ impl Discovery {
         let uid = self.env.uid;
         let mut refused = Vec::new();
         for name in self.names() {
-            let suffix = name.strip_prefix("wayland-").unwrap_or(&name);
-            let ep = Endpoint::Abstract(format!("wayland-{uid}-{suffix}"));
+            let ep = Endpoint::Abstract(crate::endpoint::abstract_display_name(uid, &name));
             match accepts(&ep) {
                 Ok(s) => {
                     return Some(Found {

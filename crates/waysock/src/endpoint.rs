@@ -228,6 +228,13 @@ impl serde::Serialize for Endpoint {
     }
 }
 
+/// The abstract socket name for display `name` of `uid`: `wayland-UID-N` for `wayland-N`,
+/// `wayland-UID-NAME` for any other name. Shared by the binder, discovery and the shim.
+pub fn abstract_display_name(uid: u32, name: &str) -> String {
+    let suffix = name.strip_prefix("wayland-").unwrap_or(name);
+    format!("wayland-{uid}-{suffix}")
+}
+
 /// Builds a `unix:` endpoint from a directory and a name, checking `sun_path`.
 pub fn unix_in(dir: &Path, name: &str) -> Result<Endpoint, EndpointError> {
     let path = dir.join(name);

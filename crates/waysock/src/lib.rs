@@ -47,7 +47,9 @@ mod sys;
 
 pub use binder::{BindError, Binder, Bound, Prepared, MAX_DISPLAY_NUMBER};
 pub use discover::{Discovery, Found, Tried};
-pub use endpoint::{unix_in, Endpoint, EndpointError, ACCEPTED_FORMS, SUN_PATH_MAX};
+pub use endpoint::{
+    abstract_display_name, unix_in, Endpoint, EndpointError, ACCEPTED_FORMS, SUN_PATH_MAX,
+};
 pub use errno::{Decision, Errno};
 pub use inherited::LISTEN_FDS_START;
 pub use lock::{remove_stale_display, DisplayLock};

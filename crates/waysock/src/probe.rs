@@ -75,6 +75,14 @@ pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
     None
 }
 
+/// The pid of the process that created the listening socket at the other end of `stream`
+/// (`SO_PEERCRED` on a client socket).
+pub fn server_pid(stream: &UnixStream) -> Option<u32> {
+    rustix::net::sockopt::socket_peercred(stream)
+        .ok()
+        .map(|c| c.pid.as_raw_nonzero().get() as u32)
+}
+
 /// Is `pid` the process `ancestor` or one of its descendants?
 pub fn is_same_or_descendant(pid: u32, ancestor: u32) -> bool {
     let mut p = pid;

@@ -58,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("no client given"))?;
     let mut cmd = Command::new(program);
     cmd.args(rest);
+    let endpoint = found.endpoint.clone();
     let handoff = Handoff::for_found(found, &env);
     for (k, v) in handoff.vars() {
         match v {
@@ -73,10 +74,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Handoff::Socket(stream) = handoff {
         waysock::set_inheritable(&stream)?;
         cmd.env("WAYLAND_SOCKET", stream.as_raw_fd().to_string());
-        tracing::info!(
-            "abstract display: handed over as WAYLAND_SOCKET; clients that open a second \
-             connection would need the preload shim"
-        );
+        // Later connections (a second wl_display_connect, or the client's children) dial
+        // XDG_RUNTIME_DIR/WAYLAND_DISPLAY: the shim maps that path to the abstract name.
+        match (&endpoint, super::preload::shim_path()) {
+            (Endpoint::Abstract(abs), Ok(shim)) => {
+                let dir = super::preload::runtime_dir_for_shim(&env);
+                super::preload::apply(&mut cmd, &shim, &dir, &[]);
+                cmd.env("WAYLAND_DISPLAY", display_for_abstract(env.uid, abs));
+            }
+            (Endpoint::Abstract(_), Err(why)) => tracing::warn!(
+                "handing over one connection as WAYLAND_SOCKET; a second connection would \
+                 need the preload shim: {why}"
+            ),
+            _ => {}
+        }
         // Stays open across exec; the client owns it from then on.
         let _ = stream.into_raw_fd();
     }
@@ -89,4 +100,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::io::ErrorKind::NotFound => 127,
         _ => 126,
     }))
+}
+
+/// The display name whose shim mapping is `abs` (the inverse of
+/// [`waysock::abstract_display_name`]): `wayland-UID-N` → `wayland-N`.
+fn display_for_abstract(uid: u32, abs: &str) -> String {
+    let rest = abs.strip_prefix(&format!("wayland-{uid}-")).unwrap_or(abs);
+    format!("wayland-{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abstract_names_map_back() {
+        for name in ["wayland-0", "wayland-32", "wayland-custom"] {
+            let abs = waysock::abstract_display_name(1000, name);
+            assert_eq!(display_for_abstract(1000, &abs), name);
+        }
+    }
 }

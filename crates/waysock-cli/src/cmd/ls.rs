@@ -1,7 +1,6 @@
 //! `waysock ls`: live displays of this user — published ones from the registry, and
 //! unpublished ones found in the usual directories with their lock held.
 
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
@@ -98,7 +97,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if holder.is_none() || waysock::discover::accepts(&ep).is_err() {
                 continue;
             }
-            let _ = OsStr::new(&name);
             entries.push(Entry {
                 display: name,
                 endpoint: ep,
@@ -109,6 +107,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 published: false,
             });
         }
+    }
+    // Abstract displays of ours nobody published (the registry may be unusable there).
+    for n in 0..=waysock::MAX_DISPLAY_NUMBER {
+        let display = format!("wayland-{n}");
+        let ep = Endpoint::Abstract(waysock::abstract_display_name(env.uid, &display));
+        if entries.iter().any(|e| e.endpoint == ep) {
+            continue;
+        }
+        let Ok(stream) = waysock::discover::accepts(&ep) else {
+            continue;
+        };
+        let holder = waysock::probe::server_pid(&stream);
+        entries.push(Entry {
+            display,
+            endpoint: ep,
+            pid: holder,
+            command: holder.and_then(command_of),
+            strategy: Some(Strategy::Abstract),
+            age_seconds: None,
+            published: false,
+        });
     }
     if args.json {
         crate::output::print(&(serde_json::to_string_pretty(&entries)? + "\n"))?;

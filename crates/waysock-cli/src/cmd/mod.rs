@@ -4,6 +4,7 @@ pub mod doctor;
 pub mod env;
 pub mod exec;
 pub mod ls;
+pub mod preload;
 pub mod run;
 
 use std::ffi::{OsStr, OsString};

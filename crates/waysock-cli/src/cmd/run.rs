@@ -13,6 +13,12 @@
 //! We chose watching over a preload observer because it works for every libwayland compositor
 //! with no code injected (static binaries and setuid wrappers included), costs one directory
 //! listing per 25 ms while starting, and proves readiness end to end.
+//!
+//! When no directory works and the chain allows `abstract`, `run` preloads
+//! `libwaysock_preload.so`: the compositor binds `$XDG_RUNTIME_DIR/wayland-N` and really gets
+//! the abstract `wayland-UID-N`. Readiness is then the first abstract name whose listening
+//! socket was created by the child or a descendant (`SO_PEERCRED` on a connection to it) and
+//! that answers a roundtrip.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -45,6 +51,9 @@ pub struct Args {
     /// Tighten a too-permissive runtime dir that you own to 0700 instead of refusing it.
     #[arg(long)]
     fix_perms: bool,
+    /// Also accept clients of this uid on an abstract display (repeatable; default: only ours).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
     /// Seconds to wait for the compositor's socket before saying so (it keeps running).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     ready_timeout: u64,
@@ -66,36 +75,70 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let env = Environment::from_process();
     let binder = Binder::new(env.clone())
-        .strategies(chain)
+        .strategies(chain.clone())
         .display(args.display.clone())
         .fix_perms(args.fix_perms);
-    let prepared = match binder.prepare_directory() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("waysock run: {e}");
-            if let Some(r) = e.report() {
-                eprint!("{r}");
-            }
-            return Ok(ExitCode::from(if e.report().is_some() { 1 } else { 2 }));
-        }
-    };
-    let dir = prepared.dir.clone();
-    let observe_only = prepared.strategy == Strategy::RuntimeDir;
-    tracing::info!(dir = %dir.display(), strategy = %prepared.strategy, observe_only, "chosen");
-
     let (program, rest) = args
         .command
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no compositor given"))?;
     let mut cmd = Command::new(program);
     cmd.args(rest);
-    if !observe_only {
-        cmd.env("XDG_RUNTIME_DIR", &dir);
+    let place = match binder.prepare_directory() {
+        Ok(p) => {
+            let observe_only = p.strategy == Strategy::RuntimeDir;
+            if !observe_only {
+                cmd.env("XDG_RUNTIME_DIR", &p.dir);
+            }
+            Place::Dir {
+                before: sockets_in(&p.dir),
+                observe_only,
+                prepared: p,
+            }
+        }
+        Err(e) => {
+            let abstract_ok = chain.contains(&Strategy::Abstract);
+            let Some(report) = e.report().filter(|_| abstract_ok) else {
+                eprintln!("waysock run: {e}");
+                if let Some(r) = e.report() {
+                    eprint!("{r}");
+                }
+                return Ok(ExitCode::from(if e.report().is_some() { 1 } else { 2 }));
+            };
+            let blockers = super::preload::blockers(program);
+            let shim = super::preload::shim_path();
+            if !blockers.is_empty() || shim.is_err() {
+                eprintln!("waysock run: no directory works here, and the preload shim that would put {} on an abstract socket cannot be used:", program.to_string_lossy());
+                for b in blockers.iter().chain(shim.as_ref().err()) {
+                    eprintln!("  - {b}");
+                }
+                eprint!("{report}");
+                return Ok(ExitCode::from(1));
+            }
+            let shim = shim.unwrap_or_default();
+            let dir = super::preload::runtime_dir_for_shim(&env);
+            super::preload::apply(&mut cmd, &shim, &dir, &args.allow_uid);
+            tracing::info!(shim = %shim.display(), dir = %dir.display(), "abstract via preload");
+            Place::Abstract { dir }
+        }
+    };
+    if !matches!(
+        place,
+        Place::Dir {
+            observe_only: true,
+            ..
+        }
+    ) {
         // A WAYLAND_DISPLAY or WAYLAND_SOCKET from the old environment would make weston or
         // wlroots start nested inside a display that is not there.
         cmd.env_remove("WAYLAND_DISPLAY");
         cmd.env_remove("WAYLAND_SOCKET");
     }
+    let strategy = match &place {
+        Place::Dir { prepared, .. } => prepared.strategy,
+        Place::Abstract { .. } => Strategy::Abstract,
+    };
+    tracing::info!(%strategy, "chosen");
     let registry = Registry::for_uid(env.uid);
     let state_fd = match registry.usable() {
         Ok(()) => None,
@@ -113,8 +156,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     };
-
-    let before = sockets_in(&dir);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -122,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "waysock run: cannot start {}: {e}",
                 program.to_string_lossy()
             );
-            cleanup(&prepared.created, None, &dir);
+            place.cleanup(None);
             return Ok(ExitCode::from(
                 if e.kind() == std::io::ErrorKind::NotFound {
                     127
@@ -138,17 +179,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = program.to_string_lossy().into_owned();
     let ready = wait_ready(
         &mut child,
-        &dir,
-        &before,
+        &place,
+        env.uid,
         args.display.as_deref(),
         Duration::from_secs(args.ready_timeout),
     );
     let mut published: Option<(String, u32)> = None;
     match &ready {
-        Ready::Up { display, holder } => {
-            let socket = dir.join(display);
-            let endpoint = Endpoint::Unix(socket.clone());
-            match Record::for_process(display, endpoint.clone(), *holder, Some(prepared.strategy)) {
+        Ready::Up {
+            display,
+            holder,
+            endpoint,
+        } => {
+            match Record::for_process(display, endpoint.clone(), *holder, Some(strategy)) {
                 Some(rec) => {
                     let result = match &state_fd {
                         Some(fd) => fd.publish(&rec).map_err(|e| e.to_string()),
@@ -161,16 +204,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 None => tracing::warn!("compositor pid {holder} vanished before publishing"),
             }
-            let exports = format!(
-                "export XDG_RUNTIME_DIR={}\nexport WAYLAND_DISPLAY={}\n",
-                quote(dir.as_os_str()),
-                quote(socket.as_os_str())
-            );
-            eprintln!(
-                "waysock: {name} is up on {endpoint} ({}{})\n{exports}",
-                prepared.strategy,
-                if observe_only { ", observed" } else { "" }
-            );
+            let exports = match endpoint {
+                Endpoint::Unix(socket) => format!(
+                    "export XDG_RUNTIME_DIR={}\nexport WAYLAND_DISPLAY={}\n",
+                    quote(socket.parent().unwrap_or(Path::new("/")).as_os_str()),
+                    quote(socket.as_os_str())
+                ),
+                _ => format!(
+                    "# {endpoint} has no path: start clients with `waysock exec -- CLIENT`\n"
+                ),
+            };
+            let how = match &place {
+                Place::Dir {
+                    observe_only: true, ..
+                } => ", observed",
+                Place::Dir { .. } => "",
+                Place::Abstract { .. } => ", through the preload shim",
+            };
+            eprintln!("waysock: {name} is up on {endpoint} ({strategy}{how})\n{exports}");
             if let Some(file) = &args.print_env {
                 if let Err(e) = write_env_file(file, &exports) {
                     eprintln!("waysock run: cannot write {}: {e}", file.display());
@@ -179,9 +230,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Ready::Exited => {}
         Ready::TimedOut => eprintln!(
-            "waysock run: {name} did not bring up a Wayland socket in {}/ within {} s; still \
+            "waysock run: {name} did not bring up a Wayland socket ({}) within {} s; still \
              waiting for it to exit",
-            dir.display(),
+            place.describe(),
             args.ready_timeout
         ),
     }
@@ -197,9 +248,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tracing::warn!("could not withdraw the registry record: {e}");
             }
         }
-        cleanup(&prepared.created, Some(display), &dir);
+        place.cleanup(Some(display));
     } else {
-        cleanup(&prepared.created, None, &dir);
+        place.cleanup(None);
     }
     Ok(exit_code(status))
 }
@@ -232,21 +283,46 @@ fn write_env_file(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
-/// Removes what waysock created: in a directory it created, the compositor's leftovers if it
-/// died without cleaning up (only a dead socket, under its lock), then the directory if empty.
-fn cleanup(created: &[PathBuf], display: Option<&String>, dir: &Path) {
-    if created.is_empty() {
-        return;
-    }
-    if let Some(name) = display {
-        match waysock::remove_stale_display(dir, name) {
-            Ok(true) => tracing::info!("removed the dead {name} the compositor left behind"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!("could not clean {name}: {} {}", e.syscall, e.errno),
+/// Where the compositor will bind.
+enum Place {
+    /// A directory from the chain (its `XDG_RUNTIME_DIR`).
+    Dir {
+        prepared: waysock::Prepared,
+        observe_only: bool,
+        before: HashSet<(String, u64)>,
+    },
+    /// Abstract sockets, through the preload shim; `dir` is the runtime dir it is told about.
+    Abstract { dir: PathBuf },
+}
+
+impl Place {
+    fn describe(&self) -> String {
+        match self {
+            Place::Dir { prepared, .. } => format!("watched {}", prepared.dir.display()),
+            Place::Abstract { dir } => format!("abstract, mapped from {}", dir.display()),
         }
     }
-    for d in created.iter().rev() {
-        let _ = std::fs::remove_dir(d);
+
+    /// Removes what waysock created: in a directory it created, the compositor's leftovers if
+    /// it died without cleaning up (only a dead socket, under its lock), then the directory
+    /// if empty. Abstract sockets leave nothing behind.
+    fn cleanup(&self, display: Option<&String>) {
+        let Place::Dir { prepared, .. } = self else {
+            return;
+        };
+        if prepared.created.is_empty() {
+            return;
+        }
+        if let Some(name) = display {
+            match waysock::remove_stale_display(&prepared.dir, name) {
+                Ok(true) => tracing::info!("removed the dead {name} the compositor left behind"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("could not clean {name}: {e}"),
+            }
+        }
+        for d in prepared.created.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
@@ -267,15 +343,19 @@ fn sockets_in(dir: &Path) -> HashSet<(String, u64)> {
 }
 
 enum Ready {
-    Up { display: String, holder: u32 },
+    Up {
+        display: String,
+        holder: u32,
+        endpoint: Endpoint,
+    },
     Exited,
     TimedOut,
 }
 
 fn wait_ready(
     child: &mut Child,
-    dir: &Path,
-    before: &HashSet<(String, u64)>,
+    place: &Place,
+    uid: u32,
     want: Option<&str>,
     limit: Duration,
 ) -> Ready {
@@ -288,31 +368,82 @@ fn wait_ready(
         if start.elapsed() > limit {
             return Ready::TimedOut;
         }
-        for (name, ino) in sockets_in(dir) {
-            if before.contains(&(name.clone(), ino)) || want.is_some_and(|w| w != name) {
-                continue;
-            }
-            let Ok(md) = std::fs::symlink_metadata(dir.join(format!("{name}.lock"))) else {
-                continue;
-            };
-            let Some(holder) = waysock::probe::flock_holder(md.dev(), md.ino()) else {
-                continue;
-            };
-            if !waysock::probe::is_same_or_descendant(holder, pid) {
-                continue;
-            }
-            let Ok(mut s) = UnixStream::connect(dir.join(&name)) else {
-                continue;
-            };
-            if waysock::probe::roundtrip(&mut s, Duration::from_secs(2)).is_ok() {
-                return Ready::Up {
-                    display: name,
-                    holder,
-                };
-            }
+        let found = match place {
+            Place::Dir {
+                prepared, before, ..
+            } => ready_in_dir(&prepared.dir, before, want, pid),
+            Place::Abstract { .. } => ready_abstract(uid, want, pid),
+        };
+        if let Some(r) = found {
+            return r;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// A new socket in `dir` whose lock the child (or a descendant) holds, answering a roundtrip.
+fn ready_in_dir(
+    dir: &Path,
+    before: &HashSet<(String, u64)>,
+    want: Option<&str>,
+    pid: u32,
+) -> Option<Ready> {
+    for (name, ino) in sockets_in(dir) {
+        if before.contains(&(name.clone(), ino)) || want.is_some_and(|w| w != name) {
+            continue;
+        }
+        let Ok(md) = std::fs::symlink_metadata(dir.join(format!("{name}.lock"))) else {
+            continue;
+        };
+        let Some(holder) = waysock::probe::flock_holder(md.dev(), md.ino()) else {
+            continue;
+        };
+        if !waysock::probe::is_same_or_descendant(holder, pid) {
+            continue;
+        }
+        let Ok(mut s) = UnixStream::connect(dir.join(&name)) else {
+            continue;
+        };
+        if waysock::probe::roundtrip(&mut s, Duration::from_secs(2)).is_ok() {
+            let endpoint = Endpoint::Unix(dir.join(&name));
+            return Some(Ready::Up {
+                display: name,
+                holder,
+                endpoint,
+            });
+        }
+    }
+    None
+}
+
+/// An abstract `wayland-UID-N` whose listener the child (or a descendant) created.
+fn ready_abstract(uid: u32, want: Option<&str>, pid: u32) -> Option<Ready> {
+    let names: Vec<String> = match want {
+        Some(w) => vec![w.to_string()],
+        None => (0..=waysock::MAX_DISPLAY_NUMBER)
+            .map(|n| format!("wayland-{n}"))
+            .collect(),
+    };
+    for name in names {
+        let endpoint = Endpoint::Abstract(waysock::abstract_display_name(uid, &name));
+        let Ok(mut s) = waysock::discover::accepts(&endpoint) else {
+            continue;
+        };
+        let Some(holder) = waysock::probe::server_pid(&s) else {
+            continue;
+        };
+        if !waysock::probe::is_same_or_descendant(holder, pid) {
+            continue;
+        }
+        if waysock::probe::roundtrip(&mut s, Duration::from_secs(2)).is_ok() {
+            return Some(Ready::Up {
+                display: name,
+                holder,
+                endpoint,
+            });
+        }
+    }
+    None
 }
 
 /// Forwards SIGINT, SIGTERM and SIGHUP sent to us by another process to the compositor.

@@ -1,0 +1,185 @@
+//! Finding the preload shim and telling when it cannot work.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use waysock::Environment;
+
+/// The shim's file name.
+pub const SHIM: &str = "libwaysock_preload.so";
+
+/// Where the shim is: `WAYSOCK_PRELOAD_LIB`, next to this binary, in its `deps/` (a cargo
+/// build tree), or in `../lib/waysock/` (an install).
+pub fn shim_path() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("WAYSOCK_PRELOAD_LIB") {
+        let p = PathBuf::from(p);
+        return if p.is_file() && p.is_absolute() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "WAYSOCK_PRELOAD_LIB={} is not an absolute path to a file",
+                p.display()
+            ))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate waysock itself: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join(SHIM),
+        dir.join("deps").join(SHIM),
+        dir.join("../lib/waysock").join(SHIM),
+        PathBuf::from("/usr/lib/waysock").join(SHIM),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .ok_or_else(|| {
+            format!(
+                "{SHIM} not found next to {} (build it: cargo build --release --workspace; or set \
+                 WAYSOCK_PRELOAD_LIB)",
+                exe.display()
+            )
+        })
+}
+
+/// Resolves `program` through `PATH` like `execvp`.
+fn resolve(program: &OsStr) -> Option<PathBuf> {
+    let p = Path::new(program);
+    if p.components().count() > 1 {
+        return Some(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+}
+
+/// Why `LD_PRELOAD` cannot reach `program`, if we can tell: a static binary, secure execution
+/// (setuid, setgid, file capabilities), or a Rust compositor on wayland-backend's pure-Rust
+/// socket code (raw syscalls the shim never sees).
+pub fn blockers(program: &OsStr) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(path) = resolve(program) else {
+        return out; // spawning reports "not found" itself
+    };
+    let shown = path.display();
+    if let Ok(md) = std::fs::metadata(&path) {
+        if md.permissions().mode() & 0o6000 != 0 {
+            out.push(format!(
+                "{shown} is setuid/setgid: the loader ignores LD_PRELOAD under secure execution"
+            ));
+        }
+    }
+    if rustix::fs::getxattr(&path, "security.capability", &mut [0u8; 64][..]).is_ok() {
+        out.push(format!(
+            "{shown} has file capabilities: the loader ignores LD_PRELOAD under secure execution"
+        ));
+    }
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(&path) {
+        let _ = f.take(64 << 20).read_to_end(&mut bytes);
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        if !has_interp(&bytes) {
+            out.push(format!(
+                "{shown} is statically linked: there is no dynamic loader to read LD_PRELOAD"
+            ));
+        }
+        if contains(&bytes, b"wayland-backend") && !contains(&bytes, b"libwayland-server.so") {
+            out.push(format!(
+                "{shown} looks like a Rust compositor on wayland-backend's pure-Rust sockets \
+                 (raw syscalls the shim never sees): build it with the waysock library \
+                 (waysock::Binder) instead"
+            ));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Does this 64- or 32-bit little-endian ELF file have a `PT_INTERP` program header?
+fn has_interp(b: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) as usize)
+    };
+    let (phoff, phentsize, phnum) = match b.get(4) {
+        Some(2) => (u64_at(0x20), u16_at(0x36), u16_at(0x38)),
+        Some(1) => (u32_at(0x1c), u16_at(0x2a), u16_at(0x2c)),
+        _ => return true, // unknown class: do not claim it is static
+    };
+    let (Some(phoff), Some(size), Some(num)) = (phoff, phentsize, phnum) else {
+        return true;
+    };
+    (0..num).any(|i| u32_at(phoff + i * size) == Some(3)) // PT_INTERP
+}
+
+/// The directory an abstract-mode program is told is its runtime dir: nothing is ever written
+/// there (the shim maps its sockets and locks), it only has to exist, since weston refuses a
+/// runtime dir that is not a directory.
+pub fn runtime_dir_for_shim(env: &Environment) -> PathBuf {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(x) = env.xdg_runtime_dir.as_ref().filter(|x| !x.is_empty()) {
+        candidates.push(PathBuf::from(x));
+    }
+    candidates.push(env.roots.user_run.join(env.uid.to_string()));
+    for p in ["/run", "/tmp", "/dev/shm", "/"] {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_absolute() && p.is_dir() && p.as_os_str().len() < 80)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Sets the variables that make `cmd` run under the shim.
+pub fn apply(cmd: &mut Command, shim: &Path, dir: &Path, allow_uids: &[u32]) {
+    let mut preload = OsString::from(shim);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    cmd.env("LD_PRELOAD", preload);
+    cmd.env("WAYSOCK_PRELOAD_DIR", dir);
+    cmd.env("XDG_RUNTIME_DIR", dir);
+    if !allow_uids.is_empty() {
+        let list: Vec<String> = allow_uids.iter().map(u32::to_string).collect();
+        cmd.env("WAYSOCK_ALLOW_UIDS", list.join(","));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_binaries_have_an_interpreter() {
+        let sh = std::fs::read("/bin/sh").unwrap();
+        assert!(has_interp(&sh));
+        assert!(blockers(OsStr::new("sh")).is_empty());
+    }
+
+    #[test]
+    fn static_binaries_are_named() {
+        // A minimal ELF64 header with no program headers: static by construction.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        assert!(!has_interp(&elf));
+    }
+}

@@ -1,0 +1,180 @@
+//! What the shim maps, read once from `WAYSOCK_*` variables; pure logic, no syscalls.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+/// Longest abstract name that fits `sun_path` after its leading NUL.
+pub const ABSTRACT_MAX: usize = 107;
+
+/// The shim's configuration. Absent (pass-through) unless `WAYSOCK_PRELOAD_DIR` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The directory the program believes is its runtime dir (no trailing `/`).
+    pub dir: Vec<u8>,
+    /// Our uid: the abstract names' owner, and the peers accepted on them.
+    pub uid: u32,
+    /// Further peer uids to accept (`--allow-uid`).
+    pub allow_uids: Vec<u32>,
+    /// One line per interposed call (`WAYSOCK_LOG=debug|trace`).
+    pub debug: bool,
+    /// Refusals and errors (`WAYSOCK_LOG` not `off`/`error`).
+    pub warn: bool,
+}
+
+/// What a path means to the shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapped {
+    /// A display socket: use this abstract name instead.
+    Socket(Vec<u8>),
+    /// Its lock file: back it with anonymous memory.
+    Lock,
+}
+
+impl Config {
+    /// Reads the configuration through `get`; `None` means pass everything through.
+    pub fn from_vars(get: impl Fn(&str) -> Option<OsString>, uid: u32) -> Option<Config> {
+        let dir = get("WAYSOCK_PRELOAD_DIR")?;
+        let mut dir = dir.as_bytes().to_vec();
+        while dir.len() > 1 && dir.ends_with(b"/") {
+            dir.pop();
+        }
+        if dir.first() != Some(&b'/') {
+            return None;
+        }
+        let level = get("WAYSOCK_LOG")
+            .map(|v| v.to_string_lossy().trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let allow_uids = get("WAYSOCK_ALLOW_UIDS")
+            .map(|v| {
+                v.to_string_lossy()
+                    .split(',')
+                    .filter_map(|u| u.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Config {
+            dir,
+            uid,
+            allow_uids,
+            debug: matches!(level.as_str(), "debug" | "trace"),
+            warn: !matches!(level.as_str(), "off" | "error"),
+        })
+    }
+
+    /// Is `uid` allowed to connect to a mapped listener?
+    pub fn allows(&self, uid: u32) -> bool {
+        uid == self.uid || self.allow_uids.contains(&uid)
+    }
+
+    /// What `path` maps to: only names directly inside [`Config::dir`].
+    pub fn map(&self, path: &[u8]) -> Option<Mapped> {
+        let rest = path.strip_prefix(self.dir.as_slice())?;
+        let name = if self.dir == b"/" {
+            // libwayland joins with "%s/%s": "/" + "/" + name.
+            rest.strip_prefix(b"/").unwrap_or(rest)
+        } else {
+            rest.strip_prefix(b"/")?
+        };
+        if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
+            return None;
+        }
+        match name.strip_suffix(b".lock") {
+            Some(base) if !base.is_empty() => Some(Mapped::Lock),
+            _ => {
+                let abs = abstract_name(self.uid, name);
+                (abs.len() <= ABSTRACT_MAX).then_some(Mapped::Socket(abs))
+            }
+        }
+    }
+}
+
+/// The abstract name for display `name` of `uid`: `wayland-UID-N` for `wayland-N`,
+/// `wayland-UID-NAME` otherwise (the same rule as `waysock::Binder`).
+pub fn abstract_name(uid: u32, name: &[u8]) -> Vec<u8> {
+    let suffix = name.strip_prefix(b"wayland-").unwrap_or(name);
+    let mut v = format!("wayland-{uid}-").into_bytes();
+    v.extend_from_slice(suffix);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &str) -> Config {
+        let dir = dir.to_string();
+        Config::from_vars(
+            |k| (k == "WAYSOCK_PRELOAD_DIR").then(|| OsString::from(&dir)),
+            1000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn maps_only_direct_children() {
+        let c = cfg("/run/user/1000/");
+        assert_eq!(
+            c.map(b"/run/user/1000/wayland-0"),
+            Some(Mapped::Socket(b"wayland-1000-0".to_vec()))
+        );
+        assert_eq!(c.map(b"/run/user/1000/wayland-0.lock"), Some(Mapped::Lock));
+        assert_eq!(c.map(b"/run/user/1000/sub/wayland-0"), None);
+        assert_eq!(c.map(b"/run/user/10000/wayland-0"), None);
+        assert_eq!(c.map(b"/run/user/1000"), None);
+        assert_eq!(c.map(b"/run/user/1000/"), None);
+        assert_eq!(
+            c.map(b"/run/user/1000/.lock"),
+            Some(Mapped::Socket(b"wayland-1000-.lock".to_vec()))
+        );
+        assert_eq!(c.map(b"/etc/passwd"), None);
+        let root = cfg("/");
+        assert_eq!(
+            root.map(b"/wayland-1"),
+            Some(Mapped::Socket(b"wayland-1000-1".to_vec()))
+        );
+        assert_eq!(
+            root.map(b"//wayland-1"),
+            Some(Mapped::Socket(b"wayland-1000-1".to_vec()))
+        );
+    }
+
+    #[test]
+    fn pass_through_without_dir() {
+        assert_eq!(Config::from_vars(|_| None, 0), None);
+        assert_eq!(
+            Config::from_vars(|k| (k == "WAYSOCK_PRELOAD_DIR").then(|| "rel".into()), 0),
+            None
+        );
+    }
+
+    #[test]
+    fn same_abstract_rule_as_the_library() {
+        for (uid, name) in [
+            (1000, "wayland-3"),
+            (0, "sway-ipc.0.1.sock"),
+            (7, "wayland-"),
+        ] {
+            assert_eq!(
+                abstract_name(uid, name.as_bytes()),
+                waysock::abstract_display_name(uid, name).into_bytes()
+            );
+        }
+        assert_eq!(abstract_name(1000, b"wayland-3"), b"wayland-1000-3");
+    }
+
+    #[test]
+    fn log_levels_and_allow_list() {
+        let c = Config::from_vars(
+            |k| match k {
+                "WAYSOCK_PRELOAD_DIR" => Some("/x".into()),
+                "WAYSOCK_LOG" => Some("DEBUG".into()),
+                "WAYSOCK_ALLOW_UIDS" => Some("5, 7,bogus".into()),
+                _ => None,
+            },
+            1,
+        )
+        .unwrap();
+        assert!(c.debug && c.warn);
+        assert!(c.allows(1) && c.allows(5) && c.allows(7) && !c.allows(6));
+    }
+}

@@ -1,0 +1,497 @@
+//! The `extern "C"` hooks: convert pointers, ask the safe logic, fall back to the real call.
+//!
+//! Every hook follows one shape:
+//! 1. resolve the real symbol once (`dlsym(RTLD_NEXT, …)` cached in an `AtomicUsize`);
+//! 2. enter the thread-local re-entrancy guard, or call the real symbol at once if this thread
+//!    is already inside a hook (our own logging, `memfd_create`, … must never loop back);
+//! 3. run the safe decision inside `catch_unwind`: `Some(result)` means "handled",
+//!    `None` (or a panic) means "bypass" and the real call runs untouched.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use libc::{mode_t, sockaddr, sockaddr_un, socklen_t};
+
+use crate::config::{Config, Mapped};
+use crate::log::Line;
+
+/// The configuration, read once by the constructor; `None` = pass everything through.
+pub(crate) static CONFIG: OnceLock<Option<Config>> = OnceLock::new();
+
+fn config() -> Option<&'static Config> {
+    CONFIG.get().and_then(Option::as_ref)
+}
+
+thread_local! {
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Held while a hook runs its own logic on this thread.
+struct Guard;
+
+impl Guard {
+    fn enter() -> Option<Guard> {
+        IN_HOOK
+            .try_with(|c| {
+                if c.get() {
+                    None
+                } else {
+                    c.set(true);
+                    Some(Guard)
+                }
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = IN_HOOK.try_with(|c| c.set(false));
+    }
+}
+
+/// Listening fds (< 1024) whose bind we mapped; consulted by `accept`.
+static MAPPED_LISTENERS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+
+fn mark_listener(fd: c_int) {
+    if (0..1024).contains(&fd) {
+        MAPPED_LISTENERS[fd as usize / 64].fetch_or(1 << (fd % 64), Ordering::Relaxed);
+    }
+}
+
+fn is_marked_listener(fd: c_int) -> bool {
+    (0..1024).contains(&fd)
+        && MAPPED_LISTENERS[fd as usize / 64].load(Ordering::Relaxed) & (1 << (fd % 64)) != 0
+}
+
+/// Resolves `name` in the next object after us, once.
+fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
+    let cached = slot.load(Ordering::Acquire);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: `name` is NUL-terminated (a `CStr`); RTLD_NEXT asks the loader for the next
+    // definition after this library, which is libc's for every symbol we hook.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    slot.store(p, Ordering::Release);
+    p
+}
+
+macro_rules! real {
+    ($slot:ident, $name:literal, $ty:ty) => {{
+        static $slot: AtomicUsize = AtomicUsize::new(0);
+        let p = resolve(&$slot, $name);
+        if p == 0 {
+            None
+        } else {
+            // SAFETY: `p` is the address of libc's function of this exact name, whose C
+            // signature is `$ty`.
+            Some(unsafe { std::mem::transmute::<usize, $ty>(p) })
+        }
+    }};
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn errno() -> c_int {
+    // SAFETY: as in `set_errno`.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Runs `f` guarded and unwind-safe; `None` means "bypass".
+fn handled<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
+    let _g = Guard::enter()?;
+    catch_unwind(AssertUnwindSafe(f)).ok().flatten()
+}
+
+/// The path of an `AF_UNIX` address, if it is a filesystem one.
+///
+/// # Safety
+/// `addr` must point to `len` readable bytes (or be null).
+unsafe fn unix_path<'a>(addr: *const sockaddr, len: socklen_t) -> Option<&'a [u8]> {
+    if addr.is_null() || (len as usize) <= std::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: the caller promises `len` bytes at `addr`; we read the family first.
+    if unsafe { (*addr).sa_family } as c_int != libc::AF_UNIX {
+        return None;
+    }
+    let un = addr as *const sockaddr_un;
+    let max = (len as usize - std::mem::size_of::<libc::sa_family_t>()).min(108);
+    // SAFETY: `max` bytes of sun_path lie within the `len` bytes the caller provided.
+    let bytes = unsafe { std::slice::from_raw_parts((*un).sun_path.as_ptr() as *const u8, max) };
+    if bytes.first().is_none_or(|b| *b == 0) {
+        return None; // unnamed or already abstract
+    }
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    Some(&bytes[..end])
+}
+
+/// An abstract `sockaddr_un` for `name` and its length.
+fn abstract_addr(name: &[u8]) -> (sockaddr_un, socklen_t) {
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut a: sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (i, b) in name.iter().enumerate().take(a.sun_path.len() - 1) {
+        a.sun_path[i + 1] = *b as c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len().min(a.sun_path.len() - 1);
+    (a, len as socklen_t)
+}
+
+/// A NUL-terminated C path as bytes.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string.
+unsafe fn c_path<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller promises a NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+type BindFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
+type OpenFn = unsafe extern "C" fn(*const c_char, c_int, mode_t) -> c_int;
+type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, mode_t) -> c_int;
+type UnlinkFn = unsafe extern "C" fn(*const c_char) -> c_int;
+
+/// Shared by `bind` and `connect`: map the address, call `real` with the abstract one.
+///
+/// # Safety
+/// `addr`/`len` as for `bind(2)`; `real` is libc's function.
+unsafe fn socket_call(
+    call: &str,
+    real: BindFn,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Option<c_int> {
+    let cfg = config()?;
+    // SAFETY: forwarded from our caller's contract.
+    let path = unsafe { unix_path(addr, len) }?;
+    let Mapped::Socket(name) = cfg.map(path)? else {
+        return None;
+    };
+    let (a, alen) = abstract_addr(&name);
+    // SAFETY: `a` is a valid sockaddr_un of `alen` bytes; `real` is libc's bind/connect.
+    let r = unsafe { real(fd, &a as *const sockaddr_un as *const sockaddr, alen) };
+    let e = errno();
+    if call == "bind" && r == 0 {
+        mark_listener(fd);
+    }
+    if cfg.debug {
+        let mut l = Line::new();
+        l.text("[waysock] ");
+        l.text(call);
+        l.text("(fd=");
+        l.int(fd as i64);
+        l.text(", unix:");
+        l.bytes(path);
+        l.text(" -> abstract:");
+        l.bytes(&name);
+        l.text(") = ");
+        l.int(r as i64);
+        if r < 0 {
+            l.text(" errno ");
+            l.int(e as i64);
+        }
+        l.text("\n");
+        l.write_to(2);
+    }
+    set_errno(e);
+    Some(r)
+}
+
+/// `bind(2)`: a mapped path binds the abstract name instead.
+///
+/// # Safety
+/// Called by C with `bind(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(real) = real!(REAL_BIND, c"bind", BindFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: our caller's bind(2) contract holds for the pointers we forward.
+    if let Some(r) = handled(|| unsafe { socket_call("bind", real, fd, addr, len) }) {
+        return r;
+    }
+    // SAFETY: as above, unchanged arguments to the real bind.
+    unsafe { real(fd, addr, len) }
+}
+
+/// `connect(2)`: a mapped path dials the abstract name instead.
+///
+/// # Safety
+/// Called by C with `connect(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(real) = real!(REAL_CONNECT, c"connect", BindFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: our caller's connect(2) contract holds for the pointers we forward.
+    if let Some(r) = handled(|| unsafe { socket_call("connect", real, fd, addr, len) }) {
+        return r;
+    }
+    // SAFETY: as above, unchanged arguments to the real connect.
+    unsafe { real(fd, addr, len) }
+}
+
+/// After a real accept on a mapped listener: refuse peers of other uids.
+fn filter_peer(listener: c_int, fd: c_int) -> Option<c_int> {
+    let cfg = config()?;
+    if fd < 0 || !is_marked_listener(listener) {
+        return None;
+    }
+    // SAFETY: ucred is plain old data; zeroed is valid.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as socklen_t;
+    // SAFETY: `cred`/`len` are a valid buffer for SO_PEERCRED on the fd accept just returned.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    let allowed = r == 0 && cfg.allows(cred.uid);
+    if cfg.debug || (!allowed && cfg.warn) {
+        let mut l = Line::new();
+        l.text("[waysock] accept(fd=");
+        l.int(listener as i64);
+        l.text(") = ");
+        l.int(fd as i64);
+        l.text(", peer uid ");
+        l.int(if r == 0 { cred.uid as i64 } else { -1 });
+        if allowed {
+            l.text(": ok\n");
+        } else {
+            l.text(", pid ");
+            l.int(cred.pid as i64);
+            l.text(": REFUSED (not uid ");
+            l.int(cfg.uid as i64);
+            l.text("; waysock run --allow-uid UID admits others)\n");
+        }
+        l.write_to(2);
+    }
+    if allowed {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by accept and is owned by nobody else yet.
+    unsafe { libc::close(fd) };
+    set_errno(libc::ECONNABORTED);
+    Some(-1)
+}
+
+/// `accept(2)`: on a mapped listener, peers of other uids are refused.
+///
+/// # Safety
+/// Called by C with `accept(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(real) = real!(REAL_ACCEPT, c"accept", AcceptFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: unchanged arguments to the real accept.
+    let r = unsafe { real(fd, addr, len) };
+    let e = errno();
+    match handled(|| filter_peer(fd, r)) {
+        Some(refused) => refused,
+        None => {
+            set_errno(e);
+            r
+        }
+    }
+}
+
+/// `accept4(2)`: as [`accept`].
+///
+/// # Safety
+/// Called by C with `accept4(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let Some(real) = real!(REAL_ACCEPT4, c"accept4", Accept4Fn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: unchanged arguments to the real accept4.
+    let r = unsafe { real(fd, addr, len, flags) };
+    let e = errno();
+    match handled(|| filter_peer(fd, r)) {
+        Some(refused) => refused,
+        None => {
+            set_errno(e);
+            r
+        }
+    }
+}
+
+/// A mapped lock file becomes an anonymous memfd: `flock` on it always succeeds, and the
+/// abstract bind is what makes the name exclusive.
+fn open_lock(call: &str, path: &[u8], flags: c_int) -> Option<c_int> {
+    let cfg = config()?;
+    if cfg.map(path)? != Mapped::Lock {
+        return None;
+    }
+    let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
+        libc::MFD_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: a literal NUL-terminated name; memfd_create has no other preconditions.
+    let fd = unsafe { libc::memfd_create(c"waysock-lock".as_ptr(), mfd_flags) };
+    let e = errno();
+    if cfg.debug {
+        let mut l = Line::new();
+        l.text("[waysock] ");
+        l.text(call);
+        l.text("(");
+        l.bytes(path);
+        l.text(") -> memfd = ");
+        l.int(fd as i64);
+        l.text("\n");
+        l.write_to(2);
+    }
+    set_errno(e);
+    Some(fd)
+}
+
+/// `open(2)`.
+///
+/// The C prototype is variadic (`mode` only with `O_CREAT`/`O_TMPFILE`). Stable Rust cannot
+/// define variadic functions, so `mode` is declared as a third fixed argument: on the System V
+/// x86_64 and AArch64 Linux ABIs a variadic integer argument travels in the same register as a
+/// fixed one, and when the caller passed none we forward an unused value that libc ignores.
+///
+/// # Safety
+/// Called by C with `open(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    let Some(real) = real!(REAL_OPEN, c"open", OpenFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: `path` is NUL-terminated per open(2).
+    if let Some(r) = handled(|| open_lock("open", unsafe { c_path(path) }?, flags)) {
+        return r;
+    }
+    // SAFETY: unchanged arguments to the real open.
+    unsafe { real(path, flags, mode) }
+}
+
+/// `open64`: glibc's large-file alias, which libwayland calls.
+///
+/// # Safety
+/// As [`open`].
+#[no_mangle]
+pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    let Some(real) = real!(REAL_OPEN64, c"open64", OpenFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: `path` is NUL-terminated per open(2).
+    if let Some(r) = handled(|| open_lock("open64", unsafe { c_path(path) }?, flags)) {
+        return r;
+    }
+    // SAFETY: unchanged arguments to the real open64.
+    unsafe { real(path, flags, mode) }
+}
+
+/// `openat(2)`: only absolute paths can name a mapped lock file.
+///
+/// # Safety
+/// As [`open`], plus `dirfd`.
+#[no_mangle]
+pub unsafe extern "C" fn openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: mode_t,
+) -> c_int {
+    let Some(real) = real!(REAL_OPENAT, c"openat", OpenatFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: `path` is NUL-terminated per openat(2).
+    if let Some(r) = handled(|| open_lock("openat", unsafe { c_path(path) }?, flags)) {
+        return r;
+    }
+    // SAFETY: unchanged arguments to the real openat.
+    unsafe { real(dirfd, path, flags, mode) }
+}
+
+/// `openat64`.
+///
+/// # Safety
+/// As [`openat`].
+#[no_mangle]
+pub unsafe extern "C" fn openat64(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: mode_t,
+) -> c_int {
+    let Some(real) = real!(REAL_OPENAT64, c"openat64", OpenatFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: `path` is NUL-terminated per openat(2).
+    if let Some(r) = handled(|| open_lock("openat64", unsafe { c_path(path) }?, flags)) {
+        return r;
+    }
+    // SAFETY: unchanged arguments to the real openat64.
+    unsafe { real(dirfd, path, flags, mode) }
+}
+
+/// `unlink(2)`: removing a mapped socket or lock is a no-op (there is no file; an abstract
+/// name vanishes with its socket). Anything else, including a real file that happens to sit
+/// at a mapped path, is never touched by the program through this call.
+///
+/// # Safety
+/// Called by C with `unlink(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
+    let Some(real) = real!(REAL_UNLINK, c"unlink", UnlinkFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let mapped = handled(|| {
+        // SAFETY: `path` is NUL-terminated per unlink(2).
+        let p = unsafe { c_path(path) }?;
+        let cfg = config()?;
+        cfg.map(p)?;
+        if cfg.debug {
+            let mut l = Line::new();
+            l.text("[waysock] unlink(");
+            l.bytes(p);
+            l.text(") = 0 (mapped: nothing to remove)\n");
+            l.write_to(2);
+        }
+        Some(0)
+    });
+    match mapped {
+        Some(r) => r,
+        // SAFETY: unchanged argument to the real unlink.
+        None => unsafe { real(path) },
+    }
+}
