@@ -27,6 +27,29 @@ struct Json<'a> {
     choice: &'a Option<waysock::Choice>,
     attempts: &'a [waysock::Attempt],
     stock: waysock::stock::Stock,
+    preload: Preload,
+}
+
+/// Whether `run` could put a stock compositor on an abstract socket here.
+#[derive(Serialize)]
+struct Preload {
+    /// The shim, if found.
+    shim: Option<std::path::PathBuf>,
+    /// Why it cannot be used, if it cannot.
+    problem: Option<String>,
+}
+
+fn preload() -> Preload {
+    match super::preload::shim_path() {
+        Ok(p) => Preload {
+            shim: Some(p),
+            problem: None,
+        },
+        Err(e) => Preload {
+            shim: None,
+            problem: Some(e),
+        },
+    }
 }
 
 /// Runs the diagnosis. Exit 0 when some strategy works, 1 when none does.
@@ -54,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             choice: &report.choice,
             attempts: &report.attempts,
             stock,
+            preload: preload(),
         };
         let mut text = serde_json::to_string_pretty(&json)?;
         text.push('\n');
@@ -104,6 +128,20 @@ fn human(env: &Environment, report: &Report, stock: &waysock::stock::Stock) -> S
         mark(stock.client.works),
         stock.client.verdict
     );
+    let p = preload();
+    let _ = match (&p.shim, &p.problem) {
+        (Some(shim), _) => writeln!(
+            s,
+            "\nAbstract fallback for stock compositors: preload shim {} (not for static, \
+             setuid/file-capability, or pure-Rust-socket compositors: `waysock run` checks)",
+            shim.display()
+        ),
+        (None, Some(why)) => writeln!(
+            s,
+            "\nAbstract fallback for stock compositors: unavailable: {why}"
+        ),
+        (None, None) => Ok(()),
+    };
     match &report.choice {
         Some(c) => {
             let _ = writeln!(s, "\nwaysock would use {} ({}).", c.endpoint, c.strategy);
