@@ -56,4 +56,4 @@ pub use lock::{remove_stale_display, DisplayLock};
 pub use registry::{Record, Registry};
 pub use report::{Attempt, Choice, Failure, Outcome, Report};
 pub use strategy::{Environment, Roots, Strategy, StrategyError};
-pub use sys::{set_inheritable, validate_unix_stream, FdProblem};
+pub use sys::{set_inheritable, terminate_with_parent, validate_unix_stream, FdProblem};

@@ -403,6 +403,25 @@ pub fn peer_uid(fd: impl AsFd) -> SysResult<u32> {
         .map_err(err("getsockopt"))
 }
 
+/// Makes the child that `cmd` starts receive SIGTERM when this process dies, so a compositor
+/// started by `waysock run` never outlives a `run` killed with SIGKILL.
+pub fn terminate_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed: it makes two raw syscalls (prctl, getppid) and no allocation or locking.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // The parent may have died before prctl took effect.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        })
+    };
+}
+
 /// The effective uid.
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()

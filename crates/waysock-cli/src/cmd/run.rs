@@ -156,6 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    waysock::terminate_with_parent(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
