@@ -64,9 +64,32 @@ fn mark_listener(fd: c_int) {
     }
 }
 
+/// Forgets `fd`: a successful bind that we did not map means the number now belongs to another
+/// socket (the mapped listener was closed and the number reused), whose peers are not ours to
+/// filter.
+fn unmark_listener(fd: c_int) {
+    if (0..1024).contains(&fd) {
+        MAPPED_LISTENERS[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::Relaxed);
+    }
+}
+
 fn is_marked_listener(fd: c_int) -> bool {
     (0..1024).contains(&fd)
         && MAPPED_LISTENERS[fd as usize / 64].load(Ordering::Relaxed) & (1 << (fd % 64)) != 0
+}
+
+/// Is `fd` still bound to an abstract Unix name? A marked number that was closed and reused
+/// without a `bind` we saw (`dup2` of another listener onto it) is not.
+fn is_abstract_listener(fd: c_int) -> bool {
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut a: sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<sockaddr_un>() as socklen_t;
+    // SAFETY: `a`/`len` describe a writable sockaddr_un buffer for getsockname.
+    let r = unsafe { libc::getsockname(fd, &mut a as *mut sockaddr_un as *mut sockaddr, &mut len) };
+    r == 0
+        && a.sun_family as c_int == libc::AF_UNIX
+        && len as usize > std::mem::size_of::<libc::sa_family_t>() + 1
+        && a.sun_path[0] == 0
 }
 
 /// Resolves `name` in the next object after us, once.
@@ -228,7 +251,11 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         return r;
     }
     // SAFETY: as above, unchanged arguments to the real bind.
-    unsafe { real(fd, addr, len) }
+    let r = unsafe { real(fd, addr, len) };
+    if r == 0 {
+        unmark_listener(fd);
+    }
+    r
 }
 
 /// `connect(2)`: a mapped path dials the abstract name instead.
@@ -252,7 +279,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// After a real accept on a mapped listener: refuse peers of other uids.
 fn filter_peer(listener: c_int, fd: c_int) -> Option<c_int> {
     let cfg = config()?;
-    if fd < 0 || !is_marked_listener(listener) {
+    if fd < 0 || !is_marked_listener(listener) || !is_abstract_listener(listener) {
         return None;
     }
     // SAFETY: ucred is plain old data; zeroed is valid.

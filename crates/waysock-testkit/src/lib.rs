@@ -151,6 +151,8 @@ pub struct Sandbox {
     user: Option<String>,
     env: Vec<(OsString, Option<OsString>)>,
     clear_env: bool,
+    private_network: bool,
+    private_pids: bool,
 }
 
 impl Sandbox {
@@ -162,6 +164,21 @@ impl Sandbox {
     /// A root-side shell line run inside the namespace before the command (`set -e`).
     pub fn sh(mut self, line: impl Into<String>) -> Self {
         self.setup.push(line.into());
+        self
+    }
+
+    /// Also a private network namespace (`unshare -n`) with `lo` up. Abstract Unix sockets are
+    /// per network namespace: with this, tests binding abstract names cannot collide.
+    pub fn private_network(mut self) -> Self {
+        self.private_network = true;
+        self.sh("ip link set lo up 2>/dev/null || true")
+    }
+
+    /// Also a private pid namespace with its own `/proc` (`unshare -p --fork --kill-child
+    /// --mount-proc`): when the command (pid 1 there) ends, or the test kills `unshare`, every
+    /// process it left behind (a background compositor) is killed by the kernel.
+    pub fn private_pids(mut self) -> Self {
+        self.private_pids = true;
         self
     }
 
@@ -208,7 +225,14 @@ impl Sandbox {
         }
         script.push_str("exec \"$@\"\n");
         let mut cmd = Command::new("unshare");
-        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"]);
+        cmd.arg("-m");
+        if self.private_network {
+            cmd.arg("-n");
+        }
+        if self.private_pids {
+            cmd.args(["-p", "--fork", "--kill-child", "--mount-proc"]);
+        }
+        cmd.args(["--propagation", "private", "sh", "-c", &script, "sh"]);
         if let Some(user) = &self.user {
             cmd.args([
                 "setpriv",

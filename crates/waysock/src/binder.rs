@@ -25,8 +25,9 @@ pub const MAX_DISPLAY_NUMBER: u32 = 32;
 /// // `display.handle().insert_client(stream, Arc::new(ClientState))` for each accepted stream.
 /// let bound = waysock::Binder::from_env().bind()?;
 /// eprintln!("listening on {} ({})", bound.endpoint(), bound.strategy());
-/// for stream in bound.listener().incoming() {
-///     let stream = stream?;
+/// loop {
+///     // `accept` refuses peers of other uids on an abstract socket.
+///     let stream = bound.accept()?;
 ///     // display.handle().insert_client(stream, Arc::new(ClientState))?;
 ///     # drop(stream);
 /// }
@@ -39,6 +40,7 @@ pub struct Binder {
     strategies: Vec<Strategy>,
     display: Option<String>,
     fix_perms: bool,
+    allow_uids: Vec<u32>,
 }
 
 /// Why nothing was bound.
@@ -77,6 +79,7 @@ impl BindError {
 #[derive(Debug)]
 pub struct Bound {
     listener: UnixListener,
+    allowed_uids: Vec<u32>,
     endpoint: Endpoint,
     client_endpoint: Endpoint,
     strategy: Strategy,
@@ -88,13 +91,30 @@ pub struct Bound {
 
 impl Bound {
     /// The listening socket (`CLOEXEC`, blocking; set it non-blocking for an event loop).
+    ///
+    /// Accepting from it directly skips the peer check of [`Bound::accept`]; on an abstract
+    /// socket (which has no file permissions) check `SO_PEERCRED` yourself, or use `accept`.
     pub fn listener(&self) -> &UnixListener {
         &self.listener
     }
 
-    /// Accepts one client.
+    /// Accepts one client. On an abstract socket, which has no file permissions, peers whose
+    /// uid (`SO_PEERCRED`) is neither ours nor allowed ([`Binder::allow_uid`]) are closed at
+    /// once, logged, and the next connection is awaited.
     pub fn accept(&self) -> std::io::Result<UnixStream> {
-        self.listener.accept().map(|(s, _)| s)
+        loop {
+            let (stream, _) = self.listener.accept()?;
+            if !matches!(self.endpoint, Endpoint::Abstract(_)) {
+                return Ok(stream);
+            }
+            match sys::peer_uid(&stream) {
+                Ok(uid) if self.allowed_uids.contains(&uid) => return Ok(stream),
+                Ok(uid) => {
+                    tracing::warn!(endpoint = %self.endpoint, uid, "refused a client of another uid")
+                }
+                Err(e) => tracing::warn!(endpoint = %self.endpoint, "refused a client: {e}"),
+            }
+        }
     }
 
     /// Where the display is, as the strategy produced it (`fd:3` for an inherited socket).
@@ -192,7 +212,14 @@ impl Binder {
             strategies: Strategy::DEFAULT_CHAIN.to_vec(),
             display: None,
             fix_perms: false,
+            allow_uids: Vec::new(),
         }
+    }
+
+    /// Also accept clients of `uid` on an abstract socket (our own uid always is).
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.allow_uids.push(uid);
+        self
     }
 
     /// Use these strategies, in this order.
@@ -232,8 +259,11 @@ impl Binder {
                     Some(fd) => UnixListener::from(fd),
                     None => unreachable_listener(),
                 };
+                let mut allowed_uids = self.allow_uids.clone();
+                allowed_uids.push(self.env.uid);
                 Ok(Bound {
                     listener,
+                    allowed_uids,
                     endpoint: won.endpoint,
                     client_endpoint: won.client_endpoint,
                     strategy: won.strategy,
@@ -450,7 +480,7 @@ impl Binder {
                 Err(e) => {
                     let mut f = explain::failure(e, Path::new(&candidate), self.env.uid);
                     f.path = None;
-                    if e.errno != Errno::ADDRINUSE {
+                    if !f.fatal {
                         f.cause = format!(
                             "{} on {candidate}: {} — abstract sockets are unavailable here \
                              (sandbox or seccomp filter)",

@@ -244,7 +244,19 @@ impl Discovery {
             return Err(format!("XDG_RUNTIME_DIR={} is not absolute", dir.display()));
         }
         match sys::stat_path(&dir) {
-            Ok(Some(i)) if i.kind == FileType::Directory => Ok(dir),
+            Ok(Some(i)) if i.kind == FileType::Directory => {
+                if usable_runtime_dir(&dir, self.env.uid) {
+                    Ok(dir)
+                } else {
+                    // Anyone could have planted a socket in a dir that is not ours and private.
+                    Err(format!(
+                        "XDG_RUNTIME_DIR={} is not a private (0700) directory of uid {}: not \
+                         trusted",
+                        dir.display(),
+                        self.env.uid
+                    ))
+                }
+            }
             Ok(Some(i)) => Err(format!(
                 "XDG_RUNTIME_DIR={} is a {}",
                 dir.display(),
@@ -456,7 +468,6 @@ impl Discovery {
                 seen.push(id);
             }
             let place = format!("{s} {}", dir.display());
-            let private = !matches!(s, Strategy::RuntimeDir | Strategy::UserRun);
             let dfd = match sys::open_dir(&dir, true) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -479,7 +490,8 @@ impl Discovery {
                     });
                     continue;
                 }
-                Ok(i) if private && i.perm & 0o077 != 0 => {
+                // Runtime dirs too: a socket in a dir others can write may be planted.
+                Ok(i) if i.perm & 0o077 != 0 => {
                     tried.push(Tried {
                         place,
                         why: format!("mode {:04o} is not private: not trusted", i.perm),

@@ -57,7 +57,11 @@ fn cause_and_remedy(e: SysError, path: &Path, uid: u32) -> (String, String) {
             format!("{call} {p}: it is a symlink, and waysock never follows a symlink it did not create"),
             format!("remove the symlink if you did not make it yourself (`ls -l {p}`); until then waysock skips it"),
         ),
-        "ENAMETOOLONG" | "EINVAL" => (
+        "ENAMETOOLONG" => (
+            format!("{call} {p}: the socket path is longer than sockaddr_un.sun_path (107 bytes) allows"),
+            format!("use a shorter directory, or {writable_dir}"),
+        ),
+        "EINVAL" if call == "bind" => (
             format!("{call} {p}: the socket path is longer than sockaddr_un.sun_path (107 bytes) allows"),
             format!("use a shorter directory, or {writable_dir}"),
         ),

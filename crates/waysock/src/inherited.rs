@@ -113,6 +113,21 @@ pub(crate) fn select(env: &Environment) -> Selection {
     Selection::Fd(fd)
 }
 
+/// When `LISTEN_FDS` is addressed to us but will not be adopted (`waysock run` starts a stock
+/// compositor instead), marks those fds close-on-exec so no child inherits them. Returns how
+/// many there were.
+pub fn listen_fds_close_on_exec(env: &Environment) -> Option<i32> {
+    let pid: u32 = text(&env.listen_pid)?.parse().ok()?;
+    let n: i32 = text(&env.listen_fds)?.parse().ok()?;
+    if pid != env.pid || !(1..=MAX_LISTEN_FDS).contains(&n) {
+        return None;
+    }
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + n {
+        sys::set_cloexec_raw(fd);
+    }
+    Some(n)
+}
+
 /// Adopts a validated fd, once per process.
 pub(crate) fn adopt(fd: RawFd) -> Result<OwnedFd, String> {
     if ADOPTED.swap(true, Ordering::SeqCst) {

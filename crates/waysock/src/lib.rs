@@ -51,9 +51,12 @@ pub use endpoint::{
     abstract_display_name, unix_in, Endpoint, EndpointError, ACCEPTED_FORMS, SUN_PATH_MAX,
 };
 pub use errno::{Decision, Errno};
+pub use inherited::listen_fds_close_on_exec;
 pub use inherited::LISTEN_FDS_START;
 pub use lock::{remove_stale_display, DisplayLock};
 pub use registry::{Record, Registry};
 pub use report::{Attempt, Choice, Failure, Outcome, Report};
 pub use strategy::{Environment, Roots, Strategy, StrategyError};
-pub use sys::{set_inheritable, terminate_with_parent, validate_unix_stream, FdProblem};
+pub use sys::{
+    set_inheritable, set_inheritable_raw, terminate_with_parent, validate_unix_stream, FdProblem,
+};

@@ -207,7 +207,10 @@ impl Registry {
 
     /// Every well-formed record, live or not, in file order.
     pub fn read(&self) -> Result<Vec<Record>, RegistryError> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        // NONBLOCK: a FIFO planted at our name must not hang us in open(); check_ours then
+        // refuses it.
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
         let fd = match rustix::fs::open(&self.path, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
@@ -271,7 +274,7 @@ impl Registry {
         let lock = rustix::fs::openat(
             &dfd,
             lock_name.as_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| RegistryError::Sys {

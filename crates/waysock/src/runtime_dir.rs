@@ -218,6 +218,34 @@ fn open_usable_inner(
             },
         ));
     }
+    if info.perm & 0o1002 != 0 {
+        // /tmp, /dev/shm and the like: shared by design, so never a runtime dir (SPEC §9), and
+        // never chmod-ed, whoever owns them.
+        return Err((
+            "verify",
+            Failure::policy(
+                Some(path.to_path_buf()),
+                format!(
+                    "{} is world-writable or sticky (mode {:04o}): a shared directory is only \
+                     ever the parent of a private 0700 runtime dir",
+                    path.display(),
+                    info.perm
+                ),
+                match policy {
+                    Policy::Private => format!(
+                        "waysock makes this dir 0700; something else made or widened it: \
+                         remove it (`rm -r {}`, as its owner or root)",
+                        path.display()
+                    ),
+                    Policy::Runtime => "point XDG_RUNTIME_DIR at a private directory \
+                                        (mkdir -m 0700), or let waysock create one (waysock run \
+                                        does)"
+                        .into(),
+                },
+            )
+            .security(),
+        ));
+    }
     if info.perm & 0o077 != 0 {
         if policy == Policy::Runtime && opts.fix_perms {
             let tight = info.perm & 0o700;
@@ -352,11 +380,12 @@ fn probe_bind(dir: &OwnedFd, dir_path: &Path) -> Result<(), SysError> {
         PROBE_SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let via = sys::path_via_fd(dir.as_fd(), dir_path, &name);
-    let res = sys::unix_listen(sys::UnixAddr::Path(&via));
-    if res.is_ok() {
-        sys::unlink_at(dir, OsStr::new(&name))?;
-    }
-    res.map(drop)
+    let sock = sys::unix_stream_socket()?;
+    sys::bind(&sock, sys::UnixAddr::Path(&via))?;
+    // Bound: the file exists now, so it goes again whatever listen says.
+    let listened = sys::listen(&sock);
+    sys::unlink_at(dir, OsStr::new(&name))?;
+    listened
 }
 
 /// Identity of a candidate directory for de-duplication: the parent's dev/ino plus the leaf

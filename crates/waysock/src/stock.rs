@@ -68,6 +68,17 @@ pub fn compositor(env: &Environment) -> Prediction {
         );
     };
     let dir = PathBuf::from(dir);
+    if !dir.is_absolute() {
+        return fail(
+            format!(
+                "weston would exit: \"failed to add socket\" (libwayland: \"XDG_RUNTIME_DIR is \
+                 invalid or not set in the environment\": {} is relative)",
+                dir.display()
+            ),
+            None,
+            Some(Errno::NOENT),
+        );
+    }
     match sys::stat_path(&dir) {
         Ok(Some(info)) if info.kind == rustix::fs::FileType::Directory => {}
         Ok(Some(_)) => {
@@ -239,7 +250,18 @@ pub fn client(env: &Environment) -> Prediction {
                     None,
                 )
             }
-            Some(d) => Path::new(d).join(&name),
+            Some(d) if Path::new(d).is_absolute() => Path::new(d).join(&name),
+            Some(d) => {
+                return fail(
+                    format!(
+                        "clients would fail: \"XDG_RUNTIME_DIR is invalid or not set in the \
+                         environment\" ({} is relative)",
+                        Path::new(d).display()
+                    ),
+                    None,
+                    Some(Errno::NOENT),
+                )
+            }
         }
     };
     if path.as_os_str().len() > SUN_PATH_MAX {

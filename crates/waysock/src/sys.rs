@@ -241,10 +241,21 @@ pub fn unix_listen(addr: UnixAddr<'_>) -> SysResult<OwnedFd> {
 }
 
 /// `socket` + `connect`: a connected `AF_UNIX` stream socket, `CLOEXEC`.
+///
+/// The connect itself never blocks: a Unix socket whose backlog is full answers `EAGAIN`
+/// at once instead of stalling us (a hung compositor must not hang `doctor`, `ls` or a
+/// registry update). The returned socket is blocking again.
 pub fn unix_connect(addr: UnixAddr<'_>) -> SysResult<OwnedFd> {
-    let fd = unix_stream_socket()?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(err("socket"))?;
     let sa = addr.to_sockaddr().map_err(err("connect"))?;
     rustix::net::connect(&fd, &sa).map_err(err("connect"))?;
+    rustix::io::ioctl_fionbio(&fd, false).map_err(err("ioctl"))?;
     Ok(fd)
 }
 
@@ -289,9 +300,9 @@ pub fn validate_unix_stream(raw: RawFd, want_listening: bool) -> Result<(), FdPr
     if raw < 0 {
         return Err(FdProblem::NotOpen(Errno::INVAL));
     }
-    // SAFETY: `BorrowedFd` only needs the number to stay open for the borrow. We first ask the
-    // kernel whether it is open at all (`fcntl(F_GETFD)` is harmless on any number); the borrow
-    // does not outlive this function, and nothing here closes it.
+    // SAFETY: `BorrowedFd` wants the number to be open for the borrow. If it is not, the first
+    // use below, `fcntl(F_GETFD)`, fails with EBADF, touches nothing, and we return before any
+    // other use. The borrow does not outlive this function, and nothing here closes it.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     if let Err(e) = rustix::io::fcntl_getfd(fd) {
         return Err(FdProblem::NotOpen(e.into()));
@@ -394,6 +405,31 @@ pub fn read_sealed(raw: RawFd) -> Result<(rustix::fs::SealFlags, Vec<u8>), Strin
 /// Makes a descriptor inheritable across `exec` (clears `FD_CLOEXEC`).
 pub fn set_inheritable(fd: impl AsFd) -> SysResult<()> {
     rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).map_err(err("fcntl"))
+}
+
+/// Clears `FD_CLOEXEC` on a descriptor we do not own, after checking it is an open, connected
+/// `AF_UNIX` stream socket (an inherited `WAYLAND_SOCKET` being handed on).
+pub fn set_inheritable_raw(raw: RawFd) -> Result<(), SysError> {
+    validate_unix_stream(raw, false).map_err(|_| SysError {
+        syscall: "fcntl",
+        errno: Errno(9),
+    })?;
+    // SAFETY: `raw` is open (just validated); the borrow lives only for this call and nothing
+    // here closes it.
+    set_inheritable(unsafe { BorrowedFd::borrow_raw(raw) })
+}
+
+/// Sets `FD_CLOEXEC` on a descriptor number if it is open (and does nothing otherwise).
+pub fn set_cloexec_raw(raw: RawFd) {
+    if raw < 0 {
+        return;
+    }
+    // SAFETY: BorrowedFd wants an open fd; if `raw` is not open, fcntl(F_GETFD) just fails
+    // with EBADF and we stop. The borrow lives only inside this function; nothing closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    if let Ok(flags) = rustix::io::fcntl_getfd(fd) {
+        let _ = rustix::io::fcntl_setfd(fd, flags | rustix::io::FdFlags::CLOEXEC);
+    }
 }
 
 /// The uid of the process at the other end of a connected Unix socket (`SO_PEERCRED`).

@@ -71,6 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // anything else: the client must not see it.
         cmd.env_remove("WAYLAND_SOCKET");
     }
+    if let Handoff::Inherited(n) = handoff {
+        waysock::set_inheritable_raw(n)?;
+    }
     if let Handoff::Socket(stream) = handoff {
         waysock::set_inheritable(&stream)?;
         cmd.env("WAYLAND_SOCKET", stream.as_raw_fd().to_string());

@@ -67,6 +67,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let Ok(dir) = env.directory_for(s) else {
             continue;
         };
+        // Only our own private dirs: a planted one must not pass off sockets as ours.
+        if !waysock::discover::usable_runtime_dir(&dir, env.uid) {
+            continue;
+        }
         let Ok(canon) = std::fs::canonicalize(&dir) else {
             continue;
         };

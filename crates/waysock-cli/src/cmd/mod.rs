@@ -48,7 +48,8 @@ pub enum Handoff {
     },
     /// A connection made here, passed as `WAYLAND_SOCKET`.
     Socket(std::os::unix::net::UnixStream),
-    /// `WAYLAND_SOCKET` was inherited and is valid: leave the environment alone.
+    /// An inherited connected fd (`WAYLAND_SOCKET`, or `--endpoint fd:N`), validated: handed
+    /// on as `WAYLAND_SOCKET=N` (and made inheritable).
     Inherited(i32),
 }
 
@@ -89,7 +90,8 @@ impl Handoff {
                 ("WAYLAND_DISPLAY", Some(display.clone().into_os_string())),
                 ("WAYLAND_SOCKET", None),
             ],
-            Handoff::Socket(_) | Handoff::Inherited(_) => Vec::new(),
+            Handoff::Inherited(n) => vec![("WAYLAND_SOCKET", Some(n.to_string().into()))],
+            Handoff::Socket(_) => Vec::new(),
         }
     }
 }

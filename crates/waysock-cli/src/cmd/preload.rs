@@ -13,6 +13,10 @@ pub const SHIM: &str = "libwaysock_preload.so";
 
 /// Where the shim is: `WAYSOCK_PRELOAD_LIB`, next to this binary, in its `deps/` (a cargo
 /// build tree), or in `../lib/waysock/` (an install).
+///
+/// In a cargo build tree both of the first two can exist, and only `cargo build` refreshes the
+/// copy next to the binary: `cargo test` rebuilds `deps/` alone. The newer of the two wins, so
+/// a test run never preloads a stale shim.
 pub fn shim_path() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("WAYSOCK_PRELOAD_LIB") {
         let p = PathBuf::from(p);
@@ -33,9 +37,12 @@ pub fn shim_path() -> Result<PathBuf, String> {
         dir.join("../lib/waysock").join(SHIM),
         PathBuf::from("/usr/lib/waysock").join(SHIM),
     ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let found = match (candidates[0].is_file(), candidates[1].is_file()) {
+        (true, true) if modified(&candidates[1]) > modified(&candidates[0]) => Some(&candidates[1]),
+        _ => candidates.iter().find(|p| p.is_file()),
+    };
+    found
         .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
         .ok_or_else(|| {
             format!(
@@ -129,21 +136,31 @@ fn has_interp(b: &[u8]) -> bool {
     (0..num).any(|i| u32_at(phoff + i * size) == Some(3)) // PT_INTERP
 }
 
-/// The directory an abstract-mode program is told is its runtime dir: nothing is ever written
-/// there (the shim maps its sockets and locks), it only has to exist, since weston refuses a
-/// runtime dir that is not a directory.
+/// The directory an abstract-mode program is told is its runtime dir. The shim maps its
+/// Wayland sockets and locks, but the program and its children may put other things there
+/// (sway's IPC socket, a D-Bus or PulseAudio socket), so it must be a place no other user can
+/// write to: our own private dir if one exists, else a system dir that only root owns and
+/// nobody else can write (`/run`, `/`). Never `/tmp` or `/dev/shm`.
 pub fn runtime_dir_for_shim(env: &Environment) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(x) = env.xdg_runtime_dir.as_ref().filter(|x| !x.is_empty()) {
         candidates.push(PathBuf::from(x));
     }
     candidates.push(env.roots.user_run.join(env.uid.to_string()));
-    for p in ["/run", "/tmp", "/dev/shm", "/"] {
-        candidates.push(PathBuf::from(p));
+    let private = candidates
+        .iter()
+        .find(|p| p.is_absolute() && waysock::discover::usable_runtime_dir(p, env.uid));
+    if let Some(p) = private {
+        return p.clone();
     }
-    candidates
+    ["/run", "/"]
         .into_iter()
-        .find(|p| p.is_absolute() && p.is_dir() && p.as_os_str().len() < 80)
+        .map(PathBuf::from)
+        .find(|p| {
+            std::fs::symlink_metadata(p)
+                .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
+        })
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 

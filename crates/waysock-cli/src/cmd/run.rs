@@ -7,8 +7,13 @@
 //! 1. `NAME.lock` is `flock`ed by the child or one of its descendants (read from
 //!    `/proc/locks`, which names the holder's pid: a compositor starting at the same time in a
 //!    shared runtime dir is not mistaken for ours), and
-//! 2. `NAME` is a socket that was not there before the child started, and
-//! 3. a real Wayland roundtrip (`wl_display.sync` → `wl_callback.done`) succeeds on it.
+//! 2. a real Wayland roundtrip (`wl_display.sync` → `wl_callback.done`) succeeds on it.
+//!
+//! The lock holder alone tells a socket that was there before the child started from the
+//! child's own: a live one's lock is held by another process, a stale one's by nobody. (An
+//! earlier version also required a `(name, inode)` not seen before the start; but a compositor
+//! that reclaims a stale socket of the same name, as libwayland does, may get the very same
+//! inode back on ext4, and then `run` never saw the display come up.)
 //!
 //! We chose watching over a preload observer because it works for every libwayland compositor
 //! with no code injected (static binaries and setuid wrappers included), costs one directory
@@ -20,7 +25,6 @@
 //! socket was created by the child or a descendant (`SO_PEERCRED` on a connection to it) and
 //! that answers a roundtrip.
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -91,7 +95,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cmd.env("XDG_RUNTIME_DIR", &p.dir);
             }
             Place::Dir {
-                before: sockets_in(&p.dir),
                 observe_only,
                 prepared: p,
             }
@@ -290,7 +293,6 @@ enum Place {
     Dir {
         prepared: waysock::Prepared,
         observe_only: bool,
-        before: HashSet<(String, u64)>,
     },
     /// Abstract sockets, through the preload shim; `dir` is the runtime dir it is told about.
     Abstract { dir: PathBuf },
@@ -327,20 +329,20 @@ impl Place {
     }
 }
 
-/// `(name, inode)` of every socket in `dir` now.
-fn sockets_in(dir: &Path) -> HashSet<(String, u64)> {
+/// The names of the sockets in `dir` now.
+fn sockets_in(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::FileTypeExt;
-    let mut set = HashSet::new();
+    let mut names = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             if let (Ok(md), Some(n)) = (e.path().symlink_metadata(), e.file_name().to_str()) {
                 if md.file_type().is_socket() {
-                    set.insert((n.to_string(), md.ino()));
+                    names.push(n.to_string());
                 }
             }
         }
     }
-    set
+    names
 }
 
 enum Ready {
@@ -370,9 +372,7 @@ fn wait_ready(
             return Ready::TimedOut;
         }
         let found = match place {
-            Place::Dir {
-                prepared, before, ..
-            } => ready_in_dir(&prepared.dir, before, want, pid),
+            Place::Dir { prepared, .. } => ready_in_dir(&prepared.dir, want, pid),
             Place::Abstract { .. } => ready_abstract(uid, want, pid),
         };
         if let Some(r) = found {
@@ -382,15 +382,12 @@ fn wait_ready(
     }
 }
 
-/// A new socket in `dir` whose lock the child (or a descendant) holds, answering a roundtrip.
-fn ready_in_dir(
-    dir: &Path,
-    before: &HashSet<(String, u64)>,
-    want: Option<&str>,
-    pid: u32,
-) -> Option<Ready> {
-    for (name, ino) in sockets_in(dir) {
-        if before.contains(&(name.clone(), ino)) || want.is_some_and(|w| w != name) {
+/// A socket in `dir` whose lock the child (or a descendant) holds, answering a roundtrip.
+/// (Holding the lock is what makes it the child's: no inode bookkeeping is needed, so a
+/// reused inode number cannot fool it.)
+fn ready_in_dir(dir: &Path, want: Option<&str>, pid: u32) -> Option<Ready> {
+    for name in sockets_in(dir) {
+        if want.is_some_and(|w| w != name) {
             continue;
         }
         let Ok(md) = std::fs::symlink_metadata(dir.join(format!("{name}.lock"))) else {
