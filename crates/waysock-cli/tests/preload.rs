@@ -654,19 +654,19 @@ WAYSOCK_PRELOAD_DIR={dir} LD_PRELOAD="$S" "$B/hooks" {dir} "$B/../w-quiet" \
     let f = |k: &str, n: &str| field(&out, k, n).to_string();
     let expected = vec![
         format!(
-            "[waysock] open64({dir}/x.lock) -> memfd = {}",
+            "[waysock] open64({dir}/wayland-11.lock) -> memfd = {}",
             f("open64", "ret")
         ),
         format!(
-            "[waysock] open({dir}/o.lock) -> memfd = {}",
+            "[waysock] open({dir}/wayland-12.lock) -> memfd = {}",
             f("open", "ret")
         ),
         format!(
-            "[waysock] openat({dir}/a.lock) -> memfd = {}",
+            "[waysock] openat({dir}/wayland-13.lock) -> memfd = {}",
             f("openat", "ret")
         ),
         format!(
-            "[waysock] openat64({dir}/b.lock) -> memfd = {}",
+            "[waysock] openat64({dir}/wayland-14.lock) -> memfd = {}",
             f("openat64", "ret")
         ),
         format!(

@@ -24,10 +24,15 @@ pub struct Config {
 /// What a path means to the shim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapped {
-    /// A display socket: use this abstract name instead.
+    /// A display socket (`wayland-*`): always this abstract name instead.
     Socket(Vec<u8>),
-    /// Its lock file: back it with anonymous memory.
-    Lock,
+    /// Another socket directly in the dir (sway's IPC socket, a D-Bus socket): the real path
+    /// first, this abstract name only if the real path cannot be used (read-only dir, no such
+    /// file), so working sockets of other services are left alone.
+    Fallback(Vec<u8>),
+    /// A display socket's lock file (`wayland-*.lock`): anonymous memory, unless the display's
+    /// abstract name (given) is taken, in which case the lock "fails" so libwayland moves on.
+    Lock(Vec<u8>),
 }
 
 impl Config {
@@ -78,13 +83,21 @@ impl Config {
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
             return None;
         }
-        match name.strip_suffix(b".lock") {
-            Some(base) if !base.is_empty() => Some(Mapped::Lock),
-            _ => {
-                let abs = abstract_name(self.uid, name);
-                (abs.len() <= ABSTRACT_MAX).then_some(Mapped::Socket(abs))
-            }
+        let display = |n: &[u8]| n.starts_with(b"wayland-") && n.len() > b"wayland-".len();
+        if let Some(base) = name.strip_suffix(b".lock") {
+            // Only display locks: any other lock file (xtables.lock, …) is someone else's.
+            let abs = abstract_name(self.uid, base);
+            return (display(base) && abs.len() <= ABSTRACT_MAX).then_some(Mapped::Lock(abs));
         }
+        let abs = abstract_name(self.uid, name);
+        if abs.len() > ABSTRACT_MAX {
+            return None;
+        }
+        Some(if display(name) {
+            Mapped::Socket(abs)
+        } else {
+            Mapped::Fallback(abs)
+        })
     }
 }
 
@@ -117,15 +130,20 @@ mod tests {
             c.map(b"/run/user/1000/wayland-0"),
             Some(Mapped::Socket(b"wayland-1000-0".to_vec()))
         );
-        assert_eq!(c.map(b"/run/user/1000/wayland-0.lock"), Some(Mapped::Lock));
+        assert_eq!(
+            c.map(b"/run/user/1000/wayland-0.lock"),
+            Some(Mapped::Lock(b"wayland-1000-0".to_vec()))
+        );
+        assert_eq!(c.map(b"/run/user/1000/xtables.lock"), None);
+        assert_eq!(
+            c.map(b"/run/user/1000/bus"),
+            Some(Mapped::Fallback(b"wayland-1000-bus".to_vec()))
+        );
         assert_eq!(c.map(b"/run/user/1000/sub/wayland-0"), None);
         assert_eq!(c.map(b"/run/user/10000/wayland-0"), None);
         assert_eq!(c.map(b"/run/user/1000"), None);
         assert_eq!(c.map(b"/run/user/1000/"), None);
-        assert_eq!(
-            c.map(b"/run/user/1000/.lock"),
-            Some(Mapped::Socket(b"wayland-1000-.lock".to_vec()))
-        );
+        assert_eq!(c.map(b"/run/user/1000/.lock"), None);
         assert_eq!(c.map(b"/etc/passwd"), None);
         let root = cfg("/");
         assert_eq!(

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use libc::{mode_t, sockaddr, sockaddr_un, socklen_t};
@@ -55,41 +55,33 @@ impl Drop for Guard {
     }
 }
 
-/// Listening fds (< 1024) whose bind we mapped; consulted by `accept`.
-static MAPPED_LISTENERS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
-
-fn mark_listener(fd: c_int) {
-    if (0..1024).contains(&fd) {
-        MAPPED_LISTENERS[fd as usize / 64].fetch_or(1 << (fd % 64), Ordering::Relaxed);
-    }
-}
-
-/// Forgets `fd`: a successful bind that we did not map means the number now belongs to another
-/// socket (the mapped listener was closed and the number reused), whose peers are not ours to
-/// filter.
-fn unmark_listener(fd: c_int) {
-    if (0..1024).contains(&fd) {
-        MAPPED_LISTENERS[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::Relaxed);
-    }
-}
-
-fn is_marked_listener(fd: c_int) -> bool {
-    (0..1024).contains(&fd)
-        && MAPPED_LISTENERS[fd as usize / 64].load(Ordering::Relaxed) & (1 << (fd % 64)) != 0
-}
-
-/// Is `fd` still bound to an abstract Unix name? A marked number that was closed and reused
-/// without a `bind` we saw (`dup2` of another listener onto it) is not.
-fn is_abstract_listener(fd: c_int) -> bool {
+/// Is `fd` bound to one of the abstract names this shim hands out (`wayland-UID-…`)? That is
+/// what makes a listener "mapped" for `accept`: it holds for any fd number, and a number that
+/// was closed and reused for another socket no longer matches.
+fn is_mapped_listener(fd: c_int, uid: u32) -> bool {
     // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
     let mut a: sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<sockaddr_un>() as socklen_t;
     // SAFETY: `a`/`len` describe a writable sockaddr_un buffer for getsockname.
     let r = unsafe { libc::getsockname(fd, &mut a as *mut sockaddr_un as *mut sockaddr, &mut len) };
-    r == 0
-        && a.sun_family as c_int == libc::AF_UNIX
-        && len as usize > std::mem::size_of::<libc::sa_family_t>() + 1
-        && a.sun_path[0] == 0
+    let family = std::mem::size_of::<libc::sa_family_t>();
+    if r != 0 || a.sun_family as c_int != libc::AF_UNIX || (len as usize) <= family + 1 {
+        return false;
+    }
+    if a.sun_path[0] != 0 {
+        return false;
+    }
+    let n = (len as usize - family - 1).min(a.sun_path.len() - 1);
+    let mut prefix = Line::new();
+    prefix.text("wayland-");
+    prefix.int(uid as i64);
+    prefix.text("-");
+    let want = prefix.as_slice();
+    n >= want.len()
+        && a.sun_path[1..1 + want.len()]
+            .iter()
+            .zip(want)
+            .all(|(c, w)| *c as u8 == *w)
 }
 
 /// Resolves `name` in the next object after us, once.
@@ -189,6 +181,28 @@ type OpenFn = unsafe extern "C" fn(*const c_char, c_int, mode_t) -> c_int;
 type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, mode_t) -> c_int;
 type UnlinkFn = unsafe extern "C" fn(*const c_char) -> c_int;
 
+/// Does the server at the other end of connected `fd` run as an allowed uid? Abstract names
+/// can be bound by anyone first, so a client must not trust whoever answers.
+fn peer_allowed(cfg: &Config, fd: c_int) -> (bool, i64) {
+    // SAFETY: ucred is plain old data; zeroed is valid.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as socklen_t;
+    // SAFETY: `cred`/`len` are a valid buffer for SO_PEERCRED on a connected socket.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return (false, -1);
+    }
+    (cfg.allows(cred.uid), cred.uid as i64)
+}
+
 /// Shared by `bind` and `connect`: map the address, call `real` with the abstract one.
 ///
 /// # Safety
@@ -203,17 +217,41 @@ unsafe fn socket_call(
     let cfg = config()?;
     // SAFETY: forwarded from our caller's contract.
     let path = unsafe { unix_path(addr, len) }?;
-    let Mapped::Socket(name) = cfg.map(path)? else {
-        return None;
+    let name = match cfg.map(path)? {
+        Mapped::Socket(name) => name,
+        Mapped::Fallback(name) => {
+            // The real path first: a working socket of another service stays untouched.
+            // SAFETY: unchanged arguments to the real call.
+            let r = unsafe { real(fd, addr, len) };
+            let e = errno();
+            let unusable = match call {
+                "bind" => [libc::EROFS, libc::EACCES, libc::EPERM, libc::ENOENT].contains(&e),
+                _ => [libc::ENOENT, libc::ECONNREFUSED].contains(&e),
+            };
+            if r == 0 || !unusable {
+                set_errno(e);
+                return Some(r);
+            }
+            name
+        }
+        Mapped::Lock(_) => return None,
     };
     let (a, alen) = abstract_addr(&name);
     // SAFETY: `a` is a valid sockaddr_un of `alen` bytes; `real` is libc's bind/connect.
-    let r = unsafe { real(fd, &a as *const sockaddr_un as *const sockaddr, alen) };
-    let e = errno();
-    if call == "bind" && r == 0 {
-        mark_listener(fd);
+    let mut r = unsafe { real(fd, &a as *const sockaddr_un as *const sockaddr, alen) };
+    let mut e = errno();
+    let mut refused_uid = None;
+    if call == "connect" && r == 0 {
+        let (ok, uid) = peer_allowed(cfg, fd);
+        if !ok {
+            // SAFETY: shutting down the caller's own socket; it stays open for it to close.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            r = -1;
+            e = libc::ECONNREFUSED;
+            refused_uid = Some(uid);
+        }
     }
-    if cfg.debug {
+    if cfg.debug || (refused_uid.is_some() && cfg.warn) {
         let mut l = Line::new();
         l.text("[waysock] ");
         l.text(call);
@@ -225,7 +263,10 @@ unsafe fn socket_call(
         l.bytes(&name);
         l.text(") = ");
         l.int(r as i64);
-        if r < 0 {
+        if let Some(uid) = refused_uid {
+            l.text(": REFUSED, served by uid ");
+            l.int(uid);
+        } else if r < 0 {
             l.text(" errno ");
             l.int(e as i64);
         }
@@ -251,11 +292,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         return r;
     }
     // SAFETY: as above, unchanged arguments to the real bind.
-    let r = unsafe { real(fd, addr, len) };
-    if r == 0 {
-        unmark_listener(fd);
-    }
-    r
+    unsafe { real(fd, addr, len) }
 }
 
 /// `connect(2)`: a mapped path dials the abstract name instead.
@@ -279,7 +316,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// After a real accept on a mapped listener: refuse peers of other uids.
 fn filter_peer(listener: c_int, fd: c_int) -> Option<c_int> {
     let cfg = config()?;
-    if fd < 0 || !is_marked_listener(listener) || !is_abstract_listener(listener) {
+    if fd < 0 || !is_mapped_listener(listener, cfg.uid) {
         return None;
     }
     // SAFETY: ucred is plain old data; zeroed is valid.
@@ -377,30 +414,63 @@ pub unsafe extern "C" fn accept4(
 /// abstract bind is what makes the name exclusive.
 fn open_lock(call: &str, path: &[u8], flags: c_int) -> Option<c_int> {
     let cfg = config()?;
-    if cfg.map(path)? != Mapped::Lock {
+    let Mapped::Lock(abs) = cfg.map(path)? else {
         return None;
-    }
-    let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
-        libc::MFD_CLOEXEC
-    } else {
-        0
     };
-    // SAFETY: a literal NUL-terminated name; memfd_create has no other preconditions.
-    let fd = unsafe { libc::memfd_create(c"waysock-lock".as_ptr(), mfd_flags) };
-    let e = errno();
+    // libwayland moves on to the next display number only when the *lock* fails, not when
+    // the bind does (wl_display_add_socket_auto gives up then). So the lock reports a taken
+    // abstract name as taken.
+    let (fd, e) = if abstract_name_taken(&abs) {
+        (-1, libc::EADDRINUSE)
+    } else {
+        let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
+            libc::MFD_CLOEXEC
+        } else {
+            0
+        };
+        // SAFETY: a literal NUL-terminated name; memfd_create has no other preconditions.
+        let fd = unsafe { libc::memfd_create(c"waysock-lock".as_ptr(), mfd_flags) };
+        (fd, errno())
+    };
     if cfg.debug {
         let mut l = Line::new();
         l.text("[waysock] ");
         l.text(call);
         l.text("(");
         l.bytes(path);
-        l.text(") -> memfd = ");
-        l.int(fd as i64);
+        if fd >= 0 {
+            l.text(") -> memfd = ");
+            l.int(fd as i64);
+        } else {
+            l.text(") = -1: abstract:");
+            l.bytes(&abs);
+            l.text(" is taken");
+        }
         l.text("\n");
         l.write_to(2);
     }
     set_errno(e);
     Some(fd)
+}
+
+/// Is the abstract name bound by anyone? Probed by binding it on a throwaway socket, which is
+/// closed (freeing the name) at once.
+fn abstract_name_taken(name: &[u8]) -> bool {
+    let Some(real_bind) = real!(REAL_BIND_PROBE, c"bind", BindFn) else {
+        return false;
+    };
+    // SAFETY: plain socket(2) call.
+    let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return false;
+    }
+    let (a, alen) = abstract_addr(name);
+    // SAFETY: `a` is a valid sockaddr_un of `alen` bytes; `s` is our own socket.
+    let r = unsafe { real_bind(s, &a as *const sockaddr_un as *const sockaddr, alen) };
+    let taken = r != 0 && errno() == libc::EADDRINUSE;
+    // SAFETY: closing the socket we just made.
+    unsafe { libc::close(s) };
+    taken
 }
 
 /// `open(2)`.
@@ -490,9 +560,9 @@ pub unsafe extern "C" fn openat64(
     unsafe { real(dirfd, path, flags, mode) }
 }
 
-/// `unlink(2)`: removing a mapped socket or lock is a no-op (there is no file; an abstract
-/// name vanishes with its socket). Anything else, including a real file that happens to sit
-/// at a mapped path, is never touched by the program through this call.
+/// `unlink(2)`: removing a display socket or lock that only exists as an abstract name or a
+/// memfd is a no-op returning 0. A real file at that path (the dir is writable after all), and
+/// anything that is not a display name, go to the real `unlink`.
 ///
 /// # Safety
 /// Called by C with `unlink(2)`'s contract.
@@ -506,7 +576,16 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
         // SAFETY: `path` is NUL-terminated per unlink(2).
         let p = unsafe { c_path(path) }?;
         let cfg = config()?;
-        cfg.map(p)?;
+        if matches!(cfg.map(p)?, Mapped::Fallback(_)) {
+            return None;
+        }
+        // A real file at a display path (a writable dir) is removed as libwayland intends.
+        // SAFETY: `st` is a writable stat buffer; `path` is NUL-terminated.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::lstat(path, &mut st) } == 0 {
+            return None;
+        }
         if cfg.debug {
             let mut l = Line::new();
             l.text("[waysock] unlink(");

@@ -7,14 +7,19 @@
 //!   the shim passes every call through), `WAYSOCK_ALLOW_UIDS` and
 //!   `WAYSOCK_LOG`. They are read once, by a constructor that runs after libc is initialised;
 //!   the hooks never allocate and never touch the environment.
-//! - `bind`/`connect` on `DIR/NAME` use the abstract name `wayland-UID-N` (for `wayland-N`)
-//!   instead: the bind itself gives exclusivity, so no lock file is needed.
-//! - `open`/`open64`/`openat`/`openat64` of `DIR/NAME.lock` return an anonymous memfd, so
-//!   libwayland's `flock` succeeds with nothing written to the filesystem.
-//! - `unlink` of a mapped socket or lock is a no-op returning 0.
-//! - `accept`/`accept4` on a mapped listener check `SO_PEERCRED`: a peer of another uid
-//!   (abstract sockets have no file permissions) is closed and the call fails with
-//!   `ECONNABORTED`, which libwayland logs and survives.
+//! - `bind`/`connect` on `DIR/wayland-N` use the abstract name `wayland-UID-N` instead: the
+//!   bind itself gives exclusivity, so no lock file is needed. Other sockets directly in `DIR`
+//!   (sway's IPC socket) try the real path first and go abstract (`wayland-UID-NAME`) only
+//!   if the directory cannot hold them.
+//! - `connect` through a mapping checks who serves the name (`SO_PEERCRED`): anyone can bind
+//!   an abstract name first, so a server of another uid is refused (`ECONNREFUSED`).
+//! - `open`/`open64`/`openat`/`openat64` of `DIR/wayland-N.lock` return an anonymous memfd, so
+//!   libwayland's `flock` succeeds with nothing written to the filesystem; if the abstract
+//!   name is already bound the open fails instead, so libwayland tries the next number.
+//! - `unlink` of a display socket or lock that has no real file is a no-op returning 0.
+//! - `accept`/`accept4` on a listener bound to `wayland-UID-…` check `SO_PEERCRED`: a peer of
+//!   another uid (abstract sockets have no file permissions) is closed and the call fails
+//!   with `ECONNABORTED`, which libwayland logs and survives.
 //! - Nothing on the data path (`sendmsg`, `recvmsg`, `read`, `write`) is interposed.
 //! - Real symbols come from `dlsym(RTLD_NEXT)`, resolved once; a thread-local guard stops the
 //!   shim from re-entering itself; every hook body runs in `catch_unwind` and falls back to the

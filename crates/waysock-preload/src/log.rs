@@ -69,8 +69,8 @@ impl Line {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn as_bytes(&self) -> &[u8] {
+    /// The bytes so far.
+    pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
@@ -88,11 +88,11 @@ mod tests {
         l.int(-1);
         l.text(" ");
         l.int(i64::MIN);
-        assert_eq!(l.as_bytes(), b"bind(fd=5) = -1 -9223372036854775808");
+        assert_eq!(l.as_slice(), b"bind(fd=5) = -1 -9223372036854775808");
         let mut long = Line::new();
         for _ in 0..100 {
             long.text("0123456789");
         }
-        assert_eq!(long.as_bytes().len(), 480);
+        assert_eq!(long.as_slice().len(), 480);
     }
 }

@@ -56,18 +56,18 @@ int main(int argc, char **argv) {
     printf("uid %d\n", (int)geteuid());
 
     /* Lock files under DIR: anonymous memory, flock-able. */
-    path(p, sizeof p, dir, "x.lock");
+    path(p, sizeof p, dir, "wayland-11.lock");
     fd = open64(p, O_CREAT | O_RDWR | O_CLOEXEC, 0640);
     report_open("open64", fd, errno);
-    path(p, sizeof p, dir, "o.lock");
+    path(p, sizeof p, dir, "wayland-12.lock");
     errno = 0;
     fd = open(p, O_CREAT | O_RDWR, 0640);
     report_open("open", fd, errno);
-    path(p, sizeof p, dir, "a.lock");
+    path(p, sizeof p, dir, "wayland-13.lock");
     errno = 0;
     fd = openat(AT_FDCWD, p, O_CREAT | O_RDWR | O_CLOEXEC, 0640);
     report_open("openat", fd, errno);
-    path(p, sizeof p, dir, "b.lock");
+    path(p, sizeof p, dir, "wayland-14.lock");
     errno = 0;
     fd = openat64(AT_FDCWD, p, O_CREAT | O_RDWR | O_CLOEXEC, 0640);
     report_open("openat64", fd, errno);
