@@ -1,0 +1,336 @@
+//! A real Wayland conversation in one process, fast: a `wayland-server` `Display` fed by the
+//! listener `waysock::Binder::bind()` returns, and a `wayland-client` `Connection` made from the
+//! stream `waysock::Discovery` found. The client does a roundtrip and must see the global the
+//! server advertises (`wl_output`), once through a runtime dir and once through an abstract
+//! socket. Both libraries use their pure-Rust backends; no compositor is installed for this.
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use waysock::registry::Registry;
+use waysock::{Binder, Discovery, Endpoint, Environment, Strategy};
+use waysock_testkit::{set_mode, unique, Scratch};
+
+use wayland_client::protocol::wl_registry::{self, WlRegistry};
+use wayland_client::{Connection, QueueHandle};
+use wayland_server::backend::{ClientData, ClientId, DisconnectReason};
+use wayland_server::protocol::wl_output::{self, WlOutput};
+use wayland_server::{DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch, New};
+
+// ---- the server --------------------------------------------------------------------------
+
+/// The compositor's state: it only counts binds.
+#[derive(Default)]
+struct Server {
+    binds: usize,
+}
+
+struct ClientState;
+impl ClientData for ClientState {
+    fn initialized(&self, _: ClientId) {}
+    fn disconnected(&self, _: ClientId, _: DisconnectReason) {}
+}
+
+impl GlobalDispatch<WlOutput, ()> for Server {
+    fn bind(
+        state: &mut Self,
+        _: &DisplayHandle,
+        _: &wayland_server::Client,
+        resource: New<WlOutput>,
+        _: &(),
+        data_init: &mut DataInit<'_, Self>,
+    ) {
+        state.binds += 1;
+        let output = data_init.init(resource, ());
+        output.geometry(
+            0,
+            0,
+            0,
+            0,
+            wl_output::Subpixel::Unknown,
+            "waysock".into(),
+            "test".into(),
+            wl_output::Transform::Normal,
+        );
+    }
+}
+
+impl Dispatch<WlOutput, ()> for Server {
+    fn request(
+        _: &mut Self,
+        _: &wayland_server::Client,
+        _: &WlOutput,
+        _: wl_output::Request,
+        _: &(),
+        _: &DisplayHandle,
+        _: &mut DataInit<'_, Self>,
+    ) {
+    }
+}
+
+/// A compositor thread serving `listener` until dropped.
+struct Compositor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<usize>>,
+}
+
+impl Compositor {
+    fn start(listener: UnixListener) -> Compositor {
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut display: Display<Server> = Display::new().unwrap();
+            let mut dh = display.handle();
+            dh.create_global::<Server, WlOutput, ()>(4, ());
+            let mut state = Server::default();
+            // Bounded even if the test forgets to stop it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        dh.insert_client(stream, Arc::new(ClientState)).unwrap();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
+                }
+                display.dispatch_clients(&mut state).unwrap();
+                display.flush_clients().unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            state.binds
+        });
+        Compositor {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread; how many times the global was bound.
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Compositor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---- the client --------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Globals(Vec<(String, u32)>);
+
+impl wayland_client::Dispatch<WlRegistry, ()> for Globals {
+    fn event(
+        state: &mut Self,
+        registry: &WlRegistry,
+        event: wl_registry::Event,
+        _: &(),
+        _: &Connection,
+        qh: &QueueHandle<Self>,
+    ) {
+        if let wl_registry::Event::Global {
+            name,
+            interface,
+            version,
+        } = event
+        {
+            if interface == "wl_output" {
+                registry.bind::<wayland_client::protocol::wl_output::WlOutput, _, _>(
+                    name,
+                    version.min(4),
+                    qh,
+                    (),
+                );
+            }
+            state.0.push((interface, version));
+        }
+    }
+}
+
+impl wayland_client::Dispatch<wayland_client::protocol::wl_output::WlOutput, ()> for Globals {
+    fn event(
+        _: &mut Self,
+        _: &wayland_client::protocol::wl_output::WlOutput,
+        _: wayland_client::protocol::wl_output::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+    }
+}
+
+/// Connects over `stream`, lists the globals with one roundtrip, binds `wl_output` and does a
+/// second roundtrip.
+fn talk(stream: std::os::unix::net::UnixStream) -> Vec<(String, u32)> {
+    let conn = Connection::from_socket(stream).expect("wayland-client connection");
+    let mut queue = conn.new_event_queue();
+    let qh = queue.handle();
+    let _registry = conn.display().get_registry(&qh, ());
+    let mut globals = Globals::default();
+    queue.roundtrip(&mut globals).expect("first roundtrip");
+    queue.roundtrip(&mut globals).expect("second roundtrip");
+    globals.0
+}
+
+// ---- fixtures ----------------------------------------------------------------------------
+
+/// An environment with only `XDG_RUNTIME_DIR` (maybe) set; every other place is nowhere.
+fn environment(scratch: &Scratch, runtime_dir: Option<PathBuf>) -> Environment {
+    let mut env = Environment::from_process();
+    env.uid = rustix::process::geteuid().as_raw();
+    env.pid = std::process::id();
+    env.xdg_runtime_dir = runtime_dir.map(Into::into);
+    env.home = None;
+    env.listen_fds = None;
+    env.listen_pid = None;
+    env.listen_fdnames = None;
+    env.wayland_display = None;
+    env.wayland_socket = None;
+    let nowhere = scratch.path().join("nonexistent");
+    env.roots = waysock::Roots {
+        user_run: nowhere.join("user-run"),
+        tmp: nowhere.join("tmp"),
+        run: nowhere.join("run"),
+        shm: nowhere.join("shm"),
+        varrun: nowhere.join("varrun"),
+    };
+    env
+}
+
+/// Discovery that never looks at the real registry.
+fn discovery(scratch: &Scratch, env: Environment) -> Discovery {
+    let uid = env.uid;
+    Discovery::new(env).registry(Registry::in_dir(scratch.path(), uid))
+}
+
+fn assert_sees_output(globals: &[(String, u32)]) {
+    assert!(
+        globals.iter().any(|(i, v)| i == "wl_output" && *v == 4),
+        "wl_output v4 not advertised: {globals:?}"
+    );
+}
+
+// ---- tests -------------------------------------------------------------------------------
+
+#[test]
+fn runtime_dir_socket_serves_a_real_wayland_client() {
+    let scratch = Scratch::new("inproc-rt");
+    let rt = scratch.path().join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    set_mode(&rt, 0o700);
+    let env = environment(&scratch, Some(rt.clone()));
+    let bound = Binder::new(env.clone())
+        .strategies(vec![Strategy::RuntimeDir])
+        .bind()
+        .unwrap();
+    assert_eq!(bound.endpoint(), &Endpoint::Unix(rt.join("wayland-0")));
+    let (listener, lock, _report) = bound.into_parts();
+    let server = Compositor::start(listener);
+
+    // Found by scanning the runtime dir (nothing set but XDG_RUNTIME_DIR).
+    let (found, _) = discovery(&scratch, env.clone()).find().unwrap();
+    assert_eq!(found.endpoint, Endpoint::Unix(rt.join("wayland-0")));
+    assert_eq!(found.source, "runtime-dir");
+    assert_sees_output(&talk(found.stream.expect("a connection")));
+
+    // Found through WAYLAND_DISPLAY, relative and absolute.
+    for display in ["wayland-0".into(), rt.join("wayland-0").into_os_string()] {
+        let mut env = env.clone();
+        env.wayland_display = Some(display);
+        let (found, _) = discovery(&scratch, env).find().unwrap();
+        assert_eq!(found.source, "WAYLAND_DISPLAY");
+        assert_sees_output(&talk(found.stream.unwrap()));
+    }
+    assert_eq!(server.finish(), 3);
+    drop(lock);
+}
+
+#[test]
+fn abstract_socket_serves_a_real_wayland_client() {
+    let scratch = Scratch::new("inproc-abs");
+    let env = environment(&scratch, None);
+    // Abstract names are per network namespace, shared by every test running here: unique.
+    let name = unique("wayland-t").replace('-', "");
+    let bound = Binder::new(env.clone())
+        .strategies(vec![Strategy::Abstract])
+        .display(Some(name.clone()))
+        .bind()
+        .unwrap();
+    let Endpoint::Abstract(abs) = bound.endpoint().clone() else {
+        panic!("not abstract: {}", bound.endpoint());
+    };
+    assert_eq!(abs, format!("wayland-{}-{name}", env.uid));
+    let (listener, lock, _report) = bound.into_parts();
+    assert!(lock.is_none(), "abstract sockets need no lock file");
+    let server = Compositor::start(listener);
+
+    let (found, tried) = discovery(&scratch, env.clone())
+        .display(Some(name.clone()))
+        .find()
+        .unwrap();
+    assert_eq!(found.endpoint, Endpoint::Abstract(abs.clone()));
+    assert_eq!(found.source, "abstract");
+    assert!(
+        tried.iter().any(|t| t.place.contains("registry")),
+        "the registry comes before abstract: {tried:?}"
+    );
+    assert_sees_output(&talk(found.stream.unwrap()));
+
+    // An explicit endpoint skips the search.
+    let (found, _) = discovery(&scratch, env)
+        .endpoint(Some(Endpoint::Abstract(abs)))
+        .find()
+        .unwrap();
+    assert_eq!(found.source, "--endpoint");
+    assert_sees_output(&talk(found.stream.unwrap()));
+    assert_eq!(server.finish(), 2);
+}
+
+#[test]
+fn registry_record_leads_a_client_with_nothing_set() {
+    // The `waysock run` → `env -i` client path, in process: a display published in a
+    // registry is found when no variable names it.
+    let scratch = Scratch::new("inproc-reg");
+    let dir = scratch.path().join("private");
+    std::fs::create_dir(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    let env = environment(&scratch, Some(dir.clone()));
+    let bound = Binder::new(env.clone())
+        .strategies(vec![Strategy::RuntimeDir])
+        .display(Some("wayland-7".into()))
+        .bind()
+        .unwrap();
+    let ep = bound.endpoint().clone();
+    let (listener, lock, _) = bound.into_parts();
+    let server = Compositor::start(listener);
+    let reg = Registry::in_dir(scratch.path(), env.uid);
+    let rec =
+        waysock::Record::for_process("wayland-7", ep.clone(), std::process::id(), None).unwrap();
+    reg.publish(&rec).unwrap();
+
+    let bare = environment(&scratch, None);
+    let (found, _) = discovery(&scratch, bare).find().unwrap();
+    assert_eq!(found.endpoint, ep);
+    assert_eq!(found.source, "registry");
+    assert_sees_output(&talk(found.stream.unwrap()));
+    assert_eq!(server.finish(), 1);
+    drop(lock);
+    // The compositor is gone: the record is no longer live, and discovery says why.
+    assert!(!rec.is_live());
+    let err = discovery(&scratch, environment(&scratch, None))
+        .find()
+        .unwrap_err();
+    assert!(err.to_string().contains("wayland-7"), "{err}");
+}
