@@ -44,6 +44,9 @@ enum Command {
     Env(cmd::env::Args),
     /// List this user's live displays.
     Ls(cmd::ls::Args),
+    /// Carry Wayland over TCP between hosts or network namespaces, descriptors translated,
+    /// both ends authenticated with a shared token file.
+    Bridge(cmd::bridge::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,5 +76,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => cmd::exec::run(args),
         Command::Env(args) => cmd::env::run(args),
         Command::Ls(args) => cmd::ls::run(args),
+        Command::Bridge(args) => cmd::bridge::run(args),
     }
 }

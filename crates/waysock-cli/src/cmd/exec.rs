@@ -19,6 +19,9 @@ pub struct Args {
     /// Connect to exactly this endpoint (unix:/PATH, abstract:NAME, fd:N, or a display name).
     #[arg(long, value_name = "E")]
     endpoint: Option<String>,
+    /// With --endpoint tcp:ADDR:PORT: the token file shared with that bridge (mode 0600).
+    #[arg(long, value_name = "F")]
+    token_file: Option<std::path::PathBuf>,
     /// The client and its arguments.
     #[arg(
         required = true,
@@ -36,6 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(Ok(e)) => Some(e),
         Some(Err(e)) => return Ok(super::usage(format!("--endpoint: {e}"))),
     };
+    if let Some(Endpoint::Tcp(addr)) = &endpoint {
+        return exec_over_tcp(*addr, args.token_file.as_deref(), &args.command);
+    }
     let env = Environment::from_process();
     let discovery = Discovery::new(env.clone())
         .display(args.display)
@@ -103,6 +109,77 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::io::ErrorKind::NotFound => 127,
         _ => 126,
     }))
+}
+
+/// `exec --endpoint tcp:…`: the client gets one end of a socket pair as `WAYLAND_SOCKET`, and
+/// this process relays the other end to the bridge at `addr` (authenticated) until the client
+/// exits; its status is ours.
+fn exec_over_tcp(
+    addr: std::net::SocketAddr,
+    token_file: Option<&std::path::Path>,
+    command: &[OsString],
+) -> anyhow::Result<ExitCode> {
+    let Some(token_file) = token_file else {
+        return Ok(super::usage(
+            "--endpoint tcp:… needs --token-file F (the secret shared with the bridge)",
+        ));
+    };
+    let token = match waysock_bridge::auth::Token::load(token_file) {
+        Ok(t) => t,
+        Err(e) => return Ok(super::usage(e)),
+    };
+    let tcp = match waysock_bridge::bridge::dial(addr, &token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("waysock exec: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let stats = std::sync::Arc::new(waysock_bridge::session::Stats::default());
+    std::thread::spawn(move || {
+        if let Err(e) = waysock_bridge::session::run(
+            mine,
+            tcp,
+            waysock_bridge::session::Side::Client,
+            "exec",
+            stats,
+        ) {
+            tracing::warn!("bridge session ended: {e}");
+        }
+    });
+    let (program, rest) = command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("no client given"))?;
+    waysock::set_inheritable(&theirs)?;
+    let mut cmd = Command::new(program);
+    cmd.args(rest)
+        .env("WAYLAND_SOCKET", theirs.as_raw_fd().to_string())
+        .env_remove("WAYLAND_DISPLAY");
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "waysock exec: cannot run {}: {e}",
+                program.to_string_lossy()
+            );
+            return Ok(ExitCode::from(
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                },
+            ));
+        }
+    };
+    drop(theirs);
+    let status = child.wait()?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        _ => ExitCode::from(1),
+    })
 }
 
 /// The display name whose shim mapping is `abs` (the inverse of

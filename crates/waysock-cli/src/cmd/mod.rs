@@ -1,5 +1,6 @@
 //! One module per subcommand, and the little they share.
 
+pub mod bridge;
 pub mod doctor;
 pub mod env;
 pub mod exec;

@@ -1,0 +1,360 @@
+//! Authentication of the two bridge ends (SPEC §8): both prove they hold the same secret, the
+//! whole content of a token file, by challenge-response. The secret never crosses the wire.
+//!
+//! ```text
+//! connector → listener   "WSB1" nonce_c[32]
+//! listener  → connector  "WSB1" nonce_s[32] HMAC-SHA256(secret, "waysock-bridge listener" | nonce_c | nonce_s)
+//! connector → listener   HMAC-SHA256(secret, "waysock-bridge connector" | nonce_s | nonce_c)
+//! listener  → connector  0x01 (accepted)
+//! ```
+//! Each MAC covers both nonces and the sender's role, so a reply cannot be replayed from
+//! another session or reflected back at its sender. MACs are compared in constant time. Any
+//! failure ends the handshake with nothing relayed.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Shortest accepted secret.
+pub const MIN_SECRET: usize = 16;
+/// Longest accepted token file (a secret, not a document).
+pub const MAX_SECRET: usize = 64 * 1024;
+const MAGIC: &[u8; 4] = b"WSB1";
+const NONCE: usize = 32;
+const MAC: usize = 32;
+
+/// The shared secret, read from a token file. Never printed.
+pub struct Token {
+    secret: Vec<u8>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({} bytes, redacted)", self.secret.len())
+    }
+}
+
+/// Why a token file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// It could not be read.
+    #[error("token file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Group or others can read it.
+    #[error("token file {path} has mode {mode:04o}: it must be 0600 (or stricter); run `chmod 600 {path}`")]
+    Mode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not ours.
+    #[error("token file {path} belongs to uid {owner}, not to us (uid {uid})")]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our uid.
+        uid: u32,
+    },
+    /// Not a regular file.
+    #[error("token file {path} is not a regular file")]
+    NotFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Too short to be a secret, or absurdly long.
+    #[error("token file {path} holds {len} bytes; a secret needs {MIN_SECRET}..={MAX_SECRET} (e.g. `head -c 32 /dev/urandom > {path}`)")]
+    Length {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+}
+
+impl Token {
+    /// Reads and checks a token file: a regular file of ours, mode 0600 or stricter, holding
+    /// 16 bytes to 64 KiB; its whole content is the secret.
+    pub fn load(path: &Path) -> Result<Token, TokenError> {
+        let io = |source| TokenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_o_nonblock())
+            .open(path)
+            .map_err(io)?;
+        let md = file.metadata().map_err(io)?;
+        if !md.is_file() {
+            return Err(TokenError::NotFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        if md.uid() != uid {
+            return Err(TokenError::Owner {
+                path: path.to_path_buf(),
+                owner: md.uid(),
+                uid,
+            });
+        }
+        let mode = md.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError::Mode {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        if !(MIN_SECRET as u64..=MAX_SECRET as u64).contains(&md.len()) {
+            return Err(TokenError::Length {
+                path: path.to_path_buf(),
+                len: md.len(),
+            });
+        }
+        let mut secret = Vec::with_capacity(md.len() as usize);
+        (&mut file)
+            .take(MAX_SECRET as u64 + 1)
+            .read_to_end(&mut secret)
+            .map_err(io)?;
+        if !(MIN_SECRET..=MAX_SECRET).contains(&secret.len()) {
+            return Err(TokenError::Length {
+                path: path.to_path_buf(),
+                len: secret.len() as u64,
+            });
+        }
+        Ok(Token { secret })
+    }
+
+    /// A token from bytes (tests, and callers that keep the secret elsewhere).
+    pub fn from_bytes(secret: &[u8]) -> Option<Token> {
+        (MIN_SECRET..=MAX_SECRET)
+            .contains(&secret.len())
+            .then(|| Token {
+                secret: secret.to_vec(),
+            })
+    }
+
+    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; MAC] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable_hmac());
+        m.update(label);
+        m.update(first);
+        m.update(second);
+        m.finalize().into_bytes().into()
+    }
+}
+
+/// HMAC accepts keys of any length; this cannot happen.
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC-SHA256 rejected a key (it accepts any length)")
+}
+
+/// `O_NONBLOCK`, so a FIFO planted as the token file cannot hang us in `open`.
+fn libc_o_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
+/// Which end of the handshake we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The end that accepted the TCP connection.
+    Listener,
+    /// The end that made it.
+    Connector,
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The peer does not speak this protocol.
+    #[error("the peer is not a waysock bridge (bad greeting)")]
+    NotABridge,
+    /// The peer's proof was wrong: it does not hold our secret.
+    #[error("the peer does not hold the same token (proof rejected)")]
+    BadProof,
+    /// The listener rejected our proof.
+    #[error("the listener rejected our token")]
+    Rejected,
+    /// The peer hung up mid-handshake: typically it found our proof wrong (a different token).
+    #[error("the peer closed the connection during the handshake (it holds a different token?)")]
+    PeerClosed,
+    /// The connection failed or timed out.
+    #[error("handshake I/O: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for AuthError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => AuthError::PeerClosed,
+            _ => AuthError::Io(e),
+        }
+    }
+}
+
+fn nonce() -> io::Result<[u8; NONCE]> {
+    let mut n = [0u8; NONCE];
+    let mut filled = 0;
+    while filled < NONCE {
+        let got = rustix::rand::getrandom(&mut n[filled..], rustix::rand::GetRandomFlags::empty())
+            .map_err(io::Error::from)?;
+        filled += got;
+    }
+    Ok(n)
+}
+
+/// Constant-time equality of two MACs.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs the handshake on `stream` (set a read timeout on it first). `Ok` means the peer holds
+/// the same secret and Wayland bytes may flow.
+pub fn handshake<S: Read + Write>(
+    stream: &mut S,
+    token: &Token,
+    role: Role,
+) -> Result<(), AuthError> {
+    const L_LISTENER: &[u8] = b"waysock-bridge listener";
+    const L_CONNECTOR: &[u8] = b"waysock-bridge connector";
+    let mine = nonce()?;
+    match role {
+        Role::Connector => {
+            let mut hello = Vec::with_capacity(4 + NONCE);
+            hello.extend_from_slice(MAGIC);
+            hello.extend_from_slice(&mine);
+            stream.write_all(&hello)?;
+            let mut reply = [0u8; 4 + NONCE + MAC];
+            stream.read_exact(&mut reply)?;
+            if &reply[..4] != MAGIC {
+                return Err(AuthError::NotABridge);
+            }
+            let theirs = &reply[4..4 + NONCE];
+            let proof = &reply[4 + NONCE..];
+            if !same(proof, &token.mac(L_LISTENER, &mine, theirs)) {
+                return Err(AuthError::BadProof);
+            }
+            stream.write_all(&token.mac(L_CONNECTOR, theirs, &mine))?;
+            let mut ok = [0u8; 1];
+            stream.read_exact(&mut ok)?;
+            if ok[0] != 1 {
+                return Err(AuthError::Rejected);
+            }
+            Ok(())
+        }
+        Role::Listener => {
+            let mut hello = [0u8; 4 + NONCE];
+            stream.read_exact(&mut hello)?;
+            if &hello[..4] != MAGIC {
+                return Err(AuthError::NotABridge);
+            }
+            let theirs = &hello[4..];
+            let mut reply = Vec::with_capacity(4 + NONCE + MAC);
+            reply.extend_from_slice(MAGIC);
+            reply.extend_from_slice(&mine);
+            reply.extend_from_slice(&token.mac(L_LISTENER, theirs, &mine));
+            stream.write_all(&reply)?;
+            let mut proof = [0u8; MAC];
+            stream.read_exact(&mut proof)?;
+            if !same(&proof, &token.mac(L_CONNECTOR, &mine, theirs)) {
+                return Err(AuthError::BadProof);
+            }
+            stream.write_all(&[1])?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn run(a: &'static [u8], b: &'static [u8]) -> (Result<(), AuthError>, Result<(), AuthError>) {
+        let (mut x, mut y) = UnixStream::pair().unwrap();
+        x.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        y.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let t = std::thread::spawn(move || {
+            let tok = Token::from_bytes(b).unwrap();
+            handshake(&mut y, &tok, Role::Listener)
+        });
+        let tok = Token::from_bytes(a).unwrap();
+        let r = handshake(&mut x, &tok, Role::Connector);
+        drop(x);
+        (r, t.join().unwrap())
+    }
+
+    #[test]
+    fn same_secret_passes_both_ways() {
+        let (c, l) = run(b"0123456789abcdef-secret", b"0123456789abcdef-secret");
+        assert!(c.is_ok() && l.is_ok(), "{c:?} {l:?}");
+    }
+
+    #[test]
+    fn different_secret_fails_on_both_sides() {
+        let (c, l) = run(b"0123456789abcdef-secret", b"0123456789abcdef-SECRET");
+        assert!(matches!(c, Err(AuthError::BadProof)), "{c:?}");
+        // The connector gave up before proving anything: the listener sees the stream end.
+        assert!(l.is_err());
+    }
+
+    #[test]
+    fn secret_never_on_the_wire() {
+        let secret = b"very-secret-token-value";
+        let (mut x, mut y) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4 + NONCE];
+            y.read_exact(&mut buf).unwrap();
+            seen.extend_from_slice(&buf);
+            seen
+        });
+        let tok = Token::from_bytes(secret).unwrap();
+        x.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let _ = handshake(&mut x, &tok, Role::Connector);
+        let seen = t.join().unwrap();
+        assert!(!seen.windows(secret.len()).any(|w| w == secret));
+    }
+
+    #[test]
+    fn garbage_greeting_is_not_a_bridge() {
+        let (mut x, mut y) = UnixStream::pair().unwrap();
+        y.write_all(&[0x47; 36]).unwrap();
+        let tok = Token::from_bytes(b"0123456789abcdef").unwrap();
+        assert!(matches!(
+            handshake(&mut x, &tok, Role::Listener),
+            Err(AuthError::NotABridge)
+        ));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(Token::from_bytes(b"short").is_none());
+        assert_eq!(
+            format!("{:?}", Token::from_bytes(b"0123456789abcdef").unwrap()),
+            "Token(16 bytes, redacted)"
+        );
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,19 @@
+//! `waysock bridge`: Wayland over a byte stream (TCP), with the file descriptors the protocol
+//! passes translated, and both ends authenticated before any Wayland byte moves.
+//!
+//! - [`protocol`]: signature tables generated at build time from the protocol XML
+//!   (`wayland.xml` and the wayland-protocols), so the codec knows every argument, which
+//!   arguments carry file descriptors and which create objects.
+//! - [`codec`]: strict framing and argument decoding of Wayland messages, and the
+//!   per-connection object map (ids → interfaces) that tells which message is which.
+//! - [`auth`]: the token file and the challenge-response both ends run first; the secret never
+//!   crosses the wire.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod bridge;
+pub mod codec;
+pub mod protocol;
+pub mod session;
+pub mod transport;

@@ -1,0 +1,791 @@
+//! One Wayland connection relayed over one byte stream, with its file descriptors translated.
+//!
+//! Each bridged client gets its own TCP connection (no multiplexing): a slow or dead client
+//! then stalls and ends only its own session, TCP's flow control is the backpressure (the
+//! kernel's socket buffers bound what is in flight each way), and a failed session is simply a
+//! closed connection.
+//!
+//! Two threads per session: local → remote parses every message (object map, signatures),
+//! turns each descriptor into an id plus content frames, and forwards; remote → local applies
+//! content frames to local memfds and pipes and hands the descriptors to the local peer with
+//! the message bytes. Translation:
+//! - `wl_shm.create_pool`: the pool is mirrored in a memfd on the far side, starting zeroed;
+//!   on `wl_surface.commit` the attached buffer's damaged rows (`damage_buffer`; any surface
+//!   `damage` or a buffer's first commit means the whole buffer) are compared with a shadow
+//!   copy in 64-byte blocks and only changed runs cross the wire. `wl_shm_pool.resize` resizes
+//!   the mirror.
+//! - any other memory descriptor (keymaps) is copied once into a read-only memfd;
+//! - pipes (`wl_data_offer.receive`, `wl_data_source.send`, primary selection) are relayed as
+//!   streams, end of file included.
+//! - `wl_registry.global` events for globals whose buffers cannot cross (linux-dmabuf,
+//!   `wl_drm`, explicit sync) are dropped, so clients fall back to `wl_shm`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::{FileType, OFlags, SealFlags};
+
+use crate::codec::{self, Direction, ObjectMap, Value};
+use crate::protocol::ArgType;
+use crate::transport::{self, Frame, PipeDir, CHUNK};
+
+/// Globals whose objects pass descriptors the bridge cannot translate (GPU buffers, sync
+/// objects): hidden from clients, which then use `wl_shm`.
+pub const FILTERED_GLOBALS: &[&str] = &[
+    "zwp_linux_dmabuf_v1",
+    "wl_drm",
+    "zwp_linux_explicit_synchronization_v1",
+    "wp_linux_drm_syncobj_manager_v1",
+    "zwlr_export_dmabuf_manager_v1",
+    "wp_drm_lease_device_v1",
+];
+
+/// Largest memory object copied once (keymaps are tens of KiB).
+const MAX_COPY: u64 = 16 << 20;
+/// Largest mirrored pool.
+const MAX_POOL: u64 = 1 << 30;
+/// Diff granularity.
+const BLOCK: usize = 64;
+
+/// Which end of the bridge this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The local peer is a Wayland client; the compositor is across the stream.
+    Client,
+    /// The local peer is the compositor.
+    Server,
+}
+
+impl Side {
+    fn outgoing(self) -> Direction {
+        match self {
+            Side::Client => Direction::Request,
+            Side::Server => Direction::Event,
+        }
+    }
+
+    fn incoming(self) -> Direction {
+        match self {
+            Side::Client => Direction::Event,
+            Side::Server => Direction::Request,
+        }
+    }
+}
+
+/// Bytes and frames that crossed the stream, per direction.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Bytes written to the stream.
+    pub sent: AtomicU64,
+    /// Bytes read from the stream.
+    pub received: AtomicU64,
+}
+
+/// A mirrored shared-memory pool (sending side).
+struct Mirror {
+    fd: OwnedFd,
+    size: usize,
+    shadow: Vec<u8>,
+    pool_alive: bool,
+    buffers: usize,
+}
+
+#[derive(Clone, Copy)]
+struct BufferInfo {
+    mirror: u32,
+    offset: usize,
+    stride: usize,
+    height: usize,
+    synced_once: bool,
+}
+
+#[derive(Default)]
+struct SurfaceState {
+    pending: Option<Option<u32>>,
+    current: Option<u32>,
+    full: bool,
+    rows: Option<(usize, usize)>,
+}
+
+/// A descriptor received from the stream, waiting for its Wayland message.
+enum InFd {
+    /// A mirrored pool: kept, since later frames update it.
+    Shm { fd: OwnedFd, size: u64 },
+    /// Handed to the local peer once.
+    Once(OwnedFd),
+}
+
+struct State {
+    map: ObjectMap,
+    next_id: u32,
+    pools: HashMap<u32, u32>,
+    mirrors: HashMap<u32, Mirror>,
+    buffers: HashMap<u32, BufferInfo>,
+    surfaces: HashMap<u32, SurfaceState>,
+    in_fds: HashMap<u32, InFd>,
+}
+
+struct Shared {
+    side: Side,
+    state: Mutex<State>,
+    /// Local pipe ends that bytes from the stream are written into.
+    pipes: Mutex<HashMap<u32, OwnedFd>>,
+    writer: Mutex<TcpStream>,
+    stats: Arc<Stats>,
+    name: String,
+}
+
+impl Shared {
+    fn send(&self, frames: &[Frame]) -> io::Result<()> {
+        let mut w = self.writer.lock().map_err(|_| poisoned())?;
+        for f in frames {
+            let bytes = f.encode();
+            w.write_all(&bytes)?;
+            self.stats
+                .sent
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+fn poisoned() -> io::Error {
+    io::Error::other("session state poisoned by a panic")
+}
+
+fn protocol_error(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// Relays `local` over `remote` until either side closes or misbehaves. `remote` must already
+/// be authenticated.
+pub fn run(
+    local: UnixStream,
+    remote: TcpStream,
+    side: Side,
+    name: &str,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
+    remote.set_nodelay(true)?;
+    let shared = Arc::new(Shared {
+        side,
+        state: Mutex::new(State {
+            map: ObjectMap::new(),
+            // Ids we allocate: even on the client side, odd on the server side.
+            next_id: match side {
+                Side::Client => 2,
+                Side::Server => 1,
+            },
+            pools: HashMap::new(),
+            mirrors: HashMap::new(),
+            buffers: HashMap::new(),
+            surfaces: HashMap::new(),
+            in_fds: HashMap::new(),
+        }),
+        pipes: Mutex::new(HashMap::new()),
+        writer: Mutex::new(remote.try_clone()?),
+        stats,
+        name: name.to_string(),
+    });
+    let out_local = local.try_clone()?;
+    let out_shared = Arc::clone(&shared);
+    let out_remote = remote.try_clone()?;
+    let outgoing = std::thread::spawn(move || {
+        let r = pump_out(&out_shared, &out_local);
+        // Our peer is done (or broke): tell the far side, and stop reading from it.
+        let _ = out_remote.shutdown(Shutdown::Write);
+        if r.is_err() {
+            let _ = out_remote.shutdown(Shutdown::Both);
+            let _ = out_local.shutdown(Shutdown::Both);
+        }
+        r
+    });
+    let r_in = pump_in(&shared, &local, &remote);
+    let _ = local.shutdown(Shutdown::Write);
+    if r_in.is_err() {
+        let _ = local.shutdown(Shutdown::Both);
+        let _ = remote.shutdown(Shutdown::Both);
+    }
+    let r_out = outgoing
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("relay thread panicked")));
+    r_in.and(r_out)
+}
+
+/// local → stream.
+fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut fdq: VecDeque<OwnedFd> = VecDeque::new();
+    loop {
+        let mut fds = Vec::new();
+        let n = transport::recv_with_fds(local.as_fd(), &mut buf, &mut fds)?;
+        if n == 0 {
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+        fdq.extend(fds);
+        if fdq.len() > 4 * transport::MAX_FDS {
+            return Err(protocol_error(format!(
+                "{}: {} descriptors queued without messages that carry them",
+                sh.name,
+                fdq.len()
+            )));
+        }
+        let mut batch = Vec::new();
+        let mut batch_fds = Vec::new();
+        let mut at = 0;
+        while let Some(h) = codec::header(&pending[at..])
+            .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?
+        {
+            let size = h.size as usize;
+            if pending.len() - at < size {
+                break;
+            }
+            let msg = &pending[at..at + size];
+            let out = translate_out(sh, &h, msg, &mut fdq)?;
+            if !out.side_frames.is_empty() {
+                flush(sh, &mut batch, &mut batch_fds)?;
+                sh.send(&out.side_frames)?;
+            }
+            if out.forward {
+                if batch_fds.len() + out.fd_ids.len() > transport::MAX_FDS {
+                    flush(sh, &mut batch, &mut batch_fds)?;
+                }
+                batch.extend_from_slice(msg);
+                batch_fds.extend(out.fd_ids);
+            }
+            at += size;
+        }
+        pending.drain(..at);
+        flush(sh, &mut batch, &mut batch_fds)?;
+    }
+}
+
+fn flush(sh: &Shared, batch: &mut Vec<u8>, fds: &mut Vec<u32>) -> io::Result<()> {
+    if batch.is_empty() && fds.is_empty() {
+        return Ok(());
+    }
+    let f = Frame::Wayland {
+        fds: std::mem::take(fds),
+        bytes: std::mem::take(batch),
+    };
+    sh.send(&[f])
+}
+
+struct Out {
+    forward: bool,
+    fd_ids: Vec<u32>,
+    side_frames: Vec<Frame>,
+}
+
+fn uint(v: Option<&Value<'_>>) -> u32 {
+    match v {
+        Some(Value::Uint(u)) | Some(Value::Object(u)) => *u,
+        Some(Value::Int(i)) => *i as u32,
+        Some(Value::NewId { id, .. }) => *id,
+        _ => 0,
+    }
+}
+
+fn int(v: Option<&Value<'_>>) -> i64 {
+    match v {
+        Some(Value::Int(i)) => *i as i64,
+        Some(Value::Uint(u)) => *u as i64,
+        _ => 0,
+    }
+}
+
+fn translate_out(
+    sh: &Shared,
+    h: &codec::Header,
+    msg: &[u8],
+    fdq: &mut VecDeque<OwnedFd>,
+) -> io::Result<Out> {
+    let dir = sh.side.outgoing();
+    let mut st = sh.state.lock().map_err(|_| poisoned())?;
+    let mut out = Out {
+        forward: true,
+        fd_ids: Vec::new(),
+        side_frames: Vec::new(),
+    };
+    let Some(def) = st.map.message(h, dir) else {
+        // Unknown object or opcode: bytes pass through untouched.
+        return Ok(out);
+    };
+    let iface = st.map.interface_of(h.object).map(|i| i.name).unwrap_or("");
+    let args = codec::decode(def, &msg[8..])
+        .map_err(|e| protocol_error(format!("{}: {iface}.{}: {e}", sh.name, def.name)))?;
+    // Descriptors, in argument order.
+    for (i, arg) in def.args.iter().enumerate() {
+        if arg.ty != ArgType::Fd {
+            continue;
+        }
+        let fd = fdq.pop_front().ok_or_else(|| {
+            protocol_error(format!(
+                "{}: {iface}.{} carries a descriptor that did not arrive",
+                sh.name, def.name
+            ))
+        })?;
+        let id = st.next_id;
+        st.next_id = st.next_id.wrapping_add(2);
+        if (iface, def.name) == ("wl_shm", "create_pool") {
+            let size = int(args.get(i + 1)).max(0) as u64;
+            if size > MAX_POOL {
+                return Err(protocol_error(format!(
+                    "{}: shm pool of {size} bytes",
+                    sh.name
+                )));
+            }
+            let mut m = Mirror {
+                fd,
+                size: size as usize,
+                shadow: vec![0; size as usize],
+                pool_alive: true,
+                buffers: 0,
+            };
+            out.side_frames.push(Frame::ShmNew { id, size });
+            sync(&mut m, id, 0, size as usize, &mut out.side_frames)?;
+            st.mirrors.insert(id, m);
+            st.pools.insert(uint(args.first()), id);
+        } else {
+            out.side_frames.extend(translate_fd(sh, fd, id)?);
+        }
+        out.fd_ids.push(id);
+    }
+    match (sh.side, iface, def.name) {
+        (Side::Server, "wl_registry", "global") => {
+            if let Some(Value::String(Some(name))) = args.get(1) {
+                if FILTERED_GLOBALS.iter().any(|g| g.as_bytes() == *name) {
+                    out.forward = false;
+                }
+            }
+        }
+        (Side::Client, "wl_shm_pool", "create_buffer") => {
+            if let Some(&mirror) = st.pools.get(&h.object) {
+                let info = BufferInfo {
+                    mirror,
+                    offset: int(args.get(1)).max(0) as usize,
+                    stride: int(args.get(4)).max(0) as usize,
+                    height: int(args.get(3)).max(0) as usize,
+                    synced_once: false,
+                };
+                if let Some(m) = st.mirrors.get_mut(&mirror) {
+                    m.buffers += 1;
+                }
+                st.buffers.insert(uint(args.first()), info);
+            }
+        }
+        (Side::Client, "wl_shm_pool", "resize") => {
+            if let Some(&mid) = st.pools.get(&h.object) {
+                let size = int(args.first()).max(0) as u64;
+                if size > MAX_POOL {
+                    return Err(protocol_error(format!(
+                        "{}: shm pool of {size} bytes",
+                        sh.name
+                    )));
+                }
+                if let Some(m) = st.mirrors.get_mut(&mid) {
+                    m.size = size as usize;
+                    m.shadow.resize(size as usize, 0);
+                }
+                out.side_frames.push(Frame::ShmSize { id: mid, size });
+            }
+        }
+        (Side::Client, "wl_shm_pool", "destroy") => {
+            if let Some(mid) = st.pools.remove(&h.object) {
+                forget_mirror_if_unused(&mut st, mid, Some(false), 0);
+            }
+        }
+        (Side::Client, "wl_buffer", "destroy") => {
+            if let Some(b) = st.buffers.remove(&h.object) {
+                forget_mirror_if_unused(&mut st, b.mirror, None, 1);
+            }
+        }
+        (Side::Client, "wl_surface", "attach") => {
+            let buffer = uint(args.first());
+            let s = st.surfaces.entry(h.object).or_default();
+            s.pending = Some((buffer != 0).then_some(buffer));
+        }
+        (Side::Client, "wl_surface", "damage") => {
+            st.surfaces.entry(h.object).or_default().full = true;
+        }
+        (Side::Client, "wl_surface", "damage_buffer") => {
+            let (y, hgt) = (int(args.get(1)), int(args.get(3)));
+            let s = st.surfaces.entry(h.object).or_default();
+            if y < 0 || hgt <= 0 || hgt > i32::MAX as i64 {
+                s.full = true;
+            } else {
+                let (a, b) = (y as usize, (y + hgt) as usize);
+                s.rows = Some(match s.rows {
+                    Some((x0, x1)) => (x0.min(a), x1.max(b)),
+                    None => (a, b),
+                });
+            }
+        }
+        (Side::Client, "wl_surface", "commit") => {
+            let s = st.surfaces.entry(h.object).or_default();
+            if let Some(p) = s.pending.take() {
+                s.current = p;
+            }
+            let (current, full, rows) = (s.current, s.full, s.rows.take());
+            s.full = false;
+            if let Some(buffer) = current {
+                if let Some(mut b) = st.buffers.get(&buffer).copied() {
+                    let (r0, r1) = if full || !b.synced_once {
+                        (0, b.height)
+                    } else {
+                        rows.map(|(a, z)| (a.min(b.height), z.min(b.height)))
+                            .unwrap_or((0, 0))
+                    };
+                    if r1 > r0 {
+                        if let Some(m) = st.mirrors.get_mut(&b.mirror) {
+                            let start = b.offset + r0 * b.stride;
+                            let end = b.offset + r1 * b.stride;
+                            sync(m, b.mirror, start, end, &mut out.side_frames)?;
+                        }
+                    }
+                    b.synced_once = true;
+                    st.buffers.insert(buffer, b);
+                }
+            }
+        }
+        _ => {}
+    }
+    st.map
+        .apply(h, dir, def, &args)
+        .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?;
+    Ok(out)
+}
+
+/// Drops a mirror once its pool is destroyed and no buffer uses it.
+fn forget_mirror_if_unused(st: &mut State, id: u32, pool_alive: Option<bool>, released: usize) {
+    let gone = match st.mirrors.get_mut(&id) {
+        Some(m) => {
+            if let Some(a) = pool_alive {
+                m.pool_alive = a;
+            }
+            m.buffers = m.buffers.saturating_sub(released);
+            !m.pool_alive && m.buffers == 0
+        }
+        None => false,
+    };
+    if gone {
+        st.mirrors.remove(&id);
+    }
+}
+
+/// Brings `[start, end)` of the far side's copy up to date: reads the pool, compares with the
+/// shadow in blocks, sends changed runs.
+fn sync(
+    m: &mut Mirror,
+    id: u32,
+    start: usize,
+    end: usize,
+    frames: &mut Vec<Frame>,
+) -> io::Result<()> {
+    let end = end.min(m.size);
+    if start >= end {
+        return Ok(());
+    }
+    let mut cur = vec![0u8; end - start];
+    let mut got = 0;
+    while got < cur.len() {
+        let n = rustix::io::pread(&m.fd, &mut cur[got..], (start + got) as u64)
+            .map_err(io::Error::from)?;
+        if n == 0 {
+            // The client's file is shorter than it claimed: the rest reads as zeros.
+            break;
+        }
+        got += n;
+    }
+    let shadow = &mut m.shadow[start..end];
+    let mut i = 0;
+    let len = cur.len();
+    while i < len {
+        let b_end = (i + BLOCK).min(len);
+        if cur[i..b_end] == shadow[i..b_end] {
+            i = b_end;
+            continue;
+        }
+        let run_start = i;
+        let mut run_end = b_end;
+        while run_end < len && run_end - run_start < CHUNK {
+            let n_end = (run_end + BLOCK).min(len);
+            if cur[run_end..n_end] == shadow[run_end..n_end] {
+                break;
+            }
+            run_end = n_end;
+        }
+        shadow[run_start..run_end].copy_from_slice(&cur[run_start..run_end]);
+        frames.push(Frame::ShmData {
+            id,
+            offset: (start + run_start) as u64,
+            bytes: cur[run_start..run_end].to_vec(),
+        });
+        i = run_end;
+    }
+    Ok(())
+}
+
+/// A descriptor that is not a shm pool: a pipe (relayed) or memory (copied once).
+fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<Vec<Frame>> {
+    let info = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
+    match FileType::from_raw_mode(info.st_mode as _) {
+        FileType::Fifo => {
+            let mode = rustix::fs::fcntl_getfl(&fd).map_err(io::Error::from)? & OFlags::RWMODE;
+            if mode == OFlags::WRONLY {
+                // Our peer wants to receive bytes: the far peer writes them.
+                sh.pipes.lock().map_err(|_| poisoned())?.insert(id, fd);
+                Ok(vec![Frame::PipeNew {
+                    id,
+                    dir: PipeDir::PeerWrites,
+                }])
+            } else {
+                spawn_pipe_reader(sh, fd, id);
+                Ok(vec![Frame::PipeNew {
+                    id,
+                    dir: PipeDir::PeerReads,
+                }])
+            }
+        }
+        FileType::Socket => Err(protocol_error(format!(
+            "{}: a socket was passed as a descriptor; the bridge cannot relay sockets",
+            sh.name
+        ))),
+        _ => {
+            let size = (info.st_size.max(0) as u64).min(MAX_COPY) as usize;
+            let mut content = vec![0u8; size];
+            let mut got = 0;
+            while got < size {
+                let n = rustix::io::pread(&fd, &mut content[got..], got as u64)
+                    .map_err(io::Error::from)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            content.truncate(got);
+            Ok(vec![Frame::MemNew { id, bytes: content }])
+        }
+    }
+}
+
+/// Reads a local pipe end until end of file and sends it as `PIPE_DATA`/`PIPE_EOF`.
+fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
+    let Ok(writer) = sh.writer.lock().map(|w| w.try_clone()) else {
+        return;
+    };
+    let Ok(mut writer) = writer else { return };
+    let stats = Arc::clone(&sh.stats);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rustix::io::read(&fd, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let f = Frame::PipeData {
+                        id,
+                        bytes: buf[..n].to_vec(),
+                    }
+                    .encode();
+                    stats.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
+                    if writer.write_all(&f).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = Frame::PipeEof { id }.write(&mut writer);
+    });
+}
+
+/// stream → local.
+fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Result<()> {
+    let mut reader = io::BufReader::with_capacity(256 * 1024, remote.try_clone()?);
+    let dir = sh.side.incoming();
+    loop {
+        let Some(frame) = Frame::read(&mut reader)? else {
+            return Ok(());
+        };
+        match frame {
+            Frame::Wayland { fds, bytes } => {
+                sh.stats.received.fetch_add(
+                    bytes.len() as u64 + 7 + 4 * fds.len() as u64,
+                    Ordering::Relaxed,
+                );
+                let mut st = sh.state.lock().map_err(|_| poisoned())?;
+                // Keep the object map in step with what the far side forwarded.
+                let mut at = 0;
+                while let Some(h) = codec::header(&bytes[at..])
+                    .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?
+                {
+                    let size = h.size as usize;
+                    if bytes.len() - at < size {
+                        return Err(protocol_error(format!(
+                            "{}: a frame ends inside a message",
+                            sh.name
+                        )));
+                    }
+                    if let Some(def) = st.map.message(&h, dir) {
+                        let args = codec::decode(def, &bytes[at + 8..at + size]).map_err(|e| {
+                            protocol_error(format!("{}: {}: {e}", sh.name, def.name))
+                        })?;
+                        st.map
+                            .apply(&h, dir, def, &args)
+                            .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?;
+                    }
+                    at += size;
+                }
+                if at != bytes.len() {
+                    return Err(protocol_error(format!(
+                        "{}: trailing bytes in a frame",
+                        sh.name
+                    )));
+                }
+                let mut once = Vec::new();
+                for id in &fds {
+                    match st.in_fds.remove(id) {
+                        Some(InFd::Shm { fd, size }) => {
+                            once.push(rustix::io::dup(&fd).map_err(io::Error::from)?);
+                            st.in_fds.insert(*id, InFd::Shm { fd, size });
+                        }
+                        Some(InFd::Once(fd)) => once.push(fd),
+                        None => {
+                            return Err(protocol_error(format!(
+                                "{}: unknown descriptor id {id}",
+                                sh.name
+                            )))
+                        }
+                    }
+                }
+                drop(st);
+                let borrowed: Vec<BorrowedFd<'_>> = once.iter().map(AsFd::as_fd).collect();
+                transport::send_with_fds(local.as_fd(), &bytes, &borrowed)?;
+            }
+            Frame::ShmNew { id, size } => {
+                if size > MAX_POOL {
+                    return Err(protocol_error(format!(
+                        "{}: mirrored pool of {size} bytes",
+                        sh.name
+                    )));
+                }
+                let fd = memfd("waysock-shm")?;
+                rustix::fs::ftruncate(&fd, size).map_err(io::Error::from)?;
+                sh.state
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .in_fds
+                    .insert(id, InFd::Shm { fd, size });
+            }
+            Frame::ShmData { id, offset, bytes } => {
+                sh.stats
+                    .received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let st = sh.state.lock().map_err(|_| poisoned())?;
+                let Some(InFd::Shm { fd, size }) = st.in_fds.get(&id) else {
+                    return Err(protocol_error(format!(
+                        "{}: data for unknown pool {id}",
+                        sh.name
+                    )));
+                };
+                if offset
+                    .checked_add(bytes.len() as u64)
+                    .is_none_or(|e| e > *size)
+                {
+                    return Err(protocol_error(format!(
+                        "{}: pool data beyond the pool's end",
+                        sh.name
+                    )));
+                }
+                let mut done = 0;
+                while done < bytes.len() {
+                    done += rustix::io::pwrite(fd, &bytes[done..], offset + done as u64)
+                        .map_err(io::Error::from)?;
+                }
+            }
+            Frame::ShmSize { id, size } => {
+                if size > MAX_POOL {
+                    return Err(protocol_error(format!(
+                        "{}: mirrored pool of {size} bytes",
+                        sh.name
+                    )));
+                }
+                let mut st = sh.state.lock().map_err(|_| poisoned())?;
+                if let Some(InFd::Shm { fd, size: s }) = st.in_fds.get_mut(&id) {
+                    rustix::fs::ftruncate(&*fd, size).map_err(io::Error::from)?;
+                    *s = size;
+                }
+            }
+            Frame::MemNew { id, bytes } => {
+                let fd = memfd("waysock-mem")?;
+                let mut done = 0;
+                while done < bytes.len() {
+                    done += rustix::io::pwrite(&fd, &bytes[done..], done as u64)
+                        .map_err(io::Error::from)?;
+                }
+                let _ = rustix::fs::fcntl_add_seals(
+                    &fd,
+                    SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+                );
+                sh.state
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .in_fds
+                    .insert(id, InFd::Once(fd));
+            }
+            Frame::PipeNew { id, dir } => {
+                let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(io::Error::from)?;
+                let peer_end = match dir {
+                    PipeDir::PeerWrites => {
+                        spawn_pipe_reader(sh, r, id);
+                        w
+                    }
+                    PipeDir::PeerReads => {
+                        sh.pipes.lock().map_err(|_| poisoned())?.insert(id, w);
+                        r
+                    }
+                };
+                sh.state
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .in_fds
+                    .insert(id, InFd::Once(peer_end));
+            }
+            Frame::PipeData { id, bytes } => {
+                let mut pipes = sh.pipes.lock().map_err(|_| poisoned())?;
+                if let Some(fd) = pipes.get(&id) {
+                    let mut done = 0;
+                    while done < bytes.len() {
+                        match rustix::io::write(fd, &bytes[done..]) {
+                            Ok(n) => done += n,
+                            Err(rustix::io::Errno::INTR) => {}
+                            Err(_) => {
+                                // The reader went away: drop the rest, as a local pipe would.
+                                pipes.remove(&id);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Frame::PipeEof { id } => {
+                sh.pipes.lock().map_err(|_| poisoned())?.remove(&id);
+            }
+        }
+    }
+}
+
+fn memfd(name: &str) -> io::Result<OwnedFd> {
+    rustix::fs::memfd_create(
+        name,
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(io::Error::from)
+}

@@ -1,0 +1,426 @@
+//! The byte stream between two bridge ends: typed frames, and the local Unix socket I/O that
+//! moves bytes together with file descriptors (`SCM_RIGHTS`).
+//!
+//! ```text
+//! frame   := kind u8 | len u32 (little endian) | payload[len]      (len ≤ MAX_FRAME)
+//! WAYLAND := nfds u16 | fd_id u32 × nfds | whole Wayland messages
+//! SHM_NEW := fd_id u32 | size u64            a mirrored shared-memory object (starts zeroed)
+//! SHM_DATA:= fd_id u32 | offset u64 | bytes  bring a range of it up to date
+//! SHM_SIZE:= fd_id u32 | size u64            wl_shm_pool.resize
+//! MEM_NEW := fd_id u32 | bytes               a read-only copy (keymaps)
+//! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
+//! PIPE_DATA:= fd_id u32 | bytes
+//! PIPE_EOF:= fd_id u32
+//! ```
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+/// Largest frame accepted from the peer (garbage beyond this ends the session).
+pub const MAX_FRAME: usize = 4 << 20;
+/// Largest chunk of shared memory or pipe data put in one frame.
+pub const CHUNK: usize = 1 << 20;
+/// Most descriptors in one Wayland frame (libwayland sends at most 28 per message batch).
+pub const MAX_FDS: usize = 28;
+
+/// Frame kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Wayland messages and the ids of the descriptors they carry.
+    Wayland = 1,
+    /// A new mirrored shared-memory object.
+    ShmNew = 2,
+    /// Bytes of a mirrored object.
+    ShmData = 3,
+    /// A mirrored object's new size.
+    ShmSize = 4,
+    /// A read-only copy of a memory object.
+    MemNew = 5,
+    /// A new relayed pipe.
+    PipeNew = 6,
+    /// Bytes through a relayed pipe.
+    PipeData = 7,
+    /// The writer closed a relayed pipe.
+    PipeEof = 8,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Wayland,
+            2 => Kind::ShmNew,
+            3 => Kind::ShmData,
+            4 => Kind::ShmSize,
+            5 => Kind::MemNew,
+            6 => Kind::PipeNew,
+            7 => Kind::PipeData,
+            8 => Kind::PipeEof,
+            _ => return None,
+        })
+    }
+}
+
+/// Which way the bytes of a relayed pipe flow, seen from the end that receives `PIPE_NEW`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PipeDir {
+    /// Our local peer gets the write end and writes; we send the bytes back.
+    PeerWrites = 0,
+    /// Our local peer gets the read end; the bytes come from the other side.
+    PeerReads = 1,
+}
+
+/// One decoded frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Wayland messages.
+    Wayland {
+        /// Descriptor ids, in message order.
+        fds: Vec<u32>,
+        /// Whole messages.
+        bytes: Vec<u8>,
+    },
+    /// A new mirrored object of `size` bytes.
+    ShmNew {
+        /// Its id.
+        id: u32,
+        /// Its size.
+        size: u64,
+    },
+    /// Bytes at `offset` of a mirrored object.
+    ShmData {
+        /// Its id.
+        id: u32,
+        /// Where.
+        offset: u64,
+        /// What.
+        bytes: Vec<u8>,
+    },
+    /// A mirrored object's new size.
+    ShmSize {
+        /// Its id.
+        id: u32,
+        /// The new size.
+        size: u64,
+    },
+    /// A read-only memory copy.
+    MemNew {
+        /// Its id.
+        id: u32,
+        /// The content.
+        bytes: Vec<u8>,
+    },
+    /// A new relayed pipe.
+    PipeNew {
+        /// Its id.
+        id: u32,
+        /// Its direction.
+        dir: PipeDir,
+    },
+    /// Pipe bytes.
+    PipeData {
+        /// Its id.
+        id: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// The pipe's writer is done.
+    PipeEof {
+        /// Its id.
+        id: u32,
+    },
+}
+
+fn bad(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn u32_at(b: &[u8], at: usize) -> io::Result<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| bad("frame too short"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> io::Result<u64> {
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]))
+        .ok_or_else(|| bad("frame too short"))
+}
+
+impl Frame {
+    /// Encodes the frame (header included).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        let kind = match self {
+            Frame::Wayland { fds, bytes } => {
+                p.extend_from_slice(&(fds.len() as u16).to_le_bytes());
+                for id in fds {
+                    p.extend_from_slice(&id.to_le_bytes());
+                }
+                p.extend_from_slice(bytes);
+                Kind::Wayland
+            }
+            Frame::ShmNew { id, size } | Frame::ShmSize { id, size } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&size.to_le_bytes());
+                if matches!(self, Frame::ShmNew { .. }) {
+                    Kind::ShmNew
+                } else {
+                    Kind::ShmSize
+                }
+            }
+            Frame::ShmData { id, offset, bytes } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&offset.to_le_bytes());
+                p.extend_from_slice(bytes);
+                Kind::ShmData
+            }
+            Frame::MemNew { id, bytes } | Frame::PipeData { id, bytes } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(bytes);
+                if matches!(self, Frame::MemNew { .. }) {
+                    Kind::MemNew
+                } else {
+                    Kind::PipeData
+                }
+            }
+            Frame::PipeNew { id, dir } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.push(*dir as u8);
+                Kind::PipeNew
+            }
+            Frame::PipeEof { id } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                Kind::PipeEof
+            }
+        };
+        let mut out = Vec::with_capacity(5 + p.len());
+        out.push(kind as u8);
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&p);
+        out
+    }
+
+    /// Decodes one frame's payload; every length is checked.
+    pub fn decode(kind: u8, p: &[u8]) -> io::Result<Frame> {
+        let kind = Kind::from_u8(kind).ok_or_else(|| bad(format!("unknown frame kind {kind}")))?;
+        Ok(match kind {
+            Kind::Wayland => {
+                let n = p
+                    .get(..2)
+                    .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
+                    .ok_or_else(|| bad("frame too short"))?;
+                if n > MAX_FDS {
+                    return Err(bad(format!(
+                        "{n} descriptors in one frame (at most {MAX_FDS})"
+                    )));
+                }
+                let fds = (0..n)
+                    .map(|i| u32_at(p, 2 + 4 * i))
+                    .collect::<io::Result<Vec<_>>>()?;
+                Frame::Wayland {
+                    fds,
+                    bytes: p[2 + 4 * n..].to_vec(),
+                }
+            }
+            Kind::ShmNew | Kind::ShmSize => {
+                if p.len() != 12 {
+                    return Err(bad("bad size frame"));
+                }
+                let (id, size) = (u32_at(p, 0)?, u64_at(p, 4)?);
+                if kind == Kind::ShmNew {
+                    Frame::ShmNew { id, size }
+                } else {
+                    Frame::ShmSize { id, size }
+                }
+            }
+            Kind::ShmData => Frame::ShmData {
+                id: u32_at(p, 0)?,
+                offset: u64_at(p, 4)?,
+                bytes: p.get(12..).ok_or_else(|| bad("frame too short"))?.to_vec(),
+            },
+            Kind::MemNew | Kind::PipeData => {
+                let id = u32_at(p, 0)?;
+                let bytes = p[4..].to_vec();
+                if kind == Kind::MemNew {
+                    Frame::MemNew { id, bytes }
+                } else {
+                    Frame::PipeData { id, bytes }
+                }
+            }
+            Kind::PipeNew => {
+                if p.len() != 5 {
+                    return Err(bad("bad pipe frame"));
+                }
+                let dir = match p[4] {
+                    0 => PipeDir::PeerWrites,
+                    1 => PipeDir::PeerReads,
+                    d => return Err(bad(format!("bad pipe direction {d}"))),
+                };
+                Frame::PipeNew {
+                    id: u32_at(p, 0)?,
+                    dir,
+                }
+            }
+            Kind::PipeEof => {
+                if p.len() != 4 {
+                    return Err(bad("bad pipe frame"));
+                }
+                Frame::PipeEof { id: u32_at(p, 0)? }
+            }
+        })
+    }
+
+    /// Reads one frame; `Ok(None)` at a clean end of stream.
+    pub fn read(r: &mut impl Read) -> io::Result<Option<Frame>> {
+        let mut head = [0u8; 5];
+        match r.read(&mut head[..1])? {
+            0 => return Ok(None),
+            _ => r.read_exact(&mut head[1..])?,
+        }
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(bad(format!("frame of {len} bytes (at most {MAX_FRAME})")));
+        }
+        let mut p = vec![0u8; len];
+        r.read_exact(&mut p)?;
+        Frame::decode(head[0], &p).map(Some)
+    }
+
+    /// Writes one frame.
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(&self.encode())
+    }
+}
+
+/// Receives bytes and descriptors from a local Unix socket. `Ok(0)` is end of stream.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let r = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other,
+        }
+    }
+    .map_err(io::Error::from)?;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    Ok(r.bytes)
+}
+
+/// Sends all of `bytes` to a local Unix socket, the descriptors with the first part.
+pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut sent = 0;
+    let mut first = true;
+    while sent < bytes.len() || (first && !fds.is_empty()) {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if first && !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(bad("too many descriptors for one message"));
+        }
+        let n = match rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(&bytes[sent..])],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => other.map_err(io::Error::from)?,
+        };
+        first = false;
+        sent += n;
+        if n == 0 && sent < bytes.len() {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+    }
+    Ok(())
+}
+
+/// A borrowed view of an owned descriptor list.
+pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
+    fds.iter().map(AsFd::as_fd).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = [
+            Frame::Wayland {
+                fds: vec![1, 2],
+                bytes: vec![1, 0, 0, 0, 0, 0, 12, 0, 2, 0, 0, 0],
+            },
+            Frame::ShmNew {
+                id: 7,
+                size: 1 << 33,
+            },
+            Frame::ShmData {
+                id: 7,
+                offset: 4096,
+                bytes: vec![9; 100],
+            },
+            Frame::ShmSize { id: 7, size: 10 },
+            Frame::MemNew {
+                id: 3,
+                bytes: b"xkb_keymap {}".to_vec(),
+            },
+            Frame::PipeNew {
+                id: 5,
+                dir: PipeDir::PeerReads,
+            },
+            Frame::PipeData {
+                id: 5,
+                bytes: b"hello".to_vec(),
+            },
+            Frame::PipeEof { id: 5 },
+        ];
+        let mut wire = Vec::new();
+        for f in &frames {
+            f.write(&mut wire).unwrap();
+        }
+        let mut r = &wire[..];
+        for f in &frames {
+            assert_eq!(Frame::read(&mut r).unwrap().as_ref(), Some(f));
+        }
+        assert_eq!(Frame::read(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
+            let _ = Frame::decode(bytes.first().copied().unwrap_or(0) % 10, &bytes);
+        }
+        let huge = [1u8, 0xff, 0xff, 0xff, 0x7f];
+        assert!(Frame::read(&mut &huge[..]).is_err());
+        assert!(Frame::decode(1, &[29, 0]).is_err());
+        assert!(Frame::decode(6, &[1, 0, 0, 0, 9]).is_err());
+    }
+}
