@@ -16,7 +16,12 @@ use waysock_testkit::{
     namespaces, program, run_command, set_mode, skip, test_user, Run, Sandbox, Scratch, TEST_USER,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_waysock");
+/// The binary under test, copied where no sandbox mount hides it (see `relocated`).
+fn bin() -> String {
+    waysock_testkit::relocated(env!("CARGO_BIN_EXE_waysock"))
+        .display()
+        .to_string()
+}
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A prepared namespace: a scratch tmpfs at `m`, `HOME=m/home`, the binary at `bin`.
@@ -53,21 +58,21 @@ fn ns(test: &str, user: bool) -> Option<Ns> {
         .env("HOME", format!("{m}/home"))
         .sh(format!("mount -t tmpfs -o mode=755 none {m}"))
         .sh(format!("mkdir -m 755 {m}/home {m}/bin"));
-    let mut bin = BIN.to_string();
+    let mut bin_path = bin();
     if user {
         // The build dir may not be reachable for another user: give it its own copy.
         sandbox = sandbox
             .sh(format!(
-                "cp {BIN} {m}/bin/waysock && chmod 755 {m}/bin/waysock"
+                "cp {bin_path} {m}/bin/waysock && chmod 755 {m}/bin/waysock"
             ))
             .sh(format!("chown {TEST_USER}: {m}/home"))
             .as_user(TEST_USER);
-        bin = format!("{m}/bin/waysock");
+        bin_path = format!("{m}/bin/waysock");
     }
     Some(Ns {
         _scratch: scratch,
         m,
-        bin,
+        bin: bin_path,
         sandbox,
     })
 }
@@ -372,7 +377,7 @@ fn symlink_planted_at_private_dir_is_a_security_warning() {
 // ---- exit codes and output ---------------------------------------------------------------
 
 fn waysock(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("WAYSOCK_STRATEGIES")
@@ -449,7 +454,7 @@ fn closed_stdout_is_success() {
     cmd.args([
         "-c",
         r#""$0" doctor "$@" | head -1 >/dev/null; echo "${PIPESTATUS[0]}""#,
-        BIN,
+        &*bin(),
     ])
     .args(&extra);
     let run = run_command(cmd, LIMIT);
@@ -472,7 +477,7 @@ fn closed_stdout_is_success() {
              os.close(r)\n\
              os.dup2(w, 1)\n\
              os.execv(sys.argv[1], sys.argv[1:])",
-            BIN,
+            &*bin(),
             "doctor",
         ])
         .args(&extra);
@@ -597,7 +602,7 @@ fn with_fd3(socket: &Path, script: &str) -> Run {
     ])
     .arg(socket)
     .arg(script)
-    .arg(BIN)
+    .arg(bin())
     .env_remove("LISTEN_FDNAMES")
     .env_remove("WAYSOCK_STRATEGIES")
     .stdin(std::process::Stdio::null());

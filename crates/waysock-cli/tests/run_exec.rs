@@ -21,7 +21,12 @@ use waysock_testkit::{
     TEST_USER,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_waysock");
+/// The binary under test, copied where no sandbox mount hides it (see `relocated`).
+fn bin() -> String {
+    waysock_testkit::relocated(env!("CARGO_BIN_EXE_waysock"))
+        .display()
+        .to_string()
+}
 /// The whole script, compositor and clients included; killed (with everything in its pid
 /// namespace) after this.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -134,7 +139,8 @@ fn case(test: &'static str, user: bool, needs: Needs) -> Option<Case> {
         .sh(format!("mkdir -m 755 {m}/home {m}/bin {m}/out"))
         // The build dir may not be reachable for another user: every case uses a copy.
         .sh(format!(
-            "cp {BIN} {m}/bin/waysock && chmod 755 {m}/bin/waysock"
+            "cp {} {m}/bin/waysock && chmod 755 {m}/bin/waysock",
+            bin()
         ));
     if user || needs == Needs::Sway {
         sandbox = sandbox
@@ -897,7 +903,7 @@ fn exec_with_a_bad_endpoint_is_a_usage_error() {
             "cannot be used with",
         ),
     ] {
-        let mut cmd = std::process::Command::new(BIN);
+        let mut cmd = std::process::Command::new(bin());
         cmd.arg("exec").args(args).args(["--", "true"]);
         let run = run_command(cmd, Duration::from_secs(10));
         run.assert_code(2);

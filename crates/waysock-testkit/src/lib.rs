@@ -630,3 +630,46 @@ pub fn wayland_info(runtime_dir: &Path, display: &str) -> Result<Run, String> {
         .stdin(Stdio::null());
     Ok(run_command(cmd, Duration::from_secs(10)))
 }
+
+/// A copy of `bin` (and the preload shim built beside it, if any) in
+/// `/var/tmp/waysock-bin-PID/`, made once per test process. Sandboxes mount tmpfs over `/tmp`,
+/// `/run`, `/dev/shm` and `HOME`, any of which may hold the build tree (CI clones anywhere);
+/// `/var/tmp` is never masked, and the copy is reachable for the unprivileged test user.
+/// Copies left by test processes that are gone are removed.
+pub fn relocated(bin: &str) -> &'static Path {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        if let Ok(rd) = std::fs::read_dir("/var/tmp") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("waysock-bin-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let dir = Path::new("/var/tmp").join(format!("waysock-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create /var/tmp copy dir");
+        set_mode(&dir, 0o755);
+        let src = Path::new(bin);
+        let name = src.file_name().expect("binary name");
+        let dst = dir.join(name);
+        std::fs::copy(src, &dst).expect("copy the binary under test");
+        set_mode(&dst, 0o755);
+        // The shim: the newer of deps/ (cargo test) and next to the binary (cargo build).
+        let parent = src.parent().unwrap_or(Path::new("/"));
+        let shim = "libwaysock_preload.so";
+        let newest = [parent.join("deps").join(shim), parent.join(shim)]
+            .into_iter()
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .max()
+            .map(|(_, p)| p);
+        if let Some(p) = newest {
+            if std::fs::copy(&p, dir.join(shim)).is_ok() {
+                set_mode(&dir.join(shim), 0o755);
+            }
+        }
+        dst
+    })
+}
