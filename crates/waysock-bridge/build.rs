@@ -93,6 +93,13 @@ fn main() {
         );
     }
 
+    if !interfaces.contains_key("xdg_wm_base") {
+        println!(
+            "cargo:warning=no xdg_wm_base in the protocol XML: wayland-protocols (Debian package \
+             `wayland-protocols`) seems missing; only the core protocol will be decoded"
+        );
+    }
+
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     std::fs::write(out.join("tables.rs"), generate(&interfaces)).expect("writing tables.rs");
 }
