@@ -1,6 +1,6 @@
 //! The smallest Wayland client: connect the way libwayland does (`WAYLAND_SOCKET`, else
 //! `WAYLAND_DISPLAY` absolute or under `XDG_RUNTIME_DIR`, default `wayland-0`), send one
-//! `wl_display.sync`, wait for the callback's `done`, exit 0. Standard library only, so its
+//! `wl_display.sync`, wait for the callback's `done`, exit 0. No Wayland library, so its
 //! start-up cost is close to nothing; `benches/exec.rs` times it with and without
 //! `waysock exec`.
 //!
@@ -9,7 +9,7 @@
 //! waysock exec -- target/debug/examples/roundtrip  # through waysock
 //! ```
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,39 +29,7 @@ fn main() -> ExitCode {
 /// Connects as libwayland would and does one `wl_display.sync` roundtrip (5 s limit).
 pub fn roundtrip() -> io::Result<()> {
     let mut stream = connect()?;
-    const DISPLAY: u32 = 1;
-    const CALLBACK: u32 = 2;
-    let mut msg = Vec::with_capacity(12);
-    msg.extend_from_slice(&DISPLAY.to_ne_bytes());
-    msg.extend_from_slice(&(12u32 << 16).to_ne_bytes()); // size 12, opcode 0: sync
-    msg.extend_from_slice(&CALLBACK.to_ne_bytes());
-    stream.write_all(&msg)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    loop {
-        let mut header = [0u8; 8];
-        stream.read_exact(&mut header)?;
-        let object = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
-        let word = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
-        let (size, opcode) = ((word >> 16) as usize, word & 0xffff);
-        if !(8..=4096).contains(&size) || size % 4 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad message size {size}"),
-            ));
-        }
-        let mut body = vec![0u8; size - 8];
-        stream.read_exact(&mut body)?;
-        match (object, opcode) {
-            (CALLBACK, 0) => return Ok(()),
-            (DISPLAY, 0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "wl_display.error",
-                ))
-            }
-            _ => {}
-        }
-    }
+    waysock::probe::roundtrip(&mut stream, Duration::from_secs(5))
 }
 
 fn connect() -> io::Result<UnixStream> {
