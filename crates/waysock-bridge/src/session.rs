@@ -135,7 +135,10 @@ struct Shared {
     state: Mutex<State>,
     /// Local pipe ends that bytes from the stream are written into.
     pipes: Mutex<HashMap<u32, OwnedFd>>,
-    writer: Mutex<TcpStream>,
+    /// The stream's write half. Every frame is written whole under this lock: pipe reader
+    /// threads write too, and unlocked writes from two threads interleave their bytes once the
+    /// socket's send buffer is full (a blocking `send` then sends part, waits, sends more).
+    writer: Arc<Mutex<TcpStream>>,
     stats: Arc<Stats>,
     name: String,
 }
@@ -188,7 +191,7 @@ pub fn run(
             in_fds: HashMap::new(),
         }),
         pipes: Mutex::new(HashMap::new()),
-        writer: Mutex::new(remote.try_clone()?),
+        writer: Arc::new(Mutex::new(remote.try_clone()?)),
         stats,
         name: name.to_string(),
     });
@@ -578,10 +581,7 @@ fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<Vec<Frame>> {
 
 /// Reads a local pipe end until end of file and sends it as `PIPE_DATA`/`PIPE_EOF`.
 fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
-    let Ok(writer) = sh.writer.lock().map(|w| w.try_clone()) else {
-        return;
-    };
-    let Ok(mut writer) = writer else { return };
+    let writer = Arc::clone(&sh.writer);
     let stats = Arc::clone(&sh.stats);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -595,13 +595,16 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
                     }
                     .encode();
                     stats.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
-                    if writer.write_all(&f).is_err() {
+                    let Ok(mut w) = writer.lock() else { return };
+                    if w.write_all(&f).is_err() {
                         return;
                     }
                 }
             }
         }
-        let _ = Frame::PipeEof { id }.write(&mut writer);
+        if let Ok(mut w) = writer.lock() {
+            let _ = Frame::PipeEof { id }.write(&mut *w);
+        }
     });
 }
 

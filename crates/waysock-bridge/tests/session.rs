@@ -1,0 +1,663 @@
+//! The two ends of one bridged session, in process, joined by a real loopback TCP connection:
+//! the test plays the Wayland client on one Unix socket and the compositor on the other,
+//! speaking raw wire bytes, and checks what the descriptors the messages carry turn into on the
+//! far side: a keymap arrives with its content, clipboard pipes are relayed both ways with end
+//! of file, shm pools are mirrored and kept current on commit (never stale), and garbage ends the
+//! session with an error, never a panic.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use waysock_bridge::session::{self, Side, Stats};
+use waysock_bridge::transport;
+
+/// Every wait in this file is bounded by this.
+const LIMIT: Duration = Duration::from_secs(10);
+
+// ---- raw Wayland wire --------------------------------------------------------------------
+
+/// One argument, as it goes on the wire (descriptors travel beside the bytes).
+enum A<'a> {
+    U(u32),
+    I(i32),
+    S(&'a str),
+}
+
+fn msg(object: u32, opcode: u16, args: &[A<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for a in args {
+        match a {
+            A::U(u) => body.extend_from_slice(&u.to_ne_bytes()),
+            A::I(i) => body.extend_from_slice(&i.to_ne_bytes()),
+            A::S(s) => {
+                body.extend_from_slice(&(s.len() as u32 + 1).to_ne_bytes());
+                body.extend_from_slice(s.as_bytes());
+                body.push(0);
+                while body.len() % 4 != 0 {
+                    body.push(0);
+                }
+            }
+        }
+    }
+    let size = (8 + body.len()) as u32;
+    let mut m = object.to_ne_bytes().to_vec();
+    m.extend_from_slice(&((size << 16) | u32::from(opcode)).to_ne_bytes());
+    m.extend_from_slice(&body);
+    m
+}
+
+/// A received message.
+#[derive(Debug)]
+struct Msg {
+    object: u32,
+    opcode: u16,
+    body: Vec<u8>,
+}
+
+impl Msg {
+    fn is(&self, object: u32, opcode: u16) -> bool {
+        self.object == object && self.opcode == opcode
+    }
+}
+
+/// One side of a Unix socket speaking Wayland by hand.
+struct Peer {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Peer {
+    fn new(sock: UnixStream) -> Peer {
+        sock.set_read_timeout(Some(LIMIT)).unwrap();
+        Peer {
+            sock,
+            buf: Vec::new(),
+            fds: Vec::new(),
+        }
+    }
+
+    fn send(&self, bytes: &[u8], fds: &[&OwnedFd]) {
+        let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        transport::send_with_fds(self.sock.as_fd(), bytes, &fds).expect("send to the bridge");
+    }
+
+    /// The next whole message (panics after [`LIMIT`] or at end of stream).
+    fn recv(&mut self) -> Msg {
+        loop {
+            if self.buf.len() >= 8 {
+                let object = u32::from_ne_bytes(self.buf[0..4].try_into().unwrap());
+                let w = u32::from_ne_bytes(self.buf[4..8].try_into().unwrap());
+                let size = (w >> 16) as usize;
+                assert!(size >= 8, "bad message from the bridge: {:?}", &self.buf);
+                if self.buf.len() >= size {
+                    let body = self.buf[8..size].to_vec();
+                    self.buf.drain(..size);
+                    return Msg {
+                        object,
+                        opcode: (w & 0xffff) as u16,
+                        body,
+                    };
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = transport::recv_with_fds(self.sock.as_fd(), &mut chunk, &mut self.fds)
+                .expect("receive from the bridge (timed out?)");
+            assert!(n > 0, "the bridge closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Skips messages until one on `object` with `opcode`.
+    fn expect(&mut self, object: u32, opcode: u16) -> Msg {
+        loop {
+            let m = self.recv();
+            if m.is(object, opcode) {
+                return m;
+            }
+        }
+    }
+
+    fn take_fd(&mut self) -> OwnedFd {
+        assert!(!self.fds.is_empty(), "no descriptor arrived");
+        self.fds.remove(0)
+    }
+
+    /// Waits (bounded) for the bridge to close this connection.
+    fn expect_eof(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+                Err(e) => panic!("the bridge did not close the connection: {e}"),
+            }
+        }
+    }
+}
+
+// ---- a session pair ----------------------------------------------------------------------
+
+/// Both ends of one bridged connection, running in threads.
+struct Bridged {
+    client: Peer,
+    server: Peer,
+    done: mpsc::Receiver<(Side, std::thread::Result<std::io::Result<()>>)>,
+}
+
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+fn spawn_session(
+    local: UnixStream,
+    remote: TcpStream,
+    side: Side,
+    done: mpsc::Sender<(Side, std::thread::Result<std::io::Result<()>>)>,
+) {
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(move || {
+            session::run(local, remote, side, "test", Arc::new(Stats::default()))
+        });
+        let _ = done.send((side, r));
+    });
+}
+
+fn bridged() -> Bridged {
+    let (client_peer, client_end) = UnixStream::pair().unwrap();
+    let (server_peer, server_end) = UnixStream::pair().unwrap();
+    let (tc, ts) = tcp_pair();
+    let (tx, done) = mpsc::channel();
+    spawn_session(client_end, tc, Side::Client, tx.clone());
+    spawn_session(server_end, ts, Side::Server, tx);
+    Bridged {
+        client: Peer::new(client_peer),
+        server: Peer::new(server_peer),
+        done,
+    }
+}
+
+impl Bridged {
+    /// Ends both peers and waits (bounded) for both sessions; their results.
+    fn finish(self) -> Vec<(Side, std::io::Result<()>)> {
+        drop(self.client);
+        drop(self.server);
+        collect(&self.done, 2)
+    }
+}
+
+fn collect(
+    done: &mpsc::Receiver<(Side, std::thread::Result<std::io::Result<()>>)>,
+    n: usize,
+) -> Vec<(Side, std::io::Result<()>)> {
+    (0..n)
+        .map(|_| {
+            let (side, r) = done
+                .recv_timeout(LIMIT)
+                .expect("a session did not end within the limit");
+            (
+                side,
+                r.unwrap_or_else(|_| panic!("the {side:?} session panicked")),
+            )
+        })
+        .collect()
+}
+
+// Object ids the scripted client allocates.
+const REGISTRY: u32 = 2;
+const SEAT: u32 = 3;
+const KEYBOARD: u32 = 4;
+const DDM: u32 = 5;
+const DATA_DEVICE: u32 = 6;
+const DATA_SOURCE: u32 = 7;
+const SHM: u32 = 8;
+const COMPOSITOR: u32 = 9;
+const SURFACE: u32 = 10;
+const POOL: u32 = 11;
+const BUFFER: u32 = 12;
+/// The first id the compositor allocates.
+const SERVER_ID: u32 = 0xff00_0000;
+
+/// The client gets the registry and binds every global the tests use; the compositor sees
+/// the requests and advertises the globals.
+fn bind_globals(b: &mut Bridged) {
+    b.client.send(&msg(1, 1, &[A::U(REGISTRY)]), &[]);
+    b.server.expect(1, 1);
+    let globals = [
+        (1, "wl_seat", 7),
+        (2, "wl_data_device_manager", 3),
+        (3, "wl_shm", 1),
+        (4, "wl_compositor", 5),
+    ];
+    let mut events = Vec::new();
+    for (name, iface, version) in globals {
+        events.extend(msg(REGISTRY, 0, &[A::U(name), A::S(iface), A::U(version)]));
+    }
+    b.server.send(&events, &[]);
+    for _ in globals {
+        b.client.expect(REGISTRY, 0);
+    }
+    let mut binds = Vec::new();
+    for ((name, iface, version), id) in globals.into_iter().zip([SEAT, DDM, SHM, COMPOSITOR]) {
+        binds.extend(msg(
+            REGISTRY,
+            0,
+            &[A::U(name), A::S(iface), A::U(version), A::U(id)],
+        ));
+    }
+    b.client.send(&binds, &[]);
+    for _ in globals {
+        b.server.expect(REGISTRY, 0);
+    }
+}
+
+fn memfd_with(content: &[u8]) -> OwnedFd {
+    let fd = rustix::fs::memfd_create("test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, content.len() as u64).unwrap();
+    let mut done = 0;
+    while done < content.len() {
+        done += rustix::io::pwrite(&fd, &content[done..], done as u64).unwrap();
+    }
+    fd
+}
+
+fn read_all_at(fd: &OwnedFd, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = rustix::io::pread(fd, &mut out[got..], got as u64).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    out.truncate(got);
+    out
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+}
+
+/// Reads a pipe to end of file, bounded by [`LIMIT`].
+fn read_to_eof(fd: OwnedFd) -> Vec<u8> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(fd);
+        let mut out = Vec::new();
+        let r = f.read_to_end(&mut out).map(|_| out);
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(LIMIT)
+        .expect("no end of file on the relayed pipe")
+        .expect("read the relayed pipe")
+}
+
+// ---- tests -------------------------------------------------------------------------------
+
+#[test]
+fn keymap_arrives_with_its_content() {
+    let mut b = bridged();
+    bind_globals(&mut b);
+    b.client.send(&msg(SEAT, 1, &[A::U(KEYBOARD)]), &[]);
+    b.server.expect(SEAT, 1);
+    let keymap: Vec<u8> = b"xkb_keymap { xkb_keycodes \"waysock-test\" { minimum = 8; }; };\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(40_000)
+        .chain([0u8])
+        .collect();
+    let fd = memfd_with(&keymap);
+    b.server.send(
+        &msg(KEYBOARD, 0, &[A::U(1), A::U(keymap.len() as u32)]),
+        &[&fd],
+    );
+    let m = b.client.expect(KEYBOARD, 0);
+    let size = u32::from_ne_bytes(m.body[4..8].try_into().unwrap()) as usize;
+    assert_eq!(size, keymap.len(), "the keymap size is relayed unchanged");
+    let got = b.client.take_fd();
+    assert_ne!(
+        rustix::fs::fstat(&got).unwrap().st_ino,
+        rustix::fs::fstat(&fd).unwrap().st_ino,
+        "in process the fd could be the same file; the bridge must have made a copy"
+    );
+    assert_eq!(read_all_at(&got, size + 10), keymap);
+    for (side, r) in b.finish() {
+        assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+}
+
+#[test]
+fn clipboard_pipes_are_relayed_both_ways() {
+    let mut b = bridged();
+    bind_globals(&mut b);
+    // The client's data device; the compositor offers a selection on it.
+    b.client
+        .send(&msg(DDM, 1, &[A::U(DATA_DEVICE), A::U(SEAT)]), &[]);
+    b.server.expect(DDM, 1);
+    let mut ev = msg(DATA_DEVICE, 0, &[A::U(SERVER_ID)]);
+    ev.extend(msg(SERVER_ID, 0, &[A::S("text/plain;charset=utf-8")]));
+    ev.extend(msg(DATA_DEVICE, 5, &[A::U(SERVER_ID)]));
+    b.server.send(&ev, &[]);
+    b.client.expect(DATA_DEVICE, 5);
+
+    // Paste: wl_data_offer.receive(mime, fd) — the client reads, the compositor side writes.
+    let (r, w) = pipe();
+    b.client.send(
+        &msg(SERVER_ID, 1, &[A::S("text/plain;charset=utf-8")]),
+        &[&w],
+    );
+    drop(w);
+    b.server.expect(SERVER_ID, 1);
+    let far = b.server.take_fd();
+    let text: Vec<u8> = b"clipboard text \xe2\x9c\x93 "
+        .iter()
+        .copied()
+        .cycle()
+        .take(300_000)
+        .collect();
+    let writer = {
+        let text = text.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(far);
+            f.write_all(&text).unwrap();
+        })
+    };
+    assert_eq!(read_to_eof(r), text, "pasted bytes");
+    writer.join().unwrap();
+
+    // Copy: wl_data_source.send(mime, fd) — the client writes, the compositor side reads.
+    b.client.send(&msg(DDM, 0, &[A::U(DATA_SOURCE)]), &[]);
+    b.server.expect(DDM, 0);
+    let (r, w) = pipe();
+    b.server
+        .send(&msg(DATA_SOURCE, 1, &[A::S("text/plain")]), &[&w]);
+    drop(w);
+    b.client.expect(DATA_SOURCE, 1);
+    let near = b.client.take_fd();
+    std::fs::File::from(near)
+        .write_all(b"copied from the client")
+        .unwrap();
+    assert_eq!(read_to_eof(r), b"copied from the client", "copied bytes");
+
+    for (side, r) in b.finish() {
+        assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+}
+
+/// Fills rows `rows` of a `width`×`height` XRGB8888 buffer with a pattern of `seed`.
+fn paint(fd: &OwnedFd, stride: usize, rows: std::ops::Range<usize>, seed: u32) {
+    for y in rows {
+        let row: Vec<u8> = (0..stride / 4)
+            .flat_map(|x| {
+                (seed.wrapping_mul(2_654_435_761) ^ (y as u32 * 65_537 + x as u32)).to_ne_bytes()
+            })
+            .collect();
+        let mut done = 0;
+        while done < row.len() {
+            done += rustix::io::pwrite(fd, &row[done..], (y * stride + done) as u64).unwrap();
+        }
+    }
+}
+
+#[test]
+fn shm_pool_is_mirrored_and_current_after_every_commit() {
+    let mut b = bridged();
+    bind_globals(&mut b);
+    let (width, height) = (256usize, 200usize);
+    let stride = width * 4;
+    let size = stride * height;
+    let pool = memfd_with(&vec![0u8; size]);
+    paint(&pool, stride, 0..height, 1);
+
+    let mut req = msg(COMPOSITOR, 0, &[A::U(SURFACE)]);
+    req.extend(msg(SHM, 0, &[A::U(POOL), A::I(size as i32)]));
+    b.client.send(&req, &[&pool]);
+    b.server.expect(COMPOSITOR, 0);
+    b.server.expect(SHM, 0);
+    let mirror = b.server.take_fd();
+    assert_ne!(
+        rustix::fs::fstat(&mirror).unwrap().st_ino,
+        rustix::fs::fstat(&pool).unwrap().st_ino,
+        "the compositor side must get a mirror, not the client's file"
+    );
+
+    let frame = |b: &mut Bridged, damage: (usize, usize)| {
+        let mut req = Vec::new();
+        req.extend(msg(SURFACE, 1, &[A::U(BUFFER), A::I(0), A::I(0)]));
+        req.extend(msg(
+            SURFACE,
+            9,
+            &[
+                A::I(0),
+                A::I(damage.0 as i32),
+                A::I(width as i32),
+                A::I(damage.1 as i32),
+            ],
+        ));
+        req.extend(msg(SURFACE, 6, &[]));
+        b.client.send(&req, &[]);
+        b.server.expect(SURFACE, 6);
+    };
+
+    b.client.send(
+        &msg(
+            POOL,
+            0,
+            &[
+                A::U(BUFFER),
+                A::I(0),
+                A::I(width as i32),
+                A::I(height as i32),
+                A::I(stride as i32),
+                A::U(1), // xrgb8888
+            ],
+        ),
+        &[],
+    );
+    b.server.expect(POOL, 0);
+    frame(&mut b, (0, height));
+    assert!(
+        read_all_at(&mirror, size) == read_all_at(&pool, size),
+        "first frame: the mirror differs from the client's pool"
+    );
+
+    // 10 % of the rows change and are damaged, several frames in a row.
+    for (i, y0) in [40usize, 100, 180, 40].into_iter().enumerate() {
+        let rows = y0..y0 + height / 10;
+        paint(&pool, stride, rows.clone(), 10 + i as u32);
+        frame(&mut b, (rows.start, rows.len()));
+        let (m, p) = (read_all_at(&mirror, size), read_all_at(&pool, size));
+        let stale: Vec<usize> = (0..height)
+            .filter(|y| m[y * stride..(y + 1) * stride] != p[y * stride..(y + 1) * stride])
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "frame {i}: rows {stale:?} of the mirror are stale after the commit"
+        );
+    }
+
+    // wl_surface.damage (surface coordinates) means the whole buffer.
+    paint(&pool, stride, 0..height, 99);
+    let mut req = msg(SURFACE, 1, &[A::U(BUFFER), A::I(0), A::I(0)]);
+    req.extend(msg(SURFACE, 2, &[A::I(0), A::I(0), A::I(1), A::I(1)]));
+    req.extend(msg(SURFACE, 6, &[]));
+    b.client.send(&req, &[]);
+    b.server.expect(SURFACE, 6);
+    assert!(
+        read_all_at(&mirror, size) == read_all_at(&pool, size),
+        "surface damage: the mirror is stale"
+    );
+    for (side, r) in b.finish() {
+        assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+}
+
+#[test]
+fn garbage_from_the_client_ends_the_session_without_a_panic() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..20 {
+        let mut b = bridged();
+        let mut junk: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        if round % 2 == 0 {
+            // A known object and opcode whose arguments are cut short: wl_display.get_registry
+            // with no new id.
+            junk.splice(0..0, msg(1, 1, &[]));
+        }
+        // Whatever the random part was, a header with an impossible size follows.
+        junk.extend_from_slice(&[1, 0, 0, 0, 0, 0, 3, 0]);
+        let _ = b.client.sock.write_all(&junk);
+        // The client's session must end on its own (not because we hung up), with an error.
+        let results = collect(&b.done, 1);
+        assert_eq!(results[0].0, Side::Client, "round {round}");
+        assert!(
+            results[0].1.is_err(),
+            "round {round}: garbage did not end the client session with an error: {:?}",
+            results[0].1
+        );
+        b.client.expect_eof();
+        // The compositor side then sees its client hang up; it ends once the compositor
+        // closes that connection, as a compositor does at end of stream.
+        b.server.expect_eof();
+        let Bridged { server, done, .. } = b;
+        drop(server);
+        let rest = collect(&done, 1);
+        assert_eq!(rest[0].0, Side::Server, "round {round}");
+    }
+}
+
+#[test]
+fn an_oversized_frame_from_tcp_ends_the_session() {
+    let (client_peer, client_end) = UnixStream::pair().unwrap();
+    let (tc, mut far) = tcp_pair();
+    let (tx, done) = mpsc::channel();
+    spawn_session(client_end, tc, Side::Client, tx);
+    let mut client = Peer::new(client_peer);
+    let len = (transport::MAX_FRAME + 1) as u32;
+    let mut head = vec![1u8];
+    head.extend_from_slice(&len.to_le_bytes());
+    far.write_all(&head).unwrap();
+    // Some of the promised payload: the session must not wait to buffer it all.
+    let _ = far.write_all(&vec![0u8; 64 * 1024]);
+    let results = collect(&done, 1);
+    let err = results[0]
+        .1
+        .as_ref()
+        .expect_err("an oversized frame must end the session with an error");
+    assert!(
+        err.to_string().contains("bytes"),
+        "the error names the size: {err}"
+    );
+    client.expect_eof();
+    // Also an unknown frame kind.
+    let (client_peer, client_end) = UnixStream::pair().unwrap();
+    let (tc, mut far) = tcp_pair();
+    let (tx, done) = mpsc::channel();
+    spawn_session(client_end, tc, Side::Client, tx);
+    let mut client = Peer::new(client_peer);
+    far.write_all(&[200, 4, 0, 0, 0, 1, 2, 3, 4]).unwrap();
+    assert!(
+        collect(&done, 1)[0].1.is_err(),
+        "unknown frame kind accepted"
+    );
+    client.expect_eof();
+}
+
+#[test]
+fn clipboard_stream_and_shm_updates_share_the_connection_without_corruption() {
+    let mut b = bridged();
+    bind_globals(&mut b);
+    // A copy from the client: the compositor side reads it slowly at first, so the stream
+    // backs up while the client also commits big shm frames.
+    b.client.send(&msg(DDM, 0, &[A::U(DATA_SOURCE)]), &[]);
+    b.server.expect(DDM, 0);
+    let (r, w) = pipe();
+    b.server
+        .send(&msg(DATA_SOURCE, 1, &[A::S("text/plain")]), &[&w]);
+    drop(w);
+    b.client.expect(DATA_SOURCE, 1);
+    let near = b.client.take_fd();
+    let text: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let text = text.clone();
+        std::thread::spawn(move || {
+            let _ = std::fs::File::from(near).write_all(&text);
+        })
+    };
+    let (tx, pasted) = mpsc::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut f = std::fs::File::from(r);
+        let mut out = Vec::new();
+        let _ = tx.send(f.read_to_end(&mut out).map(|_| out));
+    });
+
+    let (width, height) = (1024usize, 1024usize);
+    let stride = width * 4;
+    let size = stride * height;
+    let pool = memfd_with(&vec![0u8; size]);
+    let mut req = msg(COMPOSITOR, 0, &[A::U(SURFACE)]);
+    req.extend(msg(SHM, 0, &[A::U(POOL), A::I(size as i32)]));
+    req.extend(msg(
+        POOL,
+        0,
+        &[
+            A::U(BUFFER),
+            A::I(0),
+            A::I(width as i32),
+            A::I(height as i32),
+            A::I(stride as i32),
+            A::U(1),
+        ],
+    ));
+    b.client.send(&req, &[&pool]);
+    b.server.expect(SHM, 0);
+    let mirror = b.server.take_fd();
+    for frame in 0..8u32 {
+        paint(&pool, stride, 0..height, 1000 + frame);
+        let mut req = msg(SURFACE, 1, &[A::U(BUFFER), A::I(0), A::I(0)]);
+        req.extend(msg(
+            SURFACE,
+            9,
+            &[A::I(0), A::I(0), A::I(width as i32), A::I(height as i32)],
+        ));
+        req.extend(msg(SURFACE, 6, &[]));
+        b.client.send(&req, &[]);
+        b.server.expect(SURFACE, 6);
+        assert!(
+            read_all_at(&mirror, size) == read_all_at(&pool, size),
+            "frame {frame}: the mirror is stale"
+        );
+    }
+    let got = pasted
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the copied stream did not end")
+        .expect("read the copied stream");
+    writer.join().unwrap();
+    assert!(
+        got == text,
+        "copied stream: {} of {} bytes, or different",
+        got.len(),
+        text.len()
+    );
+    for (side, r) in b.finish() {
+        assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+}

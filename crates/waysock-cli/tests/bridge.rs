@@ -1,0 +1,1150 @@
+//! `waysock bridge` and `waysock exec --endpoint tcp:` for real (issue 5).
+//!
+//! - weston 10 runs in network namespace A and the clients in namespace B; the two are joined
+//!   only by a veth pair with addresses the test assigns (`10.231.X.0/24`, X from the test's
+//!   pid and a counter). Every process in B also gets an empty tmpfs over weston's runtime dir,
+//!   so TCP through the bridge is the only way to the compositor. The compositor-side bridge
+//!   runs in A, the client-side one in B.
+//! - Every process is started as `ip netns exec NS unshare -p --fork --kill-child …`: killing
+//!   that one process (the guards do, on every path) makes the kernel kill everything it left.
+//!   Namespaces are deleted by a guard too, also when an assertion fails.
+//! - The keymap case needs no root: a `wayland-server` compositor in a thread advertises a seat
+//!   with a keyboard, both bridge ends run as processes on loopback, and a `wayland-client` in
+//!   the test binds the keyboard and reads the keymap it is handed.
+//!
+//! Skips (`SKIPPED: …`) when root, `ip`, `unshare`, weston or the clients are missing.
+
+use std::io::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use waysock_testkit::{is_root, program, run_command, set_mode, skip, wait_for, Run, Scratch};
+
+/// The binary under test, copied where no mount hides it (see `relocated`).
+fn bin() -> String {
+    waysock_testkit::relocated(env!("CARGO_BIN_EXE_waysock"))
+        .display()
+        .to_string()
+}
+
+/// Startup waits (weston, the bridges).
+const STARTUP: Duration = Duration::from_secs(20);
+/// One client run.
+const CLIENT: Duration = Duration::from_secs(20);
+/// The port the compositor-side bridge listens on in namespace A (a namespace of our own, so
+/// nothing else can hold it).
+const PORT: u16 = 7350;
+
+// ---- processes ---------------------------------------------------------------------------
+
+/// A process killed (with everything in its pid namespace) when dropped.
+struct Proc {
+    what: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits until its log contains `needle`; panics with the log if it exits first or
+    /// `limit` passes.
+    fn wait_log(&mut self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(st) = self.exited() {
+                panic!(
+                    "{} exited ({st}) before logging {needle:?}\n--- log:\n{}",
+                    self.what,
+                    self.log()
+                );
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "{} did not log {needle:?} within {limit:?}\n--- log:\n{}",
+                    self.what,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Its exit status, waiting at most `limit` (then it is killed and `None` returned).
+    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let st = wait_for(limit, || self.exited());
+        if st.is_none() {
+            self.kill();
+        }
+        st
+    }
+
+    /// Kills the process at the top of its pid namespace (the kernel then kills the rest of
+    /// the namespace, and `unshare` reaps it and exits), then `unshare` itself if needed.
+    /// Killing only `unshare` would leave the namespace's init to be reaped by whoever our
+    /// init is, which in a container may never happen.
+    fn kill(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            if let Some(c) = rustix::process::Pid::from_raw(c) {
+                let _ = rustix::process::kill_process(c, rustix::process::Signal::KILL);
+            }
+        }
+        if wait_for(Duration::from_secs(2), || self.exited()).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where a command runs.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    /// This network namespace (only `unshare -p`).
+    Here,
+    /// `ip netns exec NAME`, with empty tmpfs mounts over `hide` (dirs the process must not
+    /// reach).
+    Netns(&'a str, &'a [PathBuf]),
+}
+
+/// `program args` in `place`, in a pid namespace of its own.
+fn command(place: Place<'_>, env: &[(&str, &str)], program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(match place {
+        Place::Here => "unshare",
+        Place::Netns(..) => "ip",
+    });
+    let mut hide: Vec<String> = Vec::new();
+    if let Place::Netns(ns, dirs) = place {
+        // ip netns exec gives the command a mount namespace of its own (it remounts /sys):
+        // the tmpfs mounts below stay there.
+        cmd.args(["netns", "exec", ns, "unshare"]);
+        hide = dirs.iter().map(|d| d.display().to_string()).collect();
+    }
+    cmd.args(["-p", "--fork", "--kill-child", "--", "sh", "-c"]);
+    cmd.arg(
+        r#"set -e
+while [ "$1" != -- ]; do mount -t tmpfs -o mode=700 none "$1"; shift; done
+shift
+exec "$@""#,
+    );
+    cmd.arg("sh");
+    cmd.args(&hide);
+    cmd.arg("--");
+    cmd.arg(program);
+    cmd.args(args);
+    cmd.env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .env_remove("DISPLAY")
+        .env_remove("WAYSOCK_LOG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Starts `program` in `place`, stdout and stderr to `log`.
+fn spawn(
+    what: &str,
+    place: Place<'_>,
+    env: &[(&str, &str)],
+    program: &str,
+    args: &[&str],
+    log: &Path,
+) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut cmd = command(place, env, program, args);
+    cmd.stdout(out).stderr(err);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    Proc {
+        what: what.to_string(),
+        child,
+        log: log.to_path_buf(),
+    }
+}
+
+/// Runs `program` in `place` to completion (killed after `limit`), output captured.
+fn run(
+    place: Place<'_>,
+    env: &[(&str, &str)],
+    program: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Run {
+    run_command(command(place, env, program, args), limit)
+}
+
+// ---- network namespaces ------------------------------------------------------------------
+
+/// A network namespace of ours, deleted on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// Two namespaces joined by a veth pair: A has `addr_a`, B has `addr_b`.
+struct Net {
+    a: Netns,
+    b: Netns,
+    addr_a: String,
+}
+
+static NET: AtomicU32 = AtomicU32::new(0);
+
+impl Net {
+    /// `Err` (a reason to skip) when namespaces cannot be made here.
+    fn new() -> Result<Net, String> {
+        let n = NET.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let x = (pid.wrapping_mul(7).wrapping_add(n) % 250) + 1;
+        let a = Netns(format!("wsbr-{pid}-{n}-a"));
+        ip(&["netns", "add", &a.0])?;
+        let b = Netns(format!("wsbr-{pid}-{n}-b"));
+        ip(&["netns", "add", &b.0])?;
+        // Made directly inside the namespaces: nothing is ever left in ours.
+        let (va, vb) = (format!("wsa{pid}x{n}"), format!("wsb{pid}x{n}"));
+        ip(&[
+            "link", "add", &va, "netns", &a.0, "type", "veth", "peer", "name", &vb, "netns", &b.0,
+        ])?;
+        let (addr_a, addr_b) = (format!("10.231.{x}.1"), format!("10.231.{x}.2"));
+        for (ns, dev, addr) in [(&a.0, &va, &addr_a), (&b.0, &vb, &addr_b)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(Net { a, b, addr_a })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("tcp:{}:{PORT}", self.addr_a)
+    }
+}
+
+// ---- the rig: weston in A, both bridge ends -------------------------------------------------
+
+/// Probes for root, `ip`, `unshare`, weston and the clients; `false` after reporting the skip.
+fn can_run(test: &str) -> bool {
+    if !is_root() {
+        skip(test, "needs root for network namespaces (CI runs as root)");
+        return false;
+    }
+    for p in [
+        "ip",
+        "unshare",
+        "weston",
+        "wayland-info",
+        "weston-simple-shm",
+        "timeout",
+    ] {
+        if let Err(why) = program(p) {
+            skip(test, &why);
+            return false;
+        }
+    }
+    true
+}
+
+fn write_token(path: &Path, content: &[u8], mode: u32) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(content).unwrap();
+    set_mode(path, mode);
+}
+
+fn random_token() -> Vec<u8> {
+    let mut t = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut t))
+        .unwrap();
+    t
+}
+
+/// weston in A behind the compositor-side bridge; the client-side bridge in B listening on
+/// `wayland-9` in a private dir. Fields drop in order: clients' bridge, compositor's bridge,
+/// weston, then the namespaces and the scratch dir.
+struct Rig {
+    client_bridge: Proc,
+    compositor_bridge: Proc,
+    _weston: Proc,
+    net: Net,
+    /// weston's runtime dir (hidden from B).
+    rt: PathBuf,
+    /// The client-side bridge's socket dir (0700), `XDG_RUNTIME_DIR` of clients in B.
+    cdir: PathBuf,
+    token: PathBuf,
+    scratch: Scratch,
+}
+
+impl Rig {
+    /// Everything up and listening in `net`. `client_token`: a different secret for the
+    /// client-side bridge.
+    fn new(net: Net, client_token: Option<&[u8]>) -> Rig {
+        let scratch = Scratch::new("bridge");
+        let rt = scratch.path().join("rt");
+        let cdir = scratch.path().join("c");
+        for d in [&rt, &cdir] {
+            std::fs::create_dir(d).unwrap();
+            set_mode(d, 0o700);
+        }
+        let token = scratch.path().join("token");
+        write_token(&token, &random_token(), 0o600);
+        let client_token_path = match client_token {
+            Some(t) => {
+                let p = scratch.path().join("client-token");
+                write_token(&p, t, 0o600);
+                p
+            }
+            None => token.clone(),
+        };
+        let rt_s = rt.display().to_string();
+        let mut weston = spawn(
+            "weston",
+            Place::Netns(&net.a.0, &[]),
+            &[("XDG_RUNTIME_DIR", &rt_s)],
+            "weston",
+            &[
+                "--backend=headless-backend.so",
+                "--idle-time=0",
+                "--no-config",
+                "--socket=wayland-1",
+            ],
+            &scratch.path().join("weston.log"),
+        );
+        let sock = rt.join("wayland-1");
+        let up = wait_for(STARTUP, || {
+            if UnixStream::connect(&sock).is_ok() {
+                return Some(true);
+            }
+            weston.exited().map(|_| false)
+        });
+        assert_eq!(
+            up,
+            Some(true),
+            "weston did not come up in {}\n--- log:\n{}",
+            net.a.0,
+            weston.log()
+        );
+        let w = bin();
+        let mut compositor_bridge = spawn(
+            "compositor-side bridge",
+            Place::Netns(&net.a.0, &[]),
+            &[("WAYSOCK_LOG", "info")],
+            &w,
+            &[
+                "bridge",
+                "--listen",
+                &net.endpoint(),
+                "--connect",
+                &format!("unix:{}", sock.display()),
+                "--token-file",
+                &token.display().to_string(),
+            ],
+            &scratch.path().join("compositor-bridge.log"),
+        );
+        compositor_bridge.wait_log("waysock bridge: tcp:", STARTUP);
+        let mut client_bridge = spawn(
+            "client-side bridge",
+            Place::Netns(&net.b.0, std::slice::from_ref(&rt)),
+            &[("WAYSOCK_LOG", "info")],
+            &w,
+            &[
+                "bridge",
+                "--listen",
+                &format!("unix:{}/wayland-9", cdir.display()),
+                "--connect",
+                &net.endpoint(),
+                "--token-file",
+                &client_token_path.display().to_string(),
+            ],
+            &scratch.path().join("client-bridge.log"),
+        );
+        client_bridge.wait_log("waysock bridge: unix:", STARTUP);
+        Rig {
+            client_bridge,
+            compositor_bridge,
+            _weston: weston,
+            net,
+            rt,
+            cdir,
+            token,
+            scratch,
+        }
+    }
+
+    /// In B, with weston's dir hidden.
+    fn b(&self) -> Place<'_> {
+        Place::Netns(&self.net.b.0, std::slice::from_ref(&self.rt))
+    }
+
+    /// `program args` in B as a client of the client-side bridge.
+    fn client(&self, program: &str, args: &[&str], limit: Duration) -> Run {
+        let cdir = self.cdir.display().to_string();
+        run(
+            self.b(),
+            &[("XDG_RUNTIME_DIR", &cdir), ("WAYLAND_DISPLAY", "wayland-9")],
+            program,
+            args,
+            limit,
+        )
+    }
+
+    /// Everything the rig logged, for failure messages.
+    fn logs(&self) -> String {
+        format!(
+            "--- compositor-side bridge:\n{}\n--- client-side bridge:\n{}\n--- weston:\n{}",
+            self.compositor_bridge.log(),
+            self.client_bridge.log(),
+            std::fs::read_to_string(self.scratch.path().join("weston.log")).unwrap_or_default()
+        )
+    }
+}
+
+fn saw_compositor(r: &Run) -> bool {
+    r.code() == Some(0) && r.stdout().contains("interface: 'wl_compositor'")
+}
+
+// ---- tests -------------------------------------------------------------------------------
+
+#[test]
+fn weston_in_one_netns_clients_in_another_over_veth() {
+    const T: &str = "weston_in_one_netns_clients_in_another_over_veth";
+    if !can_run(T) {
+        return;
+    }
+    let net = match Net::new() {
+        Ok(n) => n,
+        Err(why) => return skip(T, &why),
+    };
+    let rig = Rig::new(net, None);
+
+    // The isolation is real: weston's socket is out of B's reach, and no route leads back.
+    let direct = rig.client("wayland-info", &[], CLIENT);
+    assert!(
+        saw_compositor(&direct),
+        "wayland-info through the bridge\n{}\n{}",
+        direct.context(),
+        rig.logs()
+    );
+    let rt = rig.rt.join("wayland-1").display().to_string();
+    let hidden = run(rig.b(), &[], "test", &["-e", &rt], CLIENT);
+    assert_eq!(
+        hidden.code(),
+        Some(1),
+        "weston's socket is visible from B\n{}",
+        hidden.context()
+    );
+
+    let shm = rig.client("timeout", &["4", "weston-simple-shm"], CLIENT);
+    assert_eq!(
+        shm.code(),
+        Some(124),
+        "weston-simple-shm was not still drawing after 4 s\n{}\n{}",
+        shm.context(),
+        rig.logs()
+    );
+
+    // waysock exec straight to the compositor-side bridge.
+    let w = bin();
+    let token = rig.token.display().to_string();
+    let exec = run(
+        rig.b(),
+        &[],
+        &w,
+        &[
+            "exec",
+            "--endpoint",
+            &rig.net.endpoint(),
+            "--token-file",
+            &token,
+            "--",
+            "wayland-info",
+        ],
+        CLIENT,
+    );
+    assert!(
+        saw_compositor(&exec),
+        "waysock exec --endpoint tcp:\n{}\n{}",
+        exec.context(),
+        rig.logs()
+    );
+
+    // Abstract sockets are per network namespace: one bound in A is not in B's table.
+    let name = format!(
+        "waysock-test-{}-{}",
+        std::process::id(),
+        NET.load(Ordering::Relaxed)
+    );
+    let mut abs = spawn(
+        "client-side bridge on an abstract socket in A",
+        Place::Netns(&rig.net.a.0, &[]),
+        &[],
+        &w,
+        &[
+            "bridge",
+            "--listen",
+            &format!("abstract:{name}"),
+            "--connect",
+            &rig.net.endpoint(),
+            "--token-file",
+            &token,
+        ],
+        &rig.scratch.path().join("abstract.log"),
+    );
+    abs.wait_log("waysock bridge: abstract:", STARTUP);
+    let needle = format!("@{name}");
+    let in_a = run(
+        Place::Netns(&rig.net.a.0, &[]),
+        &[],
+        "cat",
+        &["/proc/net/unix"],
+        CLIENT,
+    );
+    assert!(
+        in_a.stdout().contains(&needle),
+        "{needle} not bound in A\n{}",
+        in_a.context()
+    );
+    let in_b = run(rig.b(), &[], "cat", &["/proc/net/unix"], CLIENT);
+    assert_eq!(in_b.code(), Some(0), "{}", in_b.context());
+    assert!(
+        !in_b.stdout().contains(&needle),
+        "{needle} is visible from B\n{}",
+        in_b.context()
+    );
+}
+
+#[test]
+fn wrong_token_is_refused_and_nothing_is_relayed() {
+    const T: &str = "wrong_token_is_refused_and_nothing_is_relayed";
+    if !can_run(T) {
+        return;
+    }
+    let net = match Net::new() {
+        Ok(n) => n,
+        Err(why) => return skip(T, &why),
+    };
+    let rig = Rig::new(net, Some(b"not-the-same-secret-at-all-0123"));
+    // wayland-info 1.21 exits 0 when the display hangs up on it (it just lists nothing):
+    // what counts is that it saw no global, and fast.
+    let start = Instant::now();
+    let info = rig.client("wayland-info", &[], CLIENT);
+    let took = start.elapsed();
+    assert!(
+        !info.stdout().contains("interface:"),
+        "wayland-info got through with a wrong token\n{}\n{}",
+        info.context(),
+        rig.logs()
+    );
+    assert!(
+        took < Duration::from_secs(8) && !info.timed_out,
+        "wayland-info took {took:?} to give up\n{}",
+        info.context()
+    );
+    // A client that checks: weston-simple-shm fails at once (not 124: still drawing).
+    let start = Instant::now();
+    let shm = rig.client("timeout", &["8", "weston-simple-shm"], CLIENT);
+    let took = start.elapsed();
+    assert!(
+        shm.code() == Some(1) && took < Duration::from_secs(6),
+        "weston-simple-shm with a wrong token: expected a quick failure, took {took:?}\n{}\n{}",
+        shm.context(),
+        rig.logs()
+    );
+
+    // Also waysock exec with the wrong secret.
+    let w = bin();
+    let wrong = rig
+        .scratch
+        .path()
+        .join("client-token")
+        .display()
+        .to_string();
+    let exec = run(
+        rig.b(),
+        &[],
+        &w,
+        &[
+            "exec",
+            "--endpoint",
+            &rig.net.endpoint(),
+            "--token-file",
+            &wrong,
+            "--",
+            "wayland-info",
+        ],
+        CLIENT,
+    );
+    exec.assert_code(1);
+    assert!(
+        !exec.stdout().contains("wl_compositor"),
+        "{}",
+        exec.context()
+    );
+
+    let log = wait_for(Duration::from_secs(5), || {
+        let l = rig.compositor_bridge.log();
+        (l.matches("refused").count() >= 3).then_some(l)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the compositor side did not log three refusals\n{}",
+            rig.logs()
+        )
+    });
+    assert!(
+        !log.contains("relaying to the compositor"),
+        "the compositor side relayed a connection that failed the proof\n{}",
+        rig.logs()
+    );
+    assert!(
+        rig.client_bridge.log().contains("token"),
+        "the client side does not say why\n{}",
+        rig.logs()
+    );
+
+    // The same setup with the right secret gets through: the refusal was the token's doing.
+    let right = rig.token.display().to_string();
+    let exec = run(
+        rig.b(),
+        &[],
+        &w,
+        &[
+            "exec",
+            "--endpoint",
+            &rig.net.endpoint(),
+            "--token-file",
+            &right,
+            "--",
+            "wayland-info",
+        ],
+        CLIENT,
+    );
+    assert!(saw_compositor(&exec), "{}\n{}", exec.context(), rig.logs());
+    assert_eq!(
+        rig.compositor_bridge
+            .log()
+            .matches("relaying to the compositor")
+            .count(),
+        1,
+        "{}",
+        rig.logs()
+    );
+}
+
+#[test]
+fn token_files_that_are_not_private_or_too_short_are_refused() {
+    let scratch = Scratch::new("bridge-token");
+    let w = bin();
+    let cases: [(&str, &[u8], u32, &str); 3] = [
+        ("open", b"0123456789abcdef0123", 0o644, "0644"),
+        ("group", b"0123456789abcdef0123", 0o640, "0640"),
+        ("short", b"0123456789", 0o600, "10 bytes"),
+    ];
+    for (name, content, mode, says) in cases {
+        let f = scratch.path().join(name);
+        write_token(&f, content, mode);
+        let f = f.display().to_string();
+        for args in [
+            vec![
+                "bridge",
+                "--listen",
+                "tcp:127.0.0.1:1",
+                "--connect",
+                "unix:/nonexistent/wayland-0",
+                "--token-file",
+                &f,
+            ],
+            vec![
+                "bridge",
+                "--listen",
+                "unix:/nonexistent/wayland-9",
+                "--connect",
+                "tcp:127.0.0.1:1",
+                "--token-file",
+                &f,
+            ],
+            vec![
+                "exec",
+                "--endpoint",
+                "tcp:127.0.0.1:1",
+                "--token-file",
+                &f,
+                "--",
+                "true",
+            ],
+        ] {
+            let mut cmd = Command::new(&w);
+            cmd.args(&args).stdin(Stdio::null());
+            let r = run_command(cmd, CLIENT);
+            r.assert_code(2);
+            assert!(
+                r.stderr().contains(says),
+                "{name}: the message does not say {says:?}\n{}",
+                r.context()
+            );
+            assert!(
+                r.stderr().contains(&f),
+                "{name}: the message does not name the file\n{}",
+                r.context()
+            );
+        }
+    }
+}
+
+#[test]
+fn several_clients_at_once_and_one_killed_mid_session() {
+    const T: &str = "several_clients_at_once_and_one_killed_mid_session";
+    if !can_run(T) {
+        return;
+    }
+    let net = match Net::new() {
+        Ok(n) => n,
+        Err(why) => return skip(T, &why),
+    };
+    let rig = Rig::new(net, None);
+    let cdir = rig.cdir.display().to_string();
+    let env = [
+        ("XDG_RUNTIME_DIR", cdir.as_str()),
+        ("WAYLAND_DISPLAY", "wayland-9"),
+    ];
+    // Three drawing clients; the middle one is killed while the others draw.
+    let mut drawing: Vec<Proc> = (0..3)
+        .map(|i| {
+            spawn(
+                &format!("weston-simple-shm #{i}"),
+                rig.b(),
+                &env,
+                "timeout",
+                &["6", "weston-simple-shm"],
+                &rig.scratch.path().join(format!("shm-{i}.log")),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for p in &mut drawing {
+        assert!(
+            p.exited().is_none(),
+            "{} stopped early\n{}\n{}",
+            p.what,
+            p.log(),
+            rig.logs()
+        );
+    }
+    drawing[1].kill();
+
+    // Meanwhile three wayland-info at once.
+    let infos: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| rig.client("wayland-info", &[], CLIENT)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &infos {
+        assert!(
+            saw_compositor(r),
+            "a concurrent wayland-info failed\n{}\n{}",
+            r.context(),
+            rig.logs()
+        );
+    }
+    for i in [0, 2] {
+        let st = drawing[i].wait(Duration::from_secs(15));
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(124),
+            "weston-simple-shm #{i} did not draw until its timeout after #1 was killed\n{}\n{}",
+            drawing[i].log(),
+            rig.logs()
+        );
+    }
+    // Each client had its own session: five of them relayed, none ended in an error
+    // but the killed one's (which may end either way).
+    let log = rig.compositor_bridge.log();
+    assert!(
+        log.matches("relaying to the compositor").count() >= 6,
+        "{}",
+        rig.logs()
+    );
+}
+
+// ---- keymap through both bridge processes, real Wayland libraries ---------------------------
+
+mod keymap {
+    use super::*;
+    use wayland_server::backend::{ClientData, ClientId, DisconnectReason};
+    use wayland_server::protocol::{wl_keyboard, wl_seat};
+    use wayland_server::{DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch, New};
+
+    /// The keymap the compositor hands out (a NUL-terminated string, as xkbcommon writes).
+    pub fn keymap() -> Vec<u8> {
+        let mut k: Vec<u8> =
+            b"xkb_keymap { xkb_keycodes \"waysock\" { minimum = 8; maximum = 255; }; };\n"
+                .iter()
+                .copied()
+                .cycle()
+                .take(60_000)
+                .collect();
+        k.push(0);
+        k
+    }
+
+    pub struct Server {
+        keymap: OwnedFd,
+        size: u32,
+    }
+
+    struct ClientState;
+    impl ClientData for ClientState {
+        fn initialized(&self, _: ClientId) {}
+        fn disconnected(&self, _: ClientId, _: DisconnectReason) {}
+    }
+
+    impl GlobalDispatch<wl_seat::WlSeat, ()> for Server {
+        fn bind(
+            _: &mut Self,
+            _: &DisplayHandle,
+            _: &wayland_server::Client,
+            resource: New<wl_seat::WlSeat>,
+            _: &(),
+            data_init: &mut DataInit<'_, Self>,
+        ) {
+            let seat = data_init.init(resource, ());
+            seat.capabilities(wl_seat::Capability::Keyboard);
+        }
+    }
+
+    impl Dispatch<wl_seat::WlSeat, ()> for Server {
+        fn request(
+            state: &mut Self,
+            _: &wayland_server::Client,
+            _: &wl_seat::WlSeat,
+            request: wl_seat::Request,
+            _: &(),
+            _: &DisplayHandle,
+            data_init: &mut DataInit<'_, Self>,
+        ) {
+            if let wl_seat::Request::GetKeyboard { id } = request {
+                let kb = data_init.init(id, ());
+                kb.keymap(
+                    wl_keyboard::KeymapFormat::XkbV1,
+                    state.keymap.as_fd(),
+                    state.size,
+                );
+            }
+        }
+    }
+
+    impl Dispatch<wl_keyboard::WlKeyboard, ()> for Server {
+        fn request(
+            _: &mut Self,
+            _: &wayland_server::Client,
+            _: &wl_keyboard::WlKeyboard,
+            _: wl_keyboard::Request,
+            _: &(),
+            _: &DisplayHandle,
+            _: &mut DataInit<'_, Self>,
+        ) {
+        }
+    }
+
+    /// A compositor thread serving `listener` until dropped.
+    pub struct Compositor {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Compositor {
+        pub fn start(listener: UnixListener) -> Compositor {
+            listener.set_nonblocking(true).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                let content = keymap();
+                let fd =
+                    rustix::fs::memfd_create("keymap", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+                let mut f = std::fs::File::from(fd);
+                f.write_all(&content).unwrap();
+                let mut state = Server {
+                    keymap: f.into(),
+                    size: content.len() as u32,
+                };
+                let mut display: Display<Server> = Display::new().unwrap();
+                let mut dh = display.handle();
+                dh.create_global::<Server, wl_seat::WlSeat, ()>(7, ());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            dh.insert_client(stream, Arc::new(ClientState)).unwrap();
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("accept: {e}"),
+                    }
+                    let _ = display.dispatch_clients(&mut state);
+                    let _ = display.flush_clients();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            Compositor {
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Compositor {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// The client: binds the seat, gets the keyboard, keeps the keymap it is sent.
+    #[derive(Default)]
+    pub struct Client {
+        pub keymap: Option<(OwnedFd, u32)>,
+    }
+
+    use wayland_client::protocol::{
+        wl_keyboard as ck,
+        wl_registry::{self, WlRegistry},
+        wl_seat as cs,
+    };
+    use wayland_client::{Connection, QueueHandle};
+
+    impl wayland_client::Dispatch<WlRegistry, ()> for Client {
+        fn event(
+            _: &mut Self,
+            registry: &WlRegistry,
+            event: wl_registry::Event,
+            _: &(),
+            _: &Connection,
+            qh: &QueueHandle<Self>,
+        ) {
+            if let wl_registry::Event::Global {
+                name,
+                interface,
+                version,
+            } = event
+            {
+                if interface == "wl_seat" {
+                    let seat = registry.bind::<cs::WlSeat, _, _>(name, version.min(7), qh, ());
+                    seat.get_keyboard(qh, ());
+                }
+            }
+        }
+    }
+
+    impl wayland_client::Dispatch<cs::WlSeat, ()> for Client {
+        fn event(
+            _: &mut Self,
+            _: &cs::WlSeat,
+            _: cs::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    impl wayland_client::Dispatch<ck::WlKeyboard, ()> for Client {
+        fn event(
+            state: &mut Self,
+            _: &ck::WlKeyboard,
+            event: ck::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            if let ck::Event::Keymap { fd, size, .. } = event {
+                state.keymap = Some((fd, size));
+            }
+        }
+    }
+
+    /// Connects over `stream` and returns the keymap's bytes (read from the fd it got).
+    pub fn fetch(stream: UnixStream) -> Result<Vec<u8>, String> {
+        let conn = Connection::from_socket(stream).map_err(|e| e.to_string())?;
+        let mut queue = conn.new_event_queue();
+        let qh = queue.handle();
+        let _registry = conn.display().get_registry(&qh, ());
+        let mut client = Client::default();
+        for _ in 0..5 {
+            queue.roundtrip(&mut client).map_err(|e| e.to_string())?;
+            if client.keymap.is_some() {
+                break;
+            }
+        }
+        let (fd, size) = client.keymap.ok_or("no keymap event")?;
+        let mut out = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < out.len() {
+            let n =
+                rustix::io::pread(&fd, &mut out[got..], got as u64).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        out.truncate(got);
+        Ok(out)
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn keymap_reaches_a_real_client_through_both_bridge_processes() {
+    let scratch = Scratch::new("bridge-keymap");
+    let comp_dir = scratch.path().join("comp");
+    let cdir = scratch.path().join("c");
+    for d in [&comp_dir, &cdir] {
+        std::fs::create_dir(d).unwrap();
+        set_mode(d, 0o700);
+    }
+    let comp_sock = comp_dir.join("wayland-7");
+    let _compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
+    let token = scratch.path().join("token");
+    write_token(&token, &random_token(), 0o600);
+    let token = token.display().to_string();
+    let w = bin();
+
+    // The compositor side on a free loopback port (another process may take it between our
+    // probe and the bind: then try another).
+    let mut attempt = 0;
+    let (compositor_bridge, port) = loop {
+        attempt += 1;
+        let port = free_port();
+        let mut p = spawn(
+            "compositor-side bridge",
+            Place::Here,
+            &[("WAYSOCK_LOG", "info")],
+            &w,
+            &[
+                "bridge",
+                "--listen",
+                &format!("tcp:127.0.0.1:{port}"),
+                "--connect",
+                &format!("unix:{}", comp_sock.display()),
+                "--token-file",
+                &token,
+            ],
+            &scratch.path().join("compositor-bridge.log"),
+        );
+        let up = wait_for(STARTUP, || {
+            if p.log().contains("waysock bridge: tcp:") {
+                return Some(true);
+            }
+            p.exited().map(|_| false)
+        });
+        match up {
+            Some(true) => break (p, port),
+            _ if attempt < 5 && p.log().contains("in use") => continue,
+            _ => panic!("the compositor-side bridge did not start\n{}", p.log()),
+        }
+    };
+    let mut client_bridge = spawn(
+        "client-side bridge",
+        Place::Here,
+        &[("WAYSOCK_LOG", "info")],
+        &w,
+        &[
+            "bridge",
+            "--listen",
+            &format!("unix:{}/wayland-9", cdir.display()),
+            "--connect",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--token-file",
+            &token,
+        ],
+        &scratch.path().join("client-bridge.log"),
+    );
+    client_bridge.wait_log("waysock bridge: unix:", STARTUP);
+
+    let stream = UnixStream::connect(cdir.join("wayland-9")).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(keymap::fetch(stream));
+    });
+    let got = rx
+        .recv_timeout(CLIENT)
+        .unwrap_or_else(|_| {
+            panic!(
+                "no keymap within {CLIENT:?}\n--- compositor side:\n{}\n--- client side:\n{}",
+                compositor_bridge.log(),
+                client_bridge.log()
+            )
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "client: {e}\n--- compositor side:\n{}\n--- client side:\n{}",
+                compositor_bridge.log(),
+                client_bridge.log()
+            )
+        });
+    assert!(
+        got == keymap::keymap(),
+        "the keymap's bytes differ ({} bytes read)",
+        got.len()
+    );
+}
