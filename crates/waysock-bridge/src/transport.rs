@@ -157,7 +157,10 @@ fn u64_at(b: &[u8], at: usize) -> io::Result<u64> {
 impl Frame {
     /// Encodes the frame (header included).
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::new();
+        // Header first (length patched in at the end), payload appended once: a large
+        // `SHM_DATA` is copied a single time, not built apart and then copied behind the header.
+        let mut p = Vec::with_capacity(5 + 14 + self.tail_len());
+        p.extend_from_slice(&[0; 5]);
         let kind = match self {
             Frame::Wayland { fds, bytes } => {
                 p.extend_from_slice(&(fds.len() as u16).to_le_bytes());
@@ -201,11 +204,21 @@ impl Frame {
                 Kind::PipeEof
             }
         };
-        let mut out = Vec::with_capacity(5 + p.len());
-        out.push(kind as u8);
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(&p);
-        out
+        p[0] = kind as u8;
+        let len = (p.len() - 5) as u32;
+        p[1..5].copy_from_slice(&len.to_le_bytes());
+        p
+    }
+
+    /// Length of the variable part of the payload (for sizing the encode buffer).
+    fn tail_len(&self) -> usize {
+        match self {
+            Frame::Wayland { fds, bytes } => 4 * fds.len() + bytes.len(),
+            Frame::ShmData { bytes, .. }
+            | Frame::MemNew { bytes, .. }
+            | Frame::PipeData { bytes, .. } => bytes.len(),
+            _ => 0,
+        }
     }
 
     /// Decodes one frame's payload; every length is checked.
@@ -288,6 +301,22 @@ impl Frame {
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > MAX_FRAME {
             return Err(bad(format!("frame of {len} bytes (at most {MAX_FRAME})")));
+        }
+        if head[0] == Kind::ShmData as u8 && len >= 12 {
+            // The bulk of the traffic: read the pixels straight into the frame's own buffer
+            // (no zero-filled staging buffer, no second copy in `decode`).
+            let mut fixed = [0u8; 12];
+            r.read_exact(&mut fixed)?;
+            let mut bytes = Vec::with_capacity(len - 12);
+            r.take((len - 12) as u64).read_to_end(&mut bytes)?;
+            if bytes.len() != len - 12 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            return Ok(Some(Frame::ShmData {
+                id: u32_at(&fixed, 0)?,
+                offset: u64_at(&fixed, 4)?,
+                bytes,
+            }));
         }
         let mut p = vec![0u8; len];
         r.read_exact(&mut p)?;
