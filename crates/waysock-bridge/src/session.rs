@@ -12,7 +12,8 @@
 //! - `wl_shm.create_pool`: the pool is mirrored in a memfd on the far side, starting zeroed;
 //!   on `wl_surface.commit` the attached buffer's damaged rows (`damage_buffer`; any surface
 //!   `damage` or a buffer's first commit means the whole buffer) are compared with a shadow
-//!   copy in 64-byte blocks and only changed runs cross the wire. `wl_shm_pool.resize` resizes
+//!   copy in 64-byte blocks and only changed runs cross the wire, LZ4-compressed when that
+//!   saves a tenth or more. `wl_shm_pool.resize` resizes
 //!   the mirror.
 //! - any other memory descriptor (keymaps) is copied once into a read-only memfd;
 //! - pipes (`wl_data_offer.receive`, `wl_data_source.send`, primary selection) are relayed as
@@ -525,11 +526,25 @@ fn sync(
             }
             run_end = n_end;
         }
-        shadow[run_start..run_end].copy_from_slice(&cur[run_start..run_end]);
-        frames.push(Frame::ShmData {
-            id,
-            offset: (start + run_start) as u64,
-            bytes: cur[run_start..run_end].to_vec(),
+        let run = &cur[run_start..run_end];
+        shadow[run_start..run_end].copy_from_slice(run);
+        let offset = (start + run_start) as u64;
+        // Pixels usually compress well (waypipe also uses LZ4 by default); a run that does not
+        // shrink by a tenth goes raw, so incompressible data costs one failed attempt only.
+        let packed = lz4_flex::block::compress(run);
+        frames.push(if packed.len() < run.len() - run.len() / 10 {
+            Frame::ShmLz4 {
+                id,
+                offset,
+                raw_len: run.len() as u32,
+                bytes: packed,
+            }
+        } else {
+            Frame::ShmData {
+                id,
+                offset,
+                bytes: run.to_vec(),
+            }
         });
         i = run_end;
     }
@@ -690,27 +705,27 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                 sh.stats
                     .received
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                let st = sh.state.lock().map_err(|_| poisoned())?;
-                let Some(InFd::Shm { fd, size }) = st.in_fds.get(&id) else {
+                write_pool(sh, id, offset, &bytes)?;
+            }
+            Frame::ShmLz4 {
+                id,
+                offset,
+                raw_len,
+                bytes,
+            } => {
+                sh.stats
+                    .received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let raw = lz4_flex::block::decompress(&bytes, raw_len as usize).map_err(|e| {
+                    protocol_error(format!("{}: corrupt compressed pool data: {e}", sh.name))
+                })?;
+                if raw.len() != raw_len as usize {
                     return Err(protocol_error(format!(
-                        "{}: data for unknown pool {id}",
-                        sh.name
-                    )));
-                };
-                if offset
-                    .checked_add(bytes.len() as u64)
-                    .is_none_or(|e| e > *size)
-                {
-                    return Err(protocol_error(format!(
-                        "{}: pool data beyond the pool's end",
+                        "{}: compressed pool data of the wrong length",
                         sh.name
                     )));
                 }
-                let mut done = 0;
-                while done < bytes.len() {
-                    done += rustix::io::pwrite(fd, &bytes[done..], offset + done as u64)
-                        .map_err(io::Error::from)?;
-                }
+                write_pool(sh, id, offset, &raw)?;
             }
             Frame::ShmSize { id, size } => {
                 if size > MAX_POOL {
@@ -783,6 +798,32 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
             }
         }
     }
+}
+
+/// Writes bytes from the stream into a mirrored pool, within its bounds.
+fn write_pool(sh: &Shared, id: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    let st = sh.state.lock().map_err(|_| poisoned())?;
+    let Some(InFd::Shm { fd, size }) = st.in_fds.get(&id) else {
+        return Err(protocol_error(format!(
+            "{}: data for unknown pool {id}",
+            sh.name
+        )));
+    };
+    if offset
+        .checked_add(bytes.len() as u64)
+        .is_none_or(|e| e > *size)
+    {
+        return Err(protocol_error(format!(
+            "{}: pool data beyond the pool's end",
+            sh.name
+        )));
+    }
+    let mut done = 0;
+    while done < bytes.len() {
+        done += rustix::io::pwrite(fd, &bytes[done..], offset + done as u64)
+            .map_err(io::Error::from)?;
+    }
+    Ok(())
 }
 
 fn memfd(name: &str) -> io::Result<OwnedFd> {

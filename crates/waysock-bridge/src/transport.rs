@@ -6,6 +6,7 @@
 //! WAYLAND := nfds u16 | fd_id u32 × nfds | whole Wayland messages
 //! SHM_NEW := fd_id u32 | size u64            a mirrored shared-memory object (starts zeroed)
 //! SHM_DATA:= fd_id u32 | offset u64 | bytes  bring a range of it up to date
+//! SHM_LZ4 := fd_id u32 | offset u64 | raw_len u32 | lz4 block   the same, compressed
 //! SHM_SIZE:= fd_id u32 | size u64            wl_shm_pool.resize
 //! MEM_NEW := fd_id u32 | bytes               a read-only copy (keymaps)
 //! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
@@ -49,6 +50,8 @@ pub enum Kind {
     PipeData = 7,
     /// The writer closed a relayed pipe.
     PipeEof = 8,
+    /// Bytes of a mirrored object, LZ4-compressed.
+    ShmLz4 = 9,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             6 => Kind::PipeNew,
             7 => Kind::PipeData,
             8 => Kind::PipeEof,
+            9 => Kind::ShmLz4,
             _ => return None,
         })
     }
@@ -101,6 +105,17 @@ pub enum Frame {
         /// Where.
         offset: u64,
         /// What.
+        bytes: Vec<u8>,
+    },
+    /// Bytes at `offset` of a mirrored object, as an LZ4 block of `raw_len` bytes.
+    ShmLz4 {
+        /// Its id.
+        id: u32,
+        /// Where.
+        offset: u64,
+        /// Length once decompressed (at most [`CHUNK`]).
+        raw_len: u32,
+        /// The compressed block.
         bytes: Vec<u8>,
     },
     /// A mirrored object's new size.
@@ -185,6 +200,18 @@ impl Frame {
                 p.extend_from_slice(bytes);
                 Kind::ShmData
             }
+            Frame::ShmLz4 {
+                id,
+                offset,
+                raw_len,
+                bytes,
+            } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&offset.to_le_bytes());
+                p.extend_from_slice(&raw_len.to_le_bytes());
+                p.extend_from_slice(bytes);
+                Kind::ShmLz4
+            }
             Frame::MemNew { id, bytes } | Frame::PipeData { id, bytes } => {
                 p.extend_from_slice(&id.to_le_bytes());
                 p.extend_from_slice(bytes);
@@ -215,6 +242,7 @@ impl Frame {
         match self {
             Frame::Wayland { fds, bytes } => 4 * fds.len() + bytes.len(),
             Frame::ShmData { bytes, .. }
+            | Frame::ShmLz4 { bytes, .. }
             | Frame::MemNew { bytes, .. }
             | Frame::PipeData { bytes, .. } => bytes.len(),
             _ => 0,
@@ -259,6 +287,20 @@ impl Frame {
                 offset: u64_at(p, 4)?,
                 bytes: p.get(12..).ok_or_else(|| bad("frame too short"))?.to_vec(),
             },
+            Kind::ShmLz4 => {
+                let raw_len = u32_at(p, 12)?;
+                if raw_len as usize > CHUNK {
+                    return Err(bad(format!(
+                        "compressed block of {raw_len} bytes (at most {CHUNK})"
+                    )));
+                }
+                Frame::ShmLz4 {
+                    id: u32_at(p, 0)?,
+                    offset: u64_at(p, 4)?,
+                    raw_len,
+                    bytes: p[16..].to_vec(),
+                }
+            }
             Kind::MemNew | Kind::PipeData => {
                 let id = u32_at(p, 0)?;
                 let bytes = p[4..].to_vec();
@@ -411,6 +453,12 @@ mod tests {
                 bytes: vec![9; 100],
             },
             Frame::ShmSize { id: 7, size: 10 },
+            Frame::ShmLz4 {
+                id: 7,
+                offset: 64,
+                raw_len: 4096,
+                bytes: vec![1, 2, 3],
+            },
             Frame::MemNew {
                 id: 3,
                 bytes: b"xkb_keymap {}".to_vec(),
