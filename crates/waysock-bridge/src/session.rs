@@ -92,6 +92,8 @@ struct Mirror {
     fd: OwnedFd,
     size: usize,
     shadow: Vec<u8>,
+    /// Where the pool is read into on each commit (kept to avoid a fresh allocation).
+    scratch: Vec<u8>,
     pool_alive: bool,
     buffers: usize,
 }
@@ -350,6 +352,7 @@ fn translate_out(
                 fd,
                 size: size as usize,
                 shadow: vec![0; size as usize],
+                scratch: Vec::new(),
                 pool_alive: true,
                 buffers: 0,
             };
@@ -485,7 +488,8 @@ fn forget_mirror_if_unused(st: &mut State, id: u32, pool_alive: Option<bool>, re
 }
 
 /// Brings `[start, end)` of the far side's copy up to date: reads the pool, compares with the
-/// shadow in blocks, sends changed runs.
+/// shadow in blocks, and sends the changed runs (each at most [`CHUNK`]), LZ4-compressed when
+/// that saves a tenth or more. Several runs are compressed on two threads.
 fn sync(
     m: &mut Mirror,
     id: u32,
@@ -497,20 +501,25 @@ fn sync(
     if start >= end {
         return Ok(());
     }
-    let mut cur = vec![0u8; end - start];
+    let len = end - start;
+    // Reused between commits: no fresh (zeroed) allocation per frame.
+    m.scratch.resize(len, 0);
+    let cur = &mut m.scratch[..len];
     let mut got = 0;
-    while got < cur.len() {
+    while got < len {
         let n = rustix::io::pread(&m.fd, &mut cur[got..], (start + got) as u64)
             .map_err(io::Error::from)?;
         if n == 0 {
             // The client's file is shorter than it claimed: the rest reads as zeros.
+            cur[got..].fill(0);
             break;
         }
         got += n;
     }
+    let cur = &m.scratch[..len];
     let shadow = &mut m.shadow[start..end];
+    let mut runs = Vec::new();
     let mut i = 0;
-    let len = cur.len();
     while i < len {
         let b_end = (i + BLOCK).min(len);
         if cur[i..b_end] == shadow[i..b_end] {
@@ -526,27 +535,46 @@ fn sync(
             }
             run_end = n_end;
         }
-        let run = &cur[run_start..run_end];
-        shadow[run_start..run_end].copy_from_slice(run);
-        let offset = (start + run_start) as u64;
-        // Pixels usually compress well (waypipe also uses LZ4 by default); a run that does not
-        // shrink by a tenth goes raw, so incompressible data costs one failed attempt only.
-        let packed = lz4_flex::block::compress(run);
-        frames.push(if packed.len() < run.len() - run.len() / 10 {
-            Frame::ShmLz4 {
-                id,
-                offset,
-                raw_len: run.len() as u32,
-                bytes: packed,
-            }
-        } else {
-            Frame::ShmData {
-                id,
-                offset,
-                bytes: run.to_vec(),
-            }
-        });
+        shadow[run_start..run_end].copy_from_slice(&cur[run_start..run_end]);
+        runs.push((run_start, run_end));
         i = run_end;
+    }
+    let encode = |runs: &[(usize, usize)]| -> Vec<Frame> {
+        runs.iter()
+            .map(|&(a, z)| {
+                let run = &cur[a..z];
+                let offset = (start + a) as u64;
+                // Pixels usually compress well (waypipe also uses LZ4 by default); a run that
+                // does not shrink by a tenth goes raw.
+                let packed = lz4_flex::block::compress(run);
+                if packed.len() < run.len() - run.len() / 10 {
+                    Frame::ShmLz4 {
+                        id,
+                        offset,
+                        raw_len: run.len() as u32,
+                        bytes: packed,
+                    }
+                } else {
+                    Frame::ShmData {
+                        id,
+                        offset,
+                        bytes: run.to_vec(),
+                    }
+                }
+            })
+            .collect()
+    };
+    if runs.len() > 1 && len >= 2 * CHUNK {
+        let (a, b) = runs.split_at(runs.len() / 2);
+        let (mut first, second) = std::thread::scope(|s| {
+            let other = s.spawn(|| encode(b));
+            let mine = encode(a);
+            (mine, other.join())
+        });
+        frames.append(&mut first);
+        frames.extend(second.map_err(|_| io::Error::other("compression thread panicked"))?);
+    } else {
+        frames.extend(encode(&runs));
     }
     Ok(())
 }
