@@ -177,8 +177,6 @@ unsafe fn c_path<'a>(p: *const c_char) -> Option<&'a [u8]> {
 type BindFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
 type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
-type OpenFn = unsafe extern "C" fn(*const c_char, c_int, mode_t) -> c_int;
-type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, mode_t) -> c_int;
 type UnlinkFn = unsafe extern "C" fn(*const c_char) -> c_int;
 
 /// Does the server at the other end of connected `fd` run as an allowed uid? Abstract names
@@ -473,92 +471,52 @@ fn abstract_name_taken(name: &[u8]) -> bool {
     taken
 }
 
-/// `open(2)`.
-///
-/// The C prototype is variadic (`mode` only with `O_CREAT`/`O_TMPFILE`). Stable Rust cannot
-/// define variadic functions, so `mode` is declared as a third fixed argument: on the System V
-/// x86_64 and AArch64 Linux ABIs a variadic integer argument travels in the same register as a
-/// fixed one, and when the caller passed none we forward an unused value that libc ignores.
-///
-/// # Safety
-/// Called by C with `open(2)`'s contract.
-#[no_mangle]
-pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
-    let Some(real) = real!(REAL_OPEN, c"open", OpenFn) else {
-        set_errno(libc::ENOSYS);
-        return -1;
+/// Defines one `open`-family hook: a mapped lock path gets a memfd, anything else the real call.
+macro_rules! open_hook {
+    ($(#[$doc:meta])* $name:ident, $slot:ident, $cname:literal, ($($pre:ident: $pre_ty:ty),*)) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Called by C with this function's documented contract (`path` NUL-terminated).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($pre: $pre_ty,)* path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+            type Real = unsafe extern "C" fn($($pre_ty,)* *const c_char, c_int, mode_t) -> c_int;
+            let Some(real) = real!($slot, $cname, Real) else {
+                set_errno(libc::ENOSYS);
+                return -1;
+            };
+            // SAFETY: `path` is NUL-terminated per the open(2) contract.
+            if let Some(r) = handled(|| open_lock(stringify!($name), unsafe { c_path(path) }?, flags)) {
+                return r;
+            }
+            // SAFETY: unchanged arguments to the real function.
+            unsafe { real($($pre,)* path, flags, mode) }
+        }
     };
-    // SAFETY: `path` is NUL-terminated per open(2).
-    if let Some(r) = handled(|| open_lock("open", unsafe { c_path(path) }?, flags)) {
-        return r;
-    }
-    // SAFETY: unchanged arguments to the real open.
-    unsafe { real(path, flags, mode) }
 }
 
-/// `open64`: glibc's large-file alias, which libwayland calls.
-///
-/// # Safety
-/// As [`open`].
-#[no_mangle]
-pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
-    let Some(real) = real!(REAL_OPEN64, c"open64", OpenFn) else {
-        set_errno(libc::ENOSYS);
-        return -1;
-    };
-    // SAFETY: `path` is NUL-terminated per open(2).
-    if let Some(r) = handled(|| open_lock("open64", unsafe { c_path(path) }?, flags)) {
-        return r;
-    }
-    // SAFETY: unchanged arguments to the real open64.
-    unsafe { real(path, flags, mode) }
-}
-
-/// `openat(2)`: only absolute paths can name a mapped lock file.
-///
-/// # Safety
-/// As [`open`], plus `dirfd`.
-#[no_mangle]
-pub unsafe extern "C" fn openat(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mode: mode_t,
-) -> c_int {
-    let Some(real) = real!(REAL_OPENAT, c"openat", OpenatFn) else {
-        set_errno(libc::ENOSYS);
-        return -1;
-    };
-    // SAFETY: `path` is NUL-terminated per openat(2).
-    if let Some(r) = handled(|| open_lock("openat", unsafe { c_path(path) }?, flags)) {
-        return r;
-    }
-    // SAFETY: unchanged arguments to the real openat.
-    unsafe { real(dirfd, path, flags, mode) }
-}
-
-/// `openat64`.
-///
-/// # Safety
-/// As [`openat`].
-#[no_mangle]
-pub unsafe extern "C" fn openat64(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mode: mode_t,
-) -> c_int {
-    let Some(real) = real!(REAL_OPENAT64, c"openat64", OpenatFn) else {
-        set_errno(libc::ENOSYS);
-        return -1;
-    };
-    // SAFETY: `path` is NUL-terminated per openat(2).
-    if let Some(r) = handled(|| open_lock("openat64", unsafe { c_path(path) }?, flags)) {
-        return r;
-    }
-    // SAFETY: unchanged arguments to the real openat64.
-    unsafe { real(dirfd, path, flags, mode) }
-}
+open_hook!(
+    /// `open(2)`.
+    ///
+    /// The C prototype is variadic (`mode` only with `O_CREAT`/`O_TMPFILE`). Stable Rust cannot
+    /// define variadic functions, so `mode` is declared as a third fixed argument: on the System
+    /// V x86_64 and AArch64 Linux ABIs a variadic integer argument travels in the same register
+    /// as a fixed one, and when the caller passed none we forward an unused value that libc
+    /// ignores.
+    open, REAL_OPEN, c"open", ()
+);
+open_hook!(
+    /// `open64`: glibc's large-file alias, which libwayland calls.
+    open64, REAL_OPEN64, c"open64", ()
+);
+open_hook!(
+    /// `openat(2)`: only absolute paths can name a mapped lock file.
+    openat, REAL_OPENAT, c"openat", (dirfd: c_int)
+);
+open_hook!(
+    /// `openat64`.
+    openat64, REAL_OPENAT64, c"openat64", (dirfd: c_int)
+);
 
 /// `unlink(2)`: removing a display socket or lock that only exists as an abstract name or a
 /// memfd is a no-op returning 0. A real file at that path (the dir is writable after all), and

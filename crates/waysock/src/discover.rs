@@ -317,6 +317,25 @@ impl Discovery {
         }
     }
 
+    /// [`Discovery::try_endpoint`] for a path, refusing one that does not fit `sun_path`.
+    fn try_path(
+        &self,
+        place: String,
+        p: PathBuf,
+        source: &str,
+        tried: &mut Vec<Tried>,
+    ) -> Option<Found> {
+        let len = p.as_os_str().len();
+        if len > SUN_PATH_MAX {
+            tried.push(Tried {
+                place,
+                why: format!("path is {len} bytes; sun_path holds {SUN_PATH_MAX}"),
+            });
+            return None;
+        }
+        self.try_endpoint(place, Endpoint::Unix(p), source, tried)
+    }
+
     fn wayland_display(&self, tried: &mut Vec<Tried>) -> Option<Found> {
         let name: OsString = match (&self.display, &self.env.wayland_display) {
             (Some(d), _) => d.into(),
@@ -330,34 +349,13 @@ impl Discovery {
         };
         let place = format!("{label}={}", name.to_string_lossy());
         if name.as_bytes().first() == Some(&b'/') {
-            let p = PathBuf::from(&name);
-            if p.as_os_str().len() > SUN_PATH_MAX {
-                tried.push(Tried {
-                    place,
-                    why: format!(
-                        "path is {} bytes; sun_path holds {SUN_PATH_MAX}",
-                        p.as_os_str().len()
-                    ),
-                });
-                return None;
-            }
-            return self.try_endpoint(place, Endpoint::Unix(p), label, tried);
+            return self.try_path(place, PathBuf::from(&name), label, tried);
         }
         match self.runtime_dir() {
             Ok(dir) => {
                 let p = dir.join(&name);
                 let place = format!("{place} under XDG_RUNTIME_DIR ({})", p.display());
-                if p.as_os_str().len() > SUN_PATH_MAX {
-                    tried.push(Tried {
-                        place,
-                        why: format!(
-                            "path is {} bytes; sun_path holds {SUN_PATH_MAX}",
-                            p.as_os_str().len()
-                        ),
-                    });
-                    return None;
-                }
-                self.try_endpoint(place, Endpoint::Unix(p), label, tried)
+                self.try_path(place, p, label, tried)
             }
             Err(why) => {
                 tried.push(Tried { place, why });

@@ -174,12 +174,7 @@ fn exec_over_tcp(
     };
     drop(theirs);
     let status = child.wait()?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
-        (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
-        _ => ExitCode::from(1),
-    })
+    Ok(super::run::exit_code(status))
 }
 
 /// The display name whose shim mapping is `abs` (the inverse of

@@ -268,7 +268,7 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// The child's status as ours: its code, or 128+signal.
-fn exit_code(status: ExitStatus) -> ExitCode {
+pub fn exit_code(status: ExitStatus) -> ExitCode {
     match (status.code(), status.signal()) {
         (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
         (None, Some(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
