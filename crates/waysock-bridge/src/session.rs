@@ -46,8 +46,13 @@ pub const FILTERED_GLOBALS: &[&str] = &[
     "wp_drm_lease_device_v1",
 ];
 
-/// Largest memory object copied once (keymaps are tens of KiB).
-const MAX_COPY: u64 = 16 << 20;
+/// Largest memory object copied once (keymaps are tens of KiB); it must fit one frame.
+const MAX_COPY: u64 = (transport::MAX_FRAME - 64) as u64;
+/// Most mirrored bytes one session may hold (all its pools together).
+const MAX_MIRRORED: u64 = 2 << 30;
+/// Most descriptors one session may have waiting or mirrored, and most live relayed pipes.
+const MAX_SESSION_FDS: usize = 1024;
+const MAX_PIPES: usize = 64;
 /// Largest mirrored pool.
 const MAX_POOL: u64 = 1 << 30;
 /// Diff granularity.
@@ -111,6 +116,8 @@ struct BufferInfo {
 struct SurfaceState {
     pending: Option<Option<u32>>,
     current: Option<u32>,
+    /// The buffer whose content the compositor last took for this surface.
+    last_synced: Option<u32>,
     full: bool,
     rows: Option<(usize, usize)>,
 }
@@ -131,6 +138,8 @@ struct State {
     buffers: HashMap<u32, BufferInfo>,
     surfaces: HashMap<u32, SurfaceState>,
     in_fds: HashMap<u32, InFd>,
+    /// Bytes held in mirrors (sender) — bounded by [`MAX_MIRRORED`].
+    mirrored: u64,
 }
 
 struct Shared {
@@ -192,6 +201,7 @@ pub fn run(
             buffers: HashMap::new(),
             surfaces: HashMap::new(),
             in_fds: HashMap::new(),
+            mirrored: 0,
         }),
         pipes: Mutex::new(HashMap::new()),
         writer: Arc::new(Mutex::new(remote.try_clone()?)),
@@ -263,13 +273,32 @@ fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
                 if batch_fds.len() + out.fd_ids.len() > transport::MAX_FDS {
                     flush(sh, &mut batch, &mut batch_fds)?;
                 }
-                batch.extend_from_slice(msg);
+                batch.extend_from_slice(out.rewrite.as_deref().unwrap_or(msg));
                 batch_fds.extend(out.fd_ids);
+            }
+            if !out.readers.is_empty() {
+                // The far side must know the pipe (PIPE_NEW, sent above) and get the message
+                // carrying it before any of its bytes arrive.
+                flush(sh, &mut batch, &mut batch_fds)?;
+                for (fd, id) in out.readers {
+                    spawn_pipe_reader(sh, fd, id);
+                }
             }
             at += size;
         }
         pending.drain(..at);
         flush(sh, &mut batch, &mut batch_fds)?;
+        if pending.is_empty() && !fdq.is_empty() {
+            // libwayland sends descriptors with the bytes of their message: every complete
+            // message has been handled, so these belonged to messages we could not decode.
+            // Handing them to a later message would deliver the wrong file: fail closed.
+            return Err(protocol_error(format!(
+                "{}: {} descriptor(s) came with messages the bridge cannot decode \
+                 (an interface or version it has no signature for)",
+                sh.name,
+                fdq.len()
+            )));
+        }
     }
 }
 
@@ -288,6 +317,10 @@ struct Out {
     forward: bool,
     fd_ids: Vec<u32>,
     side_frames: Vec<Frame>,
+    /// Local pipe read ends to relay, started only once the frames announcing them are sent.
+    readers: Vec<(OwnedFd, u32)>,
+    /// The message as it is to be forwarded, when it differs from what arrived.
+    rewrite: Option<Vec<u8>>,
 }
 
 fn uint(v: Option<&Value<'_>>) -> u32 {
@@ -319,6 +352,8 @@ fn translate_out(
         forward: true,
         fd_ids: Vec::new(),
         side_frames: Vec::new(),
+        readers: Vec::new(),
+        rewrite: None,
     };
     let Some(def) = st.map.message(h, dir) else {
         // Unknown object or opcode: bytes pass through untouched.
@@ -342,12 +377,14 @@ fn translate_out(
         st.next_id = st.next_id.wrapping_add(2);
         if (iface, def.name) == ("wl_shm", "create_pool") {
             let size = int(args.get(i + 1)).max(0) as u64;
-            if size > MAX_POOL {
+            if size > MAX_POOL || st.mirrored + size > MAX_MIRRORED {
                 return Err(protocol_error(format!(
-                    "{}: shm pool of {size} bytes",
-                    sh.name
+                    "{}: shm pool of {size} bytes (this session already mirrors {} of at \
+                     most {MAX_MIRRORED})",
+                    sh.name, st.mirrored
                 )));
             }
+            st.mirrored += size;
             let mut m = Mirror {
                 fd,
                 size: size as usize,
@@ -361,15 +398,31 @@ fn translate_out(
             st.mirrors.insert(id, m);
             st.pools.insert(uint(args.first()), id);
         } else {
-            out.side_frames.extend(translate_fd(sh, fd, id)?);
+            let (frames, reader) = translate_fd(sh, fd, id)?;
+            out.side_frames.extend(frames);
+            out.readers.extend(reader.map(|fd| (fd, id)));
         }
         out.fd_ids.push(id);
     }
     match (sh.side, iface, def.name) {
         (Side::Server, "wl_registry", "global") => {
-            if let Some(Value::String(Some(name))) = args.get(1) {
-                if FILTERED_GLOBALS.iter().any(|g| g.as_bytes() == *name) {
-                    out.forward = false;
+            // Only globals whose every message the bridge can decode reach the client: no
+            // filtered ones, none without signatures, and no version beyond our tables (newer
+            // opcodes could carry descriptors we would misplace).
+            if let (Some(Value::String(Some(name))), Some(Value::Uint(version))) =
+                (args.get(1), args.get(2))
+            {
+                let known = crate::protocol::find_interface_bytes(name);
+                match known {
+                    Some(i) if !FILTERED_GLOBALS.contains(&i.name) => {
+                        if *version > i.version {
+                            let mut m = msg.to_vec();
+                            let at = m.len() - 4;
+                            m[at..].copy_from_slice(&i.version.to_ne_bytes());
+                            out.rewrite = Some(m);
+                        }
+                    }
+                    _ => out.forward = false,
                 }
             }
         }
@@ -397,6 +450,14 @@ fn translate_out(
                         sh.name
                     )));
                 }
+                let old = st.mirrors.get(&mid).map_or(0, |m| m.size as u64);
+                if st.mirrored - old.min(st.mirrored) + size > MAX_MIRRORED {
+                    return Err(protocol_error(format!(
+                        "{}: resizing a pool to {size} bytes exceeds the session's {MAX_MIRRORED}",
+                        sh.name
+                    )));
+                }
+                st.mirrored = st.mirrored - old.min(st.mirrored) + size;
                 if let Some(m) = st.mirrors.get_mut(&mid) {
                     m.size = size as usize;
                     m.shadow.resize(size as usize, 0);
@@ -406,13 +467,25 @@ fn translate_out(
         }
         (Side::Client, "wl_shm_pool", "destroy") => {
             if let Some(mid) = st.pools.remove(&h.object) {
-                forget_mirror_if_unused(&mut st, mid, Some(false), 0);
+                if forget_mirror_if_unused(&mut st, mid, Some(false), 0) {
+                    out.side_frames.push(Frame::ShmDrop { id: mid });
+                }
             }
         }
         (Side::Client, "wl_buffer", "destroy") => {
             if let Some(b) = st.buffers.remove(&h.object) {
-                forget_mirror_if_unused(&mut st, b.mirror, None, 1);
+                if forget_mirror_if_unused(&mut st, b.mirror, None, 1) {
+                    out.side_frames.push(Frame::ShmDrop { id: b.mirror });
+                }
             }
+            for s in st.surfaces.values_mut() {
+                if s.last_synced == Some(h.object) {
+                    s.last_synced = None;
+                }
+            }
+        }
+        (Side::Client, "wl_surface", "destroy") => {
+            st.surfaces.remove(&h.object);
         }
         (Side::Client, "wl_surface", "attach") => {
             let buffer = uint(args.first());
@@ -441,10 +514,16 @@ fn translate_out(
                 s.current = p;
             }
             let (current, full, rows) = (s.current, s.full, s.rows.take());
+            // Damage is relative to the surface's previous content, not to this buffer's: a
+            // buffer other than the one last synced for this surface (double buffering, a
+            // buffer moved between surfaces) is compared whole — locally, so the wire still
+            // carries only the blocks that changed.
+            let switched = s.last_synced != current;
+            s.last_synced = current;
             s.full = false;
             if let Some(buffer) = current {
                 if let Some(mut b) = st.buffers.get(&buffer).copied() {
-                    let (r0, r1) = if full || !b.synced_once {
+                    let (r0, r1) = if full || switched || !b.synced_once {
                         (0, b.height)
                     } else {
                         rows.map(|(a, z)| (a.min(b.height), z.min(b.height)))
@@ -470,8 +549,14 @@ fn translate_out(
     Ok(out)
 }
 
-/// Drops a mirror once its pool is destroyed and no buffer uses it.
-fn forget_mirror_if_unused(st: &mut State, id: u32, pool_alive: Option<bool>, released: usize) {
+/// Drops a mirror once its pool is destroyed and no buffer uses it; `true` if it was dropped
+/// (the far side may then close its copy).
+fn forget_mirror_if_unused(
+    st: &mut State,
+    id: u32,
+    pool_alive: Option<bool>,
+    released: usize,
+) -> bool {
     let gone = match st.mirrors.get_mut(&id) {
         Some(m) => {
             if let Some(a) = pool_alive {
@@ -483,8 +568,11 @@ fn forget_mirror_if_unused(st: &mut State, id: u32, pool_alive: Option<bool>, re
         None => false,
     };
     if gone {
-        st.mirrors.remove(&id);
+        if let Some(m) = st.mirrors.remove(&id) {
+            st.mirrored = st.mirrored.saturating_sub(m.size as u64);
+        }
     }
+    gone
 }
 
 /// Brings `[start, end)` of the far side's copy up to date: reads the pool, compares with the
@@ -579,25 +667,38 @@ fn sync(
     Ok(())
 }
 
-/// A descriptor that is not a shm pool: a pipe (relayed) or memory (copied once).
-fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<Vec<Frame>> {
+/// A descriptor that is not a shm pool: a pipe (relayed) or memory (copied once). A pipe read
+/// end comes back to be relayed once the frames announcing it are on the wire.
+fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<(Vec<Frame>, Option<OwnedFd>)> {
     let info = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
     match FileType::from_raw_mode(info.st_mode as _) {
         FileType::Fifo => {
             let mode = rustix::fs::fcntl_getfl(&fd).map_err(io::Error::from)? & OFlags::RWMODE;
+            let mut pipes = sh.pipes.lock().map_err(|_| poisoned())?;
+            if pipes.len() >= MAX_PIPES {
+                return Err(protocol_error(format!(
+                    "{}: more than {MAX_PIPES} pipes relayed at once",
+                    sh.name
+                )));
+            }
             if mode == OFlags::WRONLY {
                 // Our peer wants to receive bytes: the far peer writes them.
-                sh.pipes.lock().map_err(|_| poisoned())?.insert(id, fd);
-                Ok(vec![Frame::PipeNew {
-                    id,
-                    dir: PipeDir::PeerWrites,
-                }])
+                pipes.insert(id, fd);
+                Ok((
+                    vec![Frame::PipeNew {
+                        id,
+                        dir: PipeDir::PeerWrites,
+                    }],
+                    None,
+                ))
             } else {
-                spawn_pipe_reader(sh, fd, id);
-                Ok(vec![Frame::PipeNew {
-                    id,
-                    dir: PipeDir::PeerReads,
-                }])
+                Ok((
+                    vec![Frame::PipeNew {
+                        id,
+                        dir: PipeDir::PeerReads,
+                    }],
+                    Some(fd),
+                ))
             }
         }
         FileType::Socket => Err(protocol_error(format!(
@@ -605,7 +706,13 @@ fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<Vec<Frame>> {
             sh.name
         ))),
         _ => {
-            let size = (info.st_size.max(0) as u64).min(MAX_COPY) as usize;
+            if info.st_size.max(0) as u64 > MAX_COPY {
+                return Err(protocol_error(format!(
+                    "{}: a {}-byte memory descriptor is too large to copy (at most {MAX_COPY})",
+                    sh.name, info.st_size
+                )));
+            }
+            let size = info.st_size.max(0) as usize;
             let mut content = vec![0u8; size];
             let mut got = 0;
             while got < size {
@@ -617,7 +724,7 @@ fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<Vec<Frame>> {
                 got += n;
             }
             content.truncate(got);
-            Ok(vec![Frame::MemNew { id, bytes: content }])
+            Ok((vec![Frame::MemNew { id, bytes: content }], None))
         }
     }
 }
@@ -682,6 +789,9 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                         let args = codec::decode(def, &bytes[at + 8..at + size]).map_err(|e| {
                             protocol_error(format!("{}: {}: {e}", sh.name, def.name))
                         })?;
+                        if sh.side == Side::Server && def.name == "bind" {
+                            check_bind(sh, &st.map, h.object, &args)?;
+                        }
                         st.map
                             .apply(&h, dir, def, &args)
                             .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?;
@@ -721,13 +831,19 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                         sh.name
                     )));
                 }
+                {
+                    let mut st = sh.state.lock().map_err(|_| poisoned())?;
+                    if st.mirrored + size > MAX_MIRRORED {
+                        return Err(protocol_error(format!(
+                            "{}: the far side mirrors more than {MAX_MIRRORED} bytes",
+                            sh.name
+                        )));
+                    }
+                    st.mirrored += size;
+                }
                 let fd = memfd("waysock-shm")?;
                 rustix::fs::ftruncate(&fd, size).map_err(io::Error::from)?;
-                sh.state
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .in_fds
-                    .insert(id, InFd::Shm { fd, size });
+                insert_in_fd(sh, id, InFd::Shm { fd, size })?;
             }
             Frame::ShmData { id, offset, bytes } => {
                 sh.stats
@@ -763,6 +879,23 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                     )));
                 }
                 let mut st = sh.state.lock().map_err(|_| poisoned())?;
+                let old = match st.in_fds.get(&id) {
+                    Some(InFd::Shm { size: s, .. }) => *s,
+                    _ => {
+                        return Err(protocol_error(format!(
+                            "{}: resize of unknown pool {id}",
+                            sh.name
+                        )))
+                    }
+                };
+                let total = st.mirrored - old.min(st.mirrored) + size;
+                if total > MAX_MIRRORED {
+                    return Err(protocol_error(format!(
+                        "{}: the far side mirrors more than {MAX_MIRRORED} bytes",
+                        sh.name
+                    )));
+                }
+                st.mirrored = total;
                 if let Some(InFd::Shm { fd, size: s }) = st.in_fds.get_mut(&id) {
                     rustix::fs::ftruncate(&*fd, size).map_err(io::Error::from)?;
                     *s = size;
@@ -779,11 +912,7 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                     &fd,
                     SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
                 );
-                sh.state
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .in_fds
-                    .insert(id, InFd::Once(fd));
+                insert_in_fd(sh, id, InFd::Once(fd))?;
             }
             Frame::PipeNew { id, dir } => {
                 let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -798,11 +927,7 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                         r
                     }
                 };
-                sh.state
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .in_fds
-                    .insert(id, InFd::Once(peer_end));
+                insert_in_fd(sh, id, InFd::Once(peer_end))?;
             }
             Frame::PipeData { id, bytes } => {
                 let mut pipes = sh.pipes.lock().map_err(|_| poisoned())?;
@@ -824,7 +949,38 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
             Frame::PipeEof { id } => {
                 sh.pipes.lock().map_err(|_| poisoned())?.remove(&id);
             }
+            Frame::ShmDrop { id } => {
+                let mut st = sh.state.lock().map_err(|_| poisoned())?;
+                if let Some(InFd::Shm { size, .. }) = st.in_fds.get(&id) {
+                    let size = *size;
+                    st.in_fds.remove(&id);
+                    st.mirrored = st.mirrored.saturating_sub(size);
+                }
+            }
         }
+    }
+}
+
+/// A client may bind only what the bridge advertised: not a filtered global, nor an interface
+/// without signatures (it could pass descriptors we cannot place).
+fn check_bind(sh: &Shared, map: &ObjectMap, object: u32, args: &[Value<'_>]) -> io::Result<()> {
+    if map.interface_of(object).map(|i| i.name) != Some("wl_registry") {
+        return Ok(());
+    }
+    let Some(Value::NewId {
+        interface: Some(name),
+        ..
+    }) = args.get(1)
+    else {
+        return Ok(());
+    };
+    match crate::protocol::find_interface_bytes(name) {
+        Some(i) if !FILTERED_GLOBALS.contains(&i.name) => Ok(()),
+        _ => Err(protocol_error(format!(
+            "{}: the client bound {}, which the bridge does not carry",
+            sh.name,
+            String::from_utf8_lossy(name)
+        ))),
     }
 }
 
@@ -851,6 +1007,19 @@ fn write_pool(sh: &Shared, id: u32, offset: u64, bytes: &[u8]) -> io::Result<()>
         done += rustix::io::pwrite(fd, &bytes[done..], offset + done as u64)
             .map_err(io::Error::from)?;
     }
+    Ok(())
+}
+
+/// Records a descriptor from the stream, within the session's limit.
+fn insert_in_fd(sh: &Shared, id: u32, fd: InFd) -> io::Result<()> {
+    let mut st = sh.state.lock().map_err(|_| poisoned())?;
+    if st.in_fds.len() >= MAX_SESSION_FDS {
+        return Err(protocol_error(format!(
+            "{}: more than {MAX_SESSION_FDS} descriptors pending from the far side",
+            sh.name
+        )));
+    }
+    st.in_fds.insert(id, fd);
     Ok(())
 }
 

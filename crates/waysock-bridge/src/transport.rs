@@ -12,6 +12,7 @@
 //! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
 //! PIPE_DATA:= fd_id u32 | bytes
 //! PIPE_EOF:= fd_id u32
+//! SHM_DROP:= fd_id u32                      a mirrored object nobody uses any more
 //! ```
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -52,6 +53,8 @@ pub enum Kind {
     PipeEof = 8,
     /// Bytes of a mirrored object, LZ4-compressed.
     ShmLz4 = 9,
+    /// A mirrored object is no longer used.
+    ShmDrop = 10,
 }
 
 impl Kind {
@@ -66,6 +69,7 @@ impl Kind {
             7 => Kind::PipeData,
             8 => Kind::PipeEof,
             9 => Kind::ShmLz4,
+            10 => Kind::ShmDrop,
             _ => return None,
         })
     }
@@ -145,6 +149,11 @@ pub enum Frame {
         id: u32,
         /// The bytes.
         bytes: Vec<u8>,
+    },
+    /// A mirrored object the sender no longer uses: the receiver may close its copy.
+    ShmDrop {
+        /// Its id.
+        id: u32,
     },
     /// The pipe's writer is done.
     PipeEof {
@@ -229,6 +238,10 @@ impl Frame {
             Frame::PipeEof { id } => {
                 p.extend_from_slice(&id.to_le_bytes());
                 Kind::PipeEof
+            }
+            Frame::ShmDrop { id } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                Kind::ShmDrop
             }
         };
         p[0] = kind as u8;
@@ -324,11 +337,16 @@ impl Frame {
                     dir,
                 }
             }
-            Kind::PipeEof => {
+            Kind::PipeEof | Kind::ShmDrop => {
                 if p.len() != 4 {
-                    return Err(bad("bad pipe frame"));
+                    return Err(bad("bad id frame"));
                 }
-                Frame::PipeEof { id: u32_at(p, 0)? }
+                let id = u32_at(p, 0)?;
+                if kind == Kind::PipeEof {
+                    Frame::PipeEof { id }
+                } else {
+                    Frame::ShmDrop { id }
+                }
             }
         })
     }
@@ -472,6 +490,7 @@ mod tests {
                 bytes: b"hello".to_vec(),
             },
             Frame::PipeEof { id: 5 },
+            Frame::ShmDrop { id: 7 },
         ];
         let mut wire = Vec::new();
         for f in &frames {
