@@ -32,6 +32,14 @@ pub struct Token {
     secret: Vec<u8>,
 }
 
+impl Drop for Token {
+    fn drop(&mut self) {
+        // Best effort: do not leave the secret in freed memory.
+        self.secret.fill(0);
+        std::hint::black_box(&self.secret);
+    }
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Token({} bytes, redacted)", self.secret.len())
@@ -93,7 +101,7 @@ impl Token {
         };
         let mut file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc_o_nonblock())
+            .custom_flags(libc_o_nonblock() | (rustix::fs::OFlags::NOFOLLOW.bits() as i32))
             .open(path)
             .map_err(io)?;
         let md = file.metadata().map_err(io)?;
@@ -146,13 +154,25 @@ impl Token {
             })
     }
 
-    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; MAC] {
+    fn hmac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable_hmac());
         m.update(label);
         m.update(first);
         m.update(second);
-        m.finalize().into_bytes().into()
+        m
+    }
+
+    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; MAC] {
+        self.hmac(label, first, second)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// Checks a peer's proof in constant time (the `hmac` crate's `verify_slice`).
+    fn verify(&self, proof: &[u8], label: &[u8], first: &[u8], second: &[u8]) -> bool {
+        self.hmac(label, first, second).verify_slice(proof).is_ok()
     }
 }
 
@@ -161,7 +181,8 @@ fn unreachable_hmac() -> Hmac<Sha256> {
     panic!("HMAC-SHA256 rejected a key (it accepts any length)")
 }
 
-/// `O_NONBLOCK`, so a FIFO planted as the token file cannot hang us in `open`.
+/// `O_NONBLOCK`, so a FIFO planted as the token file cannot hang us in `open` (the file is also
+/// opened `O_NOFOLLOW`: a symlink there is refused with ELOOP).
 fn libc_o_nonblock() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
@@ -215,11 +236,6 @@ fn nonce() -> io::Result<[u8; NONCE]> {
     Ok(n)
 }
 
-/// Constant-time equality of two MACs.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Runs the handshake on `stream` (set a read timeout on it first). `Ok` means the peer holds
 /// the same secret and Wayland bytes may flow.
 pub fn handshake<S: Read + Write>(
@@ -243,7 +259,7 @@ pub fn handshake<S: Read + Write>(
             }
             let theirs = &reply[4..4 + NONCE];
             let proof = &reply[4 + NONCE..];
-            if !same(proof, &token.mac(L_LISTENER, &mine, theirs)) {
+            if !token.verify(proof, L_LISTENER, &mine, theirs) {
                 return Err(AuthError::BadProof);
             }
             stream.write_all(&token.mac(L_CONNECTOR, theirs, &mine))?;
@@ -268,7 +284,7 @@ pub fn handshake<S: Read + Write>(
             stream.write_all(&reply)?;
             let mut proof = [0u8; MAC];
             stream.read_exact(&mut proof)?;
-            if !same(&proof, &token.mac(L_CONNECTOR, &mine, theirs)) {
+            if !token.verify(&proof, L_CONNECTOR, &mine, theirs) {
                 return Err(AuthError::BadProof);
             }
             stream.write_all(&[1])?;
@@ -343,18 +359,30 @@ mod tests {
     }
 
     #[test]
+    fn a_symlinked_token_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("waysock-tok-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let real = dir.join("real");
+        std::fs::write(&real, b"0123456789abcdef0123").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Token::load(&real).is_ok());
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = Token::load(&link).unwrap_err().to_string();
+        assert!(err.contains("link"), "{err}");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Token::load(&real).unwrap_err().to_string().contains("0644"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn short_secrets_are_refused() {
         assert!(Token::from_bytes(b"short").is_none());
         assert_eq!(
             format!("{:?}", Token::from_bytes(b"0123456789abcdef").unwrap()),
             "Token(16 bytes, redacted)"
         );
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"ab"));
     }
 }

@@ -8,26 +8,114 @@
 //! Both ends run the token handshake before any Wayland byte moves; a failed proof closes the
 //! connection and is logged with the peer's address.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::auth::{self, Role, Token};
 use crate::session::{self, Side, Stats};
 
-/// How long the handshake may take.
+/// How long the whole handshake may take (one deadline, not one per read).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most handshakes in progress at once on a listening end; more are closed at once, so
+/// unauthenticated peers cannot pile up threads and descriptors.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// A TCP stream whose reads and writes all share one deadline.
+struct Deadline<'a> {
+    tcp: &'a TcpStream,
+    until: Instant,
+}
+
+impl Deadline<'_> {
+    fn arm(&self) -> io::Result<()> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake took too long",
+            ));
+        }
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.set_write_timeout(Some(left))
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        (&mut &*self.tcp).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        (&mut &*self.tcp).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the handshake within [`HANDSHAKE_TIMEOUT`] overall, then clears the timeouts.
+fn authenticate(tcp: &TcpStream, token: &Token, role: Role) -> Result<(), auth::AuthError> {
+    let mut d = Deadline {
+        tcp,
+        until: Instant::now() + HANDSHAKE_TIMEOUT,
+    };
+    auth::handshake(&mut d, token, role)?;
+    tcp.set_read_timeout(None).map_err(auth::AuthError::from)?;
+    tcp.set_write_timeout(None).map_err(auth::AuthError::from)?;
+    Ok(())
+}
+
+/// Low latency, and a dead peer (unplugged, partitioned) noticed within about a minute
+/// instead of never: keepalive probes after 30 s idle, and unacknowledged data times out.
+fn tune(tcp: &TcpStream) -> io::Result<()> {
+    use rustix::net::sockopt;
+    tcp.set_nodelay(true)?;
+    sockopt::set_socket_keepalive(tcp, true)?;
+    sockopt::set_tcp_keepidle(tcp, Duration::from_secs(30))?;
+    sockopt::set_tcp_keepintvl(tcp, Duration::from_secs(10))?;
+    sockopt::set_tcp_keepcnt(tcp, 3)?;
+    sockopt::set_tcp_user_timeout(tcp, 60_000)?;
+    Ok(())
+}
+
+/// Is this `accept` error about the moment (out of descriptors, an aborted connection) rather
+/// than the listener? Then the bridge waits and goes on: no peer can make it exit.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+            | Some(libc_errno::ECONNABORTED | libc_errno::EPROTO | libc_errno::EPERM)
+    ) || matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::WouldBlock
+    )
+}
+
+/// The errno values `transient` looks at (Linux).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    pub const EPROTO: i32 = 71;
+    pub const ENOBUFS: i32 = 105;
+    pub const ECONNABORTED: i32 = 103;
+}
 
 /// Dials the compositor end and authenticates: a stream ready for [`session::run`].
 pub fn dial(addr: SocketAddr, token: &Token) -> io::Result<TcpStream> {
-    let mut tcp = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
-    tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    auth::handshake(&mut tcp, token, Role::Connector)
+    let tcp = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
+    tune(&tcp)?;
+    authenticate(&tcp, token, Role::Connector)
         .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, format!("tcp:{addr}: {e}")))?;
-    tcp.set_read_timeout(None)?;
     Ok(tcp)
 }
 
@@ -43,7 +131,11 @@ pub fn serve_clients(
     for (n, conn) in listener.incoming().enumerate() {
         let local = match conn {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if transient(&e) => {
+                tracing::warn!("accept: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             Err(e) => return Err(e),
         };
         if let Err(why) = accept(&local) {
@@ -78,26 +170,41 @@ pub fn serve_compositor(
     connect: impl Fn() -> io::Result<UnixStream> + Send + Sync + 'static,
 ) -> io::Result<()> {
     let connect = Arc::new(connect);
+    let pending = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
-        let mut tcp = match conn {
+        let tcp = match conn {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if transient(&e) => {
+                tracing::warn!("accept: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             Err(e) => return Err(e),
         };
+        let peer = tcp
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let name = format!("tcp:{peer}");
+        if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                "{name}: refused: {MAX_PENDING_HANDSHAKES} handshakes already in progress"
+            );
+            continue;
+        }
         let token = Arc::clone(&token);
         let connect = Arc::clone(&connect);
+        let pending = Arc::clone(&pending);
         std::thread::spawn(move || {
-            let peer = tcp
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "?".into());
-            let name = format!("tcp:{peer}");
-            let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-            if let Err(e) = auth::handshake(&mut tcp, &token, Role::Listener) {
+            let authenticated = tune(&tcp)
+                .map_err(auth::AuthError::from)
+                .and_then(|()| authenticate(&tcp, &token, Role::Listener));
+            pending.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = authenticated {
                 tracing::warn!("{name}: refused: {e}");
                 return;
             }
-            let _ = tcp.set_read_timeout(None);
             let local = match connect() {
                 Ok(s) => s,
                 Err(e) => {

@@ -661,3 +661,80 @@ fn clipboard_stream_and_shm_updates_share_the_connection_without_corruption() {
         assert!(r.is_ok(), "{side:?} session: {r:?}");
     }
 }
+
+/// Double buffering: a client alternates two buffers, repairs the one it reuses for the last
+/// two frames' changes, and damages only this frame's rows (Wayland damage is relative to the
+/// surface's previous content). The mirror of the reused buffer must still be current.
+#[test]
+fn double_buffered_client_gets_no_stale_rows() {
+    const BUFFER_B: u32 = 13;
+    let mut b = bridged();
+    bind_globals(&mut b);
+    let (width, height) = (128usize, 100usize);
+    let stride = width * 4;
+    let size = stride * height;
+    let pool = memfd_with(&vec![0u8; 2 * size]);
+    let mut req = msg(COMPOSITOR, 0, &[A::U(SURFACE)]);
+    req.extend(msg(SHM, 0, &[A::U(POOL), A::I(2 * size as i32)]));
+    b.client.send(&req, &[&pool]);
+    b.server.expect(COMPOSITOR, 0);
+    b.server.expect(SHM, 0);
+    let mirror = b.server.take_fd();
+    for (id, offset) in [(BUFFER, 0usize), (BUFFER_B, size)] {
+        b.client.send(
+            &msg(
+                POOL,
+                0,
+                &[
+                    A::U(id),
+                    A::I(offset as i32),
+                    A::I(width as i32),
+                    A::I(height as i32),
+                    A::I(stride as i32),
+                    A::U(1),
+                ],
+            ),
+            &[],
+        );
+        b.server.expect(POOL, 0);
+    }
+    let commit = |b: &mut Bridged, buffer: u32, rows: std::ops::Range<usize>| {
+        let mut req = msg(SURFACE, 1, &[A::U(buffer), A::I(0), A::I(0)]);
+        req.extend(msg(
+            SURFACE,
+            9,
+            &[
+                A::I(0),
+                A::I(rows.start as i32),
+                A::I(width as i32),
+                A::I(rows.len() as i32),
+            ],
+        ));
+        req.extend(msg(SURFACE, 6, &[]));
+        b.client.send(&req, &[]);
+        b.server.expect(SURFACE, 6);
+    };
+    // Frames 1 and 2: each buffer drawn whole.
+    paint(&pool, stride, 0..height, 1);
+    commit(&mut b, BUFFER, 0..height);
+    paint(&pool, stride, height..2 * height, 1);
+    commit(&mut b, BUFFER_B, 0..height);
+    // Frame 3 changes rows 10..20 (in B)... then frame 4 reuses A: A is repaired for rows
+    // 10..20 (frame 3's change) and 60..70 (this frame's), but only 60..70 are damaged.
+    paint(&pool, stride, height + 10..height + 20, 3);
+    commit(&mut b, BUFFER_B, 10..20);
+    paint(&pool, stride, 10..20, 3);
+    paint(&pool, stride, 60..70, 4);
+    commit(&mut b, BUFFER, 60..70);
+    let (m, p) = (read_all_at(&mirror, size), read_all_at(&pool, size));
+    let stale: Vec<usize> = (0..height)
+        .filter(|y| m[y * stride..(y + 1) * stride] != p[y * stride..(y + 1) * stride])
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "rows {stale:?} of buffer A's mirror are stale"
+    );
+    for (side, r) in b.finish() {
+        assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+}
