@@ -762,6 +762,8 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
 fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Result<()> {
     let mut reader = io::BufReader::with_capacity(256 * 1024, remote.try_clone()?);
     let dir = sh.side.incoming();
+    // Decompressed pool data lands here, reused frame after frame (at most CHUNK bytes).
+    let mut unpacked: Vec<u8> = Vec::new();
     loop {
         let Some(frame) = Frame::read(&mut reader)? else {
             return Ok(());
@@ -860,16 +862,18 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                 sh.stats
                     .received
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                let raw = lz4_flex::block::decompress(&bytes, raw_len as usize).map_err(|e| {
+                // raw_len ≤ CHUNK was checked when the frame was decoded.
+                unpacked.resize(raw_len as usize, 0);
+                let n = lz4_flex::block::decompress_into(&bytes, &mut unpacked).map_err(|e| {
                     protocol_error(format!("{}: corrupt compressed pool data: {e}", sh.name))
                 })?;
-                if raw.len() != raw_len as usize {
+                if n != raw_len as usize {
                     return Err(protocol_error(format!(
                         "{}: compressed pool data of the wrong length",
                         sh.name
                     )));
                 }
-                write_pool(sh, id, offset, &raw)?;
+                write_pool(sh, id, offset, &unpacked)?;
             }
             Frame::ShmSize { id, size } => {
                 if size > MAX_POOL {
