@@ -146,7 +146,7 @@ struct Shared {
     side: Side,
     state: Mutex<State>,
     /// Local pipe ends that bytes from the stream are written into.
-    pipes: Mutex<HashMap<u32, OwnedFd>>,
+    pipes: Mutex<HashMap<u32, PipeWriter>>,
     /// The stream's write half. Every frame is written whole under this lock: pipe reader
     /// threads write too, and unlocked writes from two threads interleave their bytes once the
     /// socket's send buffer is full (a blocking `send` then sends part, waits, sends more).
@@ -683,7 +683,7 @@ fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<(Vec<Frame>, Op
             }
             if mode == OFlags::WRONLY {
                 // Our peer wants to receive bytes: the far peer writes them.
-                pipes.insert(id, fd);
+                pipes.insert(id, PipeWriter::spawn(fd));
                 Ok((
                     vec![Frame::PipeNew {
                         id,
@@ -927,26 +927,32 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                         w
                     }
                     PipeDir::PeerReads => {
-                        sh.pipes.lock().map_err(|_| poisoned())?.insert(id, w);
+                        let mut pipes = sh.pipes.lock().map_err(|_| poisoned())?;
+                        if pipes.len() >= MAX_PIPES {
+                            return Err(protocol_error(format!(
+                                "{}: more than {MAX_PIPES} pipes relayed at once",
+                                sh.name
+                            )));
+                        }
+                        pipes.insert(id, PipeWriter::spawn(w));
                         r
                     }
                 };
                 insert_in_fd(sh, id, InFd::Once(peer_end))?;
             }
             Frame::PipeData { id, bytes } => {
-                let mut pipes = sh.pipes.lock().map_err(|_| poisoned())?;
-                if let Some(fd) = pipes.get(&id) {
-                    let mut done = 0;
-                    while done < bytes.len() {
-                        match rustix::io::write(fd, &bytes[done..]) {
-                            Ok(n) => done += n,
-                            Err(rustix::io::Errno::INTR) => {}
-                            Err(_) => {
-                                // The reader went away: drop the rest, as a local pipe would.
-                                pipes.remove(&id);
-                                break;
-                            }
-                        }
+                // Clone the queue out of the lock: a full queue may block us (backpressure),
+                // never while holding the map other threads need.
+                let queue = sh
+                    .pipes
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .get(&id)
+                    .map(|w| w.queue.clone());
+                if let Some(q) = queue {
+                    if q.send(bytes).is_err() {
+                        // The writer stopped (its reader went away).
+                        sh.pipes.lock().map_err(|_| poisoned())?.remove(&id);
                     }
                 }
             }
@@ -985,6 +991,37 @@ fn check_bind(sh: &Shared, map: &ObjectMap, object: u32, args: &[Value<'_>]) -> 
             sh.name,
             String::from_utf8_lossy(name)
         ))),
+    }
+}
+
+/// How much pipe data may wait for a slow local reader before the stream waits too.
+const PIPE_QUEUE_CHUNKS: usize = 64;
+
+/// The write end of a relayed pipe, fed by its own thread: a local reader that is slow (or
+/// reads only after a Wayland roundtrip) never blocks the session's Wayland traffic, up to
+/// [`PIPE_QUEUE_CHUNKS`] chunks (4 MiB of 64 KiB reads) in flight.
+struct PipeWriter {
+    queue: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl PipeWriter {
+    fn spawn(fd: OwnedFd) -> PipeWriter {
+        let (queue, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_QUEUE_CHUNKS);
+        std::thread::spawn(move || {
+            for chunk in chunks {
+                let mut done = 0;
+                while done < chunk.len() {
+                    match rustix::io::write(&fd, &chunk[done..]) {
+                        Ok(n) => done += n,
+                        Err(rustix::io::Errno::INTR) => {}
+                        // The reader went away: drop the rest, as a local pipe would.
+                        Err(_) => return,
+                    }
+                }
+            }
+            // The queue closed (PIPE_EOF or the session ended): `fd` closes, the reader sees EOF.
+        });
+        PipeWriter { queue }
     }
 }
 

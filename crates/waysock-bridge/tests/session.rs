@@ -738,3 +738,45 @@ fn double_buffered_client_gets_no_stale_rows() {
         assert!(r.is_ok(), "{side:?} session: {r:?}");
     }
 }
+
+/// A client that asks for a paste, then waits for a Wayland event before it reads the pipe
+/// (as `wl_display_roundtrip` between `receive` and `read` does): paste data larger than a
+/// pipe's buffer must not hold back the client's Wayland events.
+#[test]
+fn paste_larger_than_a_pipe_does_not_block_wayland_events() {
+    let mut b = bridged();
+    bind_globals(&mut b);
+    b.client
+        .send(&msg(DDM, 1, &[A::U(DATA_DEVICE), A::U(SEAT)]), &[]);
+    b.server.expect(DDM, 1);
+    let mut ev = msg(DATA_DEVICE, 0, &[A::U(SERVER_ID)]);
+    ev.extend(msg(SERVER_ID, 0, &[A::S("text/plain")]));
+    ev.extend(msg(DATA_DEVICE, 5, &[A::U(SERVER_ID)]));
+    b.server.send(&ev, &[]);
+    b.client.expect(DATA_DEVICE, 5);
+
+    let (r, w) = pipe();
+    b.client
+        .send(&msg(SERVER_ID, 1, &[A::S("text/plain")]), &[&w]);
+    drop(w);
+    b.server.expect(SERVER_ID, 1);
+    let far = b.server.take_fd();
+    // The compositor side writes 1 MiB (far more than the client's 64 KiB pipe holds)...
+    let text: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let text = text.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(far);
+            f.write_all(&text).unwrap();
+        })
+    };
+    // ...then sends an event (another selection offer) that the client waits for first.
+    std::thread::sleep(Duration::from_millis(200));
+    b.server.send(&msg(DATA_DEVICE, 5, &[A::U(0)]), &[]);
+    b.client.expect(DATA_DEVICE, 5);
+    assert_eq!(read_to_eof(r), text, "pasted bytes");
+    writer.join().unwrap();
+    for (side, r) in b.finish() {
+        assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+}
