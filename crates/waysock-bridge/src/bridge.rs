@@ -86,28 +86,24 @@ fn tune(tcp: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Is this `accept` error about the moment (out of descriptors, an aborted connection) rather
-/// than the listener? Then the bridge waits and goes on: no peer can make it exit.
+/// Is this `accept` error about the moment (out of descriptors or memory, an aborted
+/// connection) rather than the listener? Then the bridge waits and goes on: no peer can make
+/// it exit.
 fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
-            | Some(libc_errno::ECONNABORTED | libc_errno::EPROTO | libc_errno::EPERM)
-    ) || matches!(
-        e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::WouldBlock
-    )
-}
-
-/// The errno values `transient` looks at (Linux).
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-    pub const EPROTO: i32 = 71;
-    pub const ENOBUFS: i32 = 105;
-    pub const ECONNABORTED: i32 = 103;
+    use rustix::io::Errno;
+    let transient = [
+        Errno::MFILE,
+        Errno::NFILE,
+        Errno::NOBUFS,
+        Errno::NOMEM,
+        Errno::CONNABORTED,
+        Errno::PROTO,
+        Errno::PERM,
+        Errno::INTR,
+        Errno::AGAIN,
+    ];
+    e.raw_os_error()
+        .is_some_and(|n| transient.iter().any(|t| t.raw_os_error() == n))
 }
 
 /// Dials the compositor end and authenticates: a stream ready for [`session::run`].

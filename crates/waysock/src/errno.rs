@@ -76,6 +76,12 @@ impl Errno {
     pub const CONNREFUSED: Errno = Errno(111);
     /// `EINVAL`.
     pub const INVAL: Errno = Errno(22);
+    /// `EISDIR`.
+    pub const ISDIR: Errno = Errno(21);
+    /// `ENXIO`.
+    pub const NXIO: Errno = Errno(6);
+    /// `EBADF`.
+    pub const BADF: Errno = Errno(9);
 
     /// The symbolic name (`"EROFS"`), or `"E<number>"` for one outside the table.
     pub fn name(self) -> String {

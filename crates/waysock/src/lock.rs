@@ -118,7 +118,7 @@ pub(crate) fn claim(dir: &UsableDir, name: &str) -> Claim {
         }
         // EINVAL: our own check found a FIFO or device; EISDIR: a directory by that name;
         // ENXIO: a socket by that name. Only this name is unusable.
-        Err(e) if e.errno == Errno::INVAL || e.errno == Errno(21) || e.errno == Errno(6) => {
+        Err(e) if [Errno::INVAL, Errno::ISDIR, Errno::NXIO].contains(&e.errno) => {
             return Claim::Blocked {
                 reason: format!("{lock_name} is not a regular file; waysock leaves it alone"),
                 security: false,

@@ -4,7 +4,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -406,5 +405,4 @@ pub(crate) fn is_plain_name(name: &str) -> bool {
         && name != ".."
         && !name.as_bytes().contains(&b'/')
         && !name.as_bytes().contains(&0)
-        && !OsStr::new(name).as_bytes().is_empty()
 }

@@ -283,13 +283,7 @@ pub fn client(env: &Environment) -> Prediction {
             errno: None,
         },
         Err(e) => {
-            let why = match e.errno {
-                Errno::NOENT => "no such file".to_string(),
-                Errno::CONNREFUSED => {
-                    "Connection refused: a stale socket nobody listens on".to_string()
-                }
-                other => other.message(),
-            };
+            let why = crate::discover::describe_connect_error(e.errno);
             fail(
                 format!("clients would dial {} and fail: {why}", path.display()),
                 endpoint,

@@ -412,7 +412,7 @@ pub fn set_inheritable(fd: impl AsFd) -> SysResult<()> {
 pub fn set_inheritable_raw(raw: RawFd) -> Result<(), SysError> {
     validate_unix_stream(raw, false).map_err(|_| SysError {
         syscall: "fcntl",
-        errno: Errno(9),
+        errno: Errno::BADF,
     })?;
     // SAFETY: `raw` is open (just validated); the borrow lives only for this call and nothing
     // here closes it.
