@@ -62,24 +62,7 @@ fn libwayland_once(dir: &Path) {
 }
 
 fn environment(base: &Path) -> Environment {
-    let mut env = Environment::from_process();
-    env.uid = rustix::process::geteuid().as_raw();
-    env.pid = std::process::id();
-    env.listen_fds = None;
-    env.listen_pid = None;
-    env.listen_fdnames = None;
-    env.wayland_display = None;
-    env.wayland_socket = None;
-    env.xdg_runtime_dir = None;
-    env.home = None;
-    env.roots = Roots {
-        user_run: base.join("user-run"),
-        tmp: base.join("tmp"),
-        run: base.join("run"),
-        shm: base.join("shm"),
-        varrun: base.join("varrun"),
-    };
-    env
+    Environment::clean(Roots::under(base))
 }
 
 /// One loop under test.

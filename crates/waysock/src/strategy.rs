@@ -139,6 +139,18 @@ pub struct Roots {
 }
 
 impl Roots {
+    /// Every fallback parent under `base` (`base/user-run`, `base/tmp`, `base/run`,
+    /// `base/shm`, `base/varrun`): a chain that touches nothing outside `base`.
+    pub fn under(base: &std::path::Path) -> Self {
+        Roots {
+            user_run: base.join("user-run"),
+            tmp: base.join("tmp"),
+            run: base.join("run"),
+            shm: base.join("shm"),
+            varrun: base.join("varrun"),
+        }
+    }
+
     /// The real system locations.
     pub fn system() -> Self {
         Roots {
@@ -192,6 +204,24 @@ impl Environment {
             wayland_display: var("WAYLAND_DISPLAY"),
             wayland_socket: var("WAYLAND_SOCKET"),
             roots: Roots::system(),
+        }
+    }
+
+    /// Our own ids and `roots`, and no variable at all: no runtime dir, no `HOME`, no
+    /// `LISTEN_FDS`, no `WAYLAND_*`. A controlled starting point (tests, sandboxes, embedders
+    /// that decide themselves); set the fields that should be there.
+    pub fn clean(roots: Roots) -> Self {
+        Environment {
+            uid: crate::sys::euid(),
+            pid: crate::sys::pid(),
+            xdg_runtime_dir: None,
+            home: None,
+            listen_fds: None,
+            listen_pid: None,
+            listen_fdnames: None,
+            wayland_display: None,
+            wayland_socket: None,
+            roots,
         }
     }
 

@@ -24,23 +24,9 @@ fn uid() -> u32 {
 /// An environment where every directory candidate has a parent that does not exist.
 fn env_nowhere(base: &Path) -> Environment {
     let nowhere = base.join("nonexistent");
-    let mut env = Environment::from_process();
-    env.uid = uid();
-    env.pid = std::process::id();
+    let mut env = Environment::clean(Roots::under(&nowhere));
     env.xdg_runtime_dir = Some(nowhere.join("rt").into());
     env.home = Some(nowhere.join("home").into());
-    env.listen_fds = None;
-    env.listen_pid = None;
-    env.listen_fdnames = None;
-    env.wayland_display = None;
-    env.wayland_socket = None;
-    env.roots = Roots {
-        user_run: nowhere.join("user-run"),
-        tmp: nowhere.join("tmp"),
-        run: nowhere.join("run"),
-        shm: nowhere.join("shm"),
-        varrun: nowhere.join("varrun"),
-    };
     env
 }
 

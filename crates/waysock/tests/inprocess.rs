@@ -188,24 +188,8 @@ fn talk(stream: std::os::unix::net::UnixStream) -> Vec<(String, u32)> {
 
 /// An environment with only `XDG_RUNTIME_DIR` (maybe) set; every other place is nowhere.
 fn environment(scratch: &Scratch, runtime_dir: Option<PathBuf>) -> Environment {
-    let mut env = Environment::from_process();
-    env.uid = rustix::process::geteuid().as_raw();
-    env.pid = std::process::id();
+    let mut env = Environment::clean(waysock::Roots::under(&scratch.path().join("nonexistent")));
     env.xdg_runtime_dir = runtime_dir.map(Into::into);
-    env.home = None;
-    env.listen_fds = None;
-    env.listen_pid = None;
-    env.listen_fdnames = None;
-    env.wayland_display = None;
-    env.wayland_socket = None;
-    let nowhere = scratch.path().join("nonexistent");
-    env.roots = waysock::Roots {
-        user_run: nowhere.join("user-run"),
-        tmp: nowhere.join("tmp"),
-        run: nowhere.join("run"),
-        shm: nowhere.join("shm"),
-        varrun: nowhere.join("varrun"),
-    };
     env
 }
 

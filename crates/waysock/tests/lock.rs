@@ -17,24 +17,8 @@ fn setup(prefix: &str) -> (Scratch, PathBuf, Environment) {
     let rt = scratch.path().join("rt");
     std::fs::create_dir(&rt).unwrap();
     set_mode(&rt, 0o700);
-    let mut env = Environment::from_process();
-    env.uid = rustix::process::geteuid().as_raw();
-    env.pid = std::process::id();
+    let mut env = Environment::clean(waysock::Roots::under(&scratch.path().join("nonexistent")));
     env.xdg_runtime_dir = Some(rt.clone().into());
-    env.home = None;
-    env.listen_fds = None;
-    env.listen_pid = None;
-    env.listen_fdnames = None;
-    env.wayland_display = None;
-    env.wayland_socket = None;
-    let nowhere = scratch.path().join("nonexistent");
-    env.roots = waysock::Roots {
-        user_run: nowhere.join("user-run"),
-        tmp: nowhere.join("tmp"),
-        run: nowhere.join("run"),
-        shm: nowhere.join("shm"),
-        varrun: nowhere.join("varrun"),
-    };
     (scratch, rt, env)
 }
 

@@ -11,24 +11,7 @@ use waysock_testkit::{assert_mode_0700, mode_of, set_mode, skip, snapshot, Scrat
 
 /// An environment whose every place is under `base`; nothing is inherited from the process.
 fn env_in(base: &Path) -> Environment {
-    let mut env = Environment::from_process();
-    env.uid = rustix::process::geteuid().as_raw();
-    env.pid = std::process::id();
-    env.xdg_runtime_dir = None;
-    env.home = None;
-    env.listen_fds = None;
-    env.listen_pid = None;
-    env.listen_fdnames = None;
-    env.wayland_display = None;
-    env.wayland_socket = None;
-    env.roots = Roots {
-        user_run: base.join("user-run"),
-        tmp: base.join("tmp"),
-        run: base.join("run"),
-        shm: base.join("shm"),
-        varrun: base.join("varrun"),
-    };
-    env
+    Environment::clean(Roots::under(base))
 }
 
 /// Makes `base/tmp`, `base/shm`, … as sticky world-writable dirs, like the real ones.

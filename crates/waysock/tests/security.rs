@@ -20,20 +20,8 @@ fn uid() -> u32 {
 /// An environment whose fallback candidates all point into `base/nowhere` (missing).
 fn env_in(base: &Path) -> Environment {
     let nowhere = base.join("nowhere");
-    let mut env = Environment::from_process();
-    env.uid = uid();
-    env.xdg_runtime_dir = None;
-    env.wayland_display = None;
-    env.wayland_socket = None;
-    env.listen_fds = None;
+    let mut env = Environment::clean(Roots::under(&nowhere));
     env.home = Some(nowhere.join("home").into_os_string());
-    env.roots = Roots {
-        user_run: nowhere.join("run/user"),
-        tmp: nowhere.join("tmp"),
-        run: nowhere.join("run"),
-        shm: nowhere.join("shm"),
-        varrun: nowhere.join("varrun"),
-    };
     env
 }
 
