@@ -561,6 +561,7 @@ impl Binder {
             create: true,
             create_ancestors: usize::from(s == Strategy::Home),
             fix_perms: self.fix_perms && mode != Mode::Probe,
+            probe_socket: mode != Mode::Bind,
         };
         let mut dir = match runtime_dir::open_usable(&path, policy, opts) {
             Ok(d) => d,

@@ -39,6 +39,10 @@ pub(crate) struct Options<'a> {
     pub create_ancestors: usize,
     /// Tighten a too-permissive runtime dir that we own to 0700 instead of refusing it.
     pub fix_perms: bool,
+    /// Prove with a throwaway socket that Unix sockets bind here. Needed when nothing else
+    /// will bind (probing, preparing a dir for a stock compositor); when the chain binds for
+    /// real, that bind is the proof and its errno is judged the same way.
+    pub probe_socket: bool,
 }
 
 /// A directory that passed every check, open as `fd`.
@@ -281,7 +285,9 @@ fn open_usable_inner(
         }
     }
     sys::access_writable(&fd).map_err(|e| fail("verify", e, path))?;
-    probe_bind(&fd, path).map_err(|e| fail("probe", e, path))?;
+    if opts.probe_socket {
+        probe_bind(&fd, path).map_err(|e| fail("probe", e, path))?;
+    }
     Ok((fd, notes))
 }
 
