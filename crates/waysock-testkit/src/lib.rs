@@ -144,6 +144,26 @@ pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Leaves a stale Unix socket file at `path`: a stream socket is bound there and closed
+/// without ever listening.
+///
+/// Binding with `UnixListener::bind` and dropping it is not the same: the socket listens for a
+/// moment, and another test thread forking a child in that moment keeps a copy of the fd until
+/// the child execs, so a connect probe can still be accepted. A socket that never listened
+/// refuses every connect (`ECONNREFUSED`), whoever holds it.
+pub fn stale_socket(path: &Path) {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    let addr = SocketAddrUnix::new(path).expect("socket path fits sun_path");
+    rustix::net::bind(&fd, &addr).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+}
+
 /// One command in a fresh mount namespace.
 #[derive(Debug, Clone, Default)]
 pub struct Sandbox {

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use waysock::{Binder, Bound, Endpoint, Environment, Outcome, Report, Strategy};
-use waysock_testkit::{program, set_mode, skip, snapshot, wait_for, wayland_info, Scratch, Weston};
+use waysock_testkit::{
+    program, set_mode, skip, snapshot, stale_socket, wait_for, wayland_info, Scratch, Weston,
+};
 
 /// A runtime dir (0700) in a fresh scratch dir, and an environment using only it.
 fn setup(prefix: &str) -> (Scratch, PathBuf, Environment) {
@@ -144,7 +146,7 @@ fn symlink_named_wayland_0_is_never_unlinked_nor_followed() {
         |p| {
             // Points at a stale socket elsewhere: following it would "reclaim" that.
             let target = p.parent().unwrap().parent().unwrap().join("elsewhere");
-            drop(UnixListener::bind(&target).unwrap());
+            stale_socket(&target);
             symlink(&target, p).unwrap();
         },
         true,
@@ -173,7 +175,7 @@ fn symlinked_lock_file_is_refused() {
 fn stale_socket_is_reclaimed() {
     let (scratch, rt, env) = setup("stale");
     let sock = rt.join("wayland-0");
-    drop(UnixListener::bind(&sock).unwrap()); // bound, then closed: nobody listens
+    stale_socket(&sock); // bound, never listening: nobody answers
     File::create(rt.join("wayland-0.lock")).unwrap(); // lock file nobody holds
     let old = ino(&sock);
     let _ = scratch;
@@ -210,7 +212,7 @@ fn stale_socket_is_reclaimed() {
 fn stale_socket_without_lock_file_is_reclaimed() {
     let (_scratch, rt, env) = setup("stale-nolock");
     let sock = rt.join("wayland-0");
-    drop(UnixListener::bind(&sock).unwrap());
+    stale_socket(&sock);
     let bound = binder(&env).bind().unwrap();
     assert_eq!(bound.endpoint(), &unix(sock));
 }

@@ -187,7 +187,9 @@ fn endpoint_not_answering_is_not_live() {
     let rec = record("wayland-1", &ep, me(), 1_000);
     reg.publish(&rec).unwrap();
     assert!(rec.is_live());
-    // The socket file stays, nobody listens: connect is refused.
+    // The socket file stays, nobody listens: connect is refused. Shut down before closing: a
+    // child forked by another test thread may hold a copy of the fd until it execs.
+    rustix::net::shutdown(&l, rustix::net::Shutdown::Both).unwrap();
     drop(l);
     assert!(rec.process_alive());
     assert!(!rec.is_live());
