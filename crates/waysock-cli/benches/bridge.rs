@@ -1430,6 +1430,18 @@ fn bench(full: bool) -> io::Result<bool> {
         }
     }
 
+    // `BRIDGE_BENCH_ONLY=direct,waysock` measures only the columns whose titles contain one of
+    // the words (for quick iterations); such a partial run never rewrites docs/PERFORMANCE.md.
+    let only = std::env::var("BRIDGE_BENCH_ONLY").ok();
+    if let Some(words) = &only {
+        for t in &mut transports {
+            let title = t.title.to_lowercase();
+            if t.skip.is_none() && !words.split(',').any(|w| title.contains(w.trim())) {
+                t.skip = Some("not measured (BRIDGE_BENCH_ONLY)".into());
+            }
+        }
+    }
+
     let started = Instant::now();
     let mut results = Vec::new();
     for t in &transports {
@@ -1486,7 +1498,7 @@ fn bench(full: bool) -> io::Result<bool> {
             ok = false;
         }
     }
-    if full && ok {
+    if full && ok && only.is_none() {
         write_doc(&transports, &table, &targets, elapsed)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
