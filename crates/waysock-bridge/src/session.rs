@@ -13,8 +13,8 @@
 //!   on `wl_surface.commit` the attached buffer's damaged rows (`damage_buffer`; any surface
 //!   `damage` or a buffer's first commit means the whole buffer) are compared with a shadow
 //!   copy in 64-byte blocks and only changed runs cross the wire, LZ4-compressed when that
-//!   saves a tenth or more. `wl_shm_pool.resize` resizes
-//!   the mirror.
+//!   saves a tenth or more, each sent as soon as it is ready (large ranges on two threads).
+//!   `wl_shm_pool.resize` resizes the mirror.
 //! - any other memory descriptor (keymaps) is copied once into a read-only memfd;
 //! - pipes (`wl_data_offer.receive`, `wl_data_source.send`, primary selection) are relayed as
 //!   streams, end of file included.
@@ -33,7 +33,7 @@ use rustix::fs::{FileType, OFlags, SealFlags};
 
 use crate::codec::{self, Direction, ObjectMap, Value};
 use crate::protocol::ArgType;
-use crate::transport::{self, Frame, PipeDir, CHUNK};
+use crate::transport::{self, Frame, PipeDir};
 
 /// Globals whose objects pass descriptors the bridge cannot translate (GPU buffers, sync
 /// objects): hidden from clients, which then use `wl_shm`.
@@ -265,9 +265,12 @@ fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
             }
             let msg = &pending[at..at + size];
             let out = translate_out(sh, &h, msg, &mut fdq)?;
-            if !out.side_frames.is_empty() {
+            if !out.side_frames.is_empty() || !out.syncs.is_empty() {
                 flush(sh, &mut batch, &mut batch_fds)?;
                 sh.send(&out.side_frames)?;
+                for &(id, start, end) in &out.syncs {
+                    sync_mirror(sh, id, start, end)?;
+                }
             }
             if out.forward {
                 if batch_fds.len() + out.fd_ids.len() > transport::MAX_FDS {
@@ -317,6 +320,9 @@ struct Out {
     forward: bool,
     fd_ids: Vec<u32>,
     side_frames: Vec<Frame>,
+    /// Mirror ranges to bring up to date (mirror id, start, end), after `side_frames` and
+    /// before the message.
+    syncs: Vec<(u32, usize, usize)>,
     /// Local pipe read ends to relay, started only once the frames announcing them are sent.
     readers: Vec<(OwnedFd, u32)>,
     /// The message as it is to be forwarded, when it differs from what arrived.
@@ -352,6 +358,7 @@ fn translate_out(
         forward: true,
         fd_ids: Vec::new(),
         side_frames: Vec::new(),
+        syncs: Vec::new(),
         readers: Vec::new(),
         rewrite: None,
     };
@@ -385,7 +392,7 @@ fn translate_out(
                 )));
             }
             st.mirrored += size;
-            let mut m = Mirror {
+            let m = Mirror {
                 fd,
                 size: size as usize,
                 shadow: vec![0; size as usize],
@@ -394,7 +401,7 @@ fn translate_out(
                 buffers: 0,
             };
             out.side_frames.push(Frame::ShmNew { id, size });
-            sync(&mut m, id, 0, size as usize, &mut out.side_frames)?;
+            out.syncs.push((id, 0, size as usize));
             st.mirrors.insert(id, m);
             st.pools.insert(uint(args.first()), id);
         } else {
@@ -530,11 +537,9 @@ fn translate_out(
                             .unwrap_or((0, 0))
                     };
                     if r1 > r0 {
-                        if let Some(m) = st.mirrors.get_mut(&b.mirror) {
-                            let start = b.offset + r0 * b.stride;
-                            let end = b.offset + r1 * b.stride;
-                            sync(m, b.mirror, start, end, &mut out.side_frames)?;
-                        }
+                        let start = b.offset + r0 * b.stride;
+                        let end = b.offset + r1 * b.stride;
+                        out.syncs.push((b.mirror, start, end));
                     }
                     b.synced_once = true;
                     st.buffers.insert(buffer, b);
@@ -575,15 +580,43 @@ fn forget_mirror_if_unused(
     gone
 }
 
+/// Brings `[start, end)` of mirror `id` up to date on the far side, without holding the
+/// session state: mirrors are only touched by the local → remote thread (this one), so the
+/// mirror is taken out of the map for the duration and put back.
+fn sync_mirror(sh: &Shared, id: u32, start: usize, end: usize) -> io::Result<()> {
+    let Some(mut m) = sh.state.lock().map_err(|_| poisoned())?.mirrors.remove(&id) else {
+        return Ok(());
+    };
+    let r = sync(
+        &mut m,
+        start,
+        end,
+        &|f: Frame| sh.send(std::slice::from_ref(&f)),
+        id,
+    );
+    sh.state
+        .lock()
+        .map_err(|_| poisoned())?
+        .mirrors
+        .insert(id, m);
+    r
+}
+
+/// Largest changed run sent as one frame: small enough that the far side decompresses one
+/// run while this side compresses the next.
+const RUN: usize = 256 * 1024;
+
 /// Brings `[start, end)` of the far side's copy up to date: reads the pool, compares with the
-/// shadow in blocks, and sends the changed runs (each at most [`CHUNK`]), LZ4-compressed when
-/// that saves a tenth or more. Several runs are compressed on two threads.
+/// shadow in blocks, and sends each changed run (at most [`RUN`] bytes) as soon as it is found,
+/// LZ4-compressed when that saves a tenth or more. A large range is split in two halves done
+/// on two threads, each sending as it goes, so reading, comparing, compressing, the wire and
+/// the far side's decompression all overlap.
 fn sync(
     m: &mut Mirror,
-    id: u32,
     start: usize,
     end: usize,
-    frames: &mut Vec<Frame>,
+    send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
+    id: u32,
 ) -> io::Result<()> {
     let end = end.min(m.size);
     if start >= end {
@@ -593,9 +626,38 @@ fn sync(
     // Reused between commits: no fresh (zeroed) allocation per frame.
     m.scratch.resize(len, 0);
     let cur = &mut m.scratch[..len];
+    let shadow = &mut m.shadow[start..end];
+    let fd = m.fd.as_fd();
+    if len < 4 * RUN {
+        return sync_part(fd, start, cur, shadow, send, id);
+    }
+    let half = (len / 2) / BLOCK * BLOCK;
+    let (cur_a, cur_b) = cur.split_at_mut(half);
+    let (shadow_a, shadow_b) = shadow.split_at_mut(half);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| sync_part(fd, start + half, cur_b, shadow_b, send, id));
+        let mine = sync_part(fd, start, cur_a, shadow_a, send, id);
+        let theirs = other
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("pool sync thread panicked")));
+        mine.and(theirs)
+    })
+}
+
+/// One contiguous part of [`sync`]: `cur` receives the pool's bytes from `offset`, `shadow`
+/// is what the far side holds there.
+fn sync_part(
+    fd: BorrowedFd<'_>,
+    offset: usize,
+    cur: &mut [u8],
+    shadow: &mut [u8],
+    send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
+    id: u32,
+) -> io::Result<()> {
+    let len = cur.len();
     let mut got = 0;
     while got < len {
-        let n = rustix::io::pread(&m.fd, &mut cur[got..], (start + got) as u64)
+        let n = rustix::io::pread(fd, &mut cur[got..], (offset + got) as u64)
             .map_err(io::Error::from)?;
         if n == 0 {
             // The client's file is shorter than it claimed: the rest reads as zeros.
@@ -604,9 +666,6 @@ fn sync(
         }
         got += n;
     }
-    let cur = &m.scratch[..len];
-    let shadow = &mut m.shadow[start..end];
-    let mut runs = Vec::new();
     let mut i = 0;
     while i < len {
         let b_end = (i + BLOCK).min(len);
@@ -616,53 +675,34 @@ fn sync(
         }
         let run_start = i;
         let mut run_end = b_end;
-        while run_end < len && run_end - run_start < CHUNK {
+        while run_end < len && run_end - run_start < RUN {
             let n_end = (run_end + BLOCK).min(len);
             if cur[run_end..n_end] == shadow[run_end..n_end] {
                 break;
             }
             run_end = n_end;
         }
-        shadow[run_start..run_end].copy_from_slice(&cur[run_start..run_end]);
-        runs.push((run_start, run_end));
+        let run = &cur[run_start..run_end];
+        shadow[run_start..run_end].copy_from_slice(run);
+        let at = (offset + run_start) as u64;
+        // Pixels usually compress well (waypipe also uses LZ4 by default); a run that does
+        // not shrink by a tenth goes raw.
+        let packed = lz4_flex::block::compress(run);
+        send(if packed.len() < run.len() - run.len() / 10 {
+            Frame::ShmLz4 {
+                id,
+                offset: at,
+                raw_len: run.len() as u32,
+                bytes: packed,
+            }
+        } else {
+            Frame::ShmData {
+                id,
+                offset: at,
+                bytes: run.to_vec(),
+            }
+        })?;
         i = run_end;
-    }
-    let encode = |runs: &[(usize, usize)]| -> Vec<Frame> {
-        runs.iter()
-            .map(|&(a, z)| {
-                let run = &cur[a..z];
-                let offset = (start + a) as u64;
-                // Pixels usually compress well (waypipe also uses LZ4 by default); a run that
-                // does not shrink by a tenth goes raw.
-                let packed = lz4_flex::block::compress(run);
-                if packed.len() < run.len() - run.len() / 10 {
-                    Frame::ShmLz4 {
-                        id,
-                        offset,
-                        raw_len: run.len() as u32,
-                        bytes: packed,
-                    }
-                } else {
-                    Frame::ShmData {
-                        id,
-                        offset,
-                        bytes: run.to_vec(),
-                    }
-                }
-            })
-            .collect()
-    };
-    if runs.len() > 1 && len >= 2 * CHUNK {
-        let (a, b) = runs.split_at(runs.len() / 2);
-        let (mut first, second) = std::thread::scope(|s| {
-            let other = s.spawn(|| encode(b));
-            let mine = encode(a);
-            (mine, other.join())
-        });
-        frames.append(&mut first);
-        frames.extend(second.map_err(|_| io::Error::other("compression thread panicked"))?);
-    } else {
-        frames.extend(encode(&runs));
     }
     Ok(())
 }

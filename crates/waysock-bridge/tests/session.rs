@@ -412,9 +412,19 @@ fn paint(fd: &OwnedFd, stride: usize, rows: std::ops::Range<usize>, seed: u32) {
 
 #[test]
 fn shm_pool_is_mirrored_and_current_after_every_commit() {
+    mirrored_and_current_after_every_commit(256, 200);
+}
+
+#[test]
+fn large_damage_synced_on_two_threads_leaves_no_stale_rows() {
+    // 1.5 MiB damaged at once: the range is split in halves sent from two threads, and the
+    // half boundary falls inside a row.
+    mirrored_and_current_after_every_commit(1000, 400);
+}
+
+fn mirrored_and_current_after_every_commit(width: usize, height: usize) {
     let mut b = bridged();
     bind_globals(&mut b);
-    let (width, height) = (256usize, 200usize);
     let stride = width * 4;
     let size = stride * height;
     let pool = memfd_with(&vec![0u8; size]);
