@@ -122,6 +122,7 @@ pub fn serve_clients(
     listener: UnixListener,
     remote: SocketAddr,
     token: Arc<Token>,
+    busy_poll: Duration,
     accept: impl Fn(&UnixStream) -> Result<(), String>,
 ) -> io::Result<()> {
     for (n, conn) in listener.incoming().enumerate() {
@@ -149,7 +150,8 @@ pub fn serve_clients(
                 }
             };
             tracing::info!("{name}: relaying to tcp:{remote}");
-            match session::run(local, tcp, Side::Client, &name, Arc::new(Stats::default())) {
+            let stats = Arc::new(Stats::default());
+            match session::run(local, tcp, Side::Client, &name, stats, busy_poll) {
                 Ok(()) => tracing::info!("{name}: closed"),
                 Err(e) => tracing::warn!("{name}: ended: {e}"),
             }
@@ -163,6 +165,7 @@ pub fn serve_clients(
 pub fn serve_compositor(
     listener: TcpListener,
     token: Arc<Token>,
+    busy_poll: Duration,
     connect: impl Fn() -> io::Result<UnixStream> + Send + Sync + 'static,
 ) -> io::Result<()> {
     let connect = Arc::new(connect);
@@ -209,7 +212,8 @@ pub fn serve_compositor(
                 }
             };
             tracing::info!("{name}: authenticated, relaying to the compositor");
-            match session::run(local, tcp, Side::Server, &name, Arc::new(Stats::default())) {
+            let stats = Arc::new(Stats::default());
+            match session::run(local, tcp, Side::Server, &name, stats, busy_poll) {
                 Ok(()) => tracing::info!("{name}: closed"),
                 Err(e) => tracing::warn!("{name}: ended: {e}"),
             }

@@ -153,6 +153,90 @@ struct Shared {
     writer: Arc<Mutex<TcpStream>>,
     stats: Arc<Stats>,
     name: String,
+    /// When a reply was last made likely from each side — bytes were forwarded to the other
+    /// one — in µs since `epoch`; indexed by [`From`].
+    expect_us: [AtomicU64; 2],
+    epoch: std::time::Instant,
+    /// Longest busy poll before a blocking read, in µs (0: never poll).
+    spin_us: u64,
+}
+
+/// How long a thread about to wait polls instead of sleeping, by default: a reply usually
+/// follows within tens of µs, and waking a sleeping thread costs about as much again (more on
+/// virtual machines), four times per roundtrip across the two bridge ends.
+pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(150);
+/// A thread polls only while a reply is likely: bytes were forwarded to its peer this
+/// recently. An idle session, or the side that is not expected to answer, sleeps at once.
+const EXPECT_REPLY_US: u64 = 1_000;
+
+/// Which side a relay thread reads from.
+#[derive(Clone, Copy)]
+enum From {
+    /// The local Wayland peer (the local → remote thread).
+    Local = 0,
+    /// The stream (the remote → local thread).
+    Remote = 1,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Bytes were just forwarded towards `to`: an answer from there is likely soon.
+    fn expect_reply(&self, to: From) {
+        self.expect_us[to as usize].store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// Before a blocking read of `fd` (which reads `from`): if an answer from there is likely,
+    /// poll for a short while, yielding the CPU between polls, so it is picked up without a
+    /// sleep and a wake-up.
+    fn spin_until_readable(&self, fd: BorrowedFd<'_>, from: From) {
+        if self.spin_us == 0 {
+            return;
+        }
+        let start = self.now_us();
+        let since = start.saturating_sub(self.expect_us[from as usize].load(Ordering::Relaxed));
+        if since > EXPECT_REPLY_US {
+            return;
+        }
+        let mut pfd = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        loop {
+            match rustix::event::poll(
+                &mut pfd,
+                Some(&rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                }),
+            ) {
+                Ok(n) if n > 0 => return,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            if self.now_us() - start > self.spin_us {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The stream's read half, polling briefly before it would block (see
+/// [`Shared::spin_until_readable`]).
+struct SpinRead<'a> {
+    sh: &'a Shared,
+    stream: TcpStream,
+}
+
+impl io::Read for SpinRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sh
+            .spin_until_readable(self.stream.as_fd(), From::Remote);
+        self.stream.read(buf)
+    }
 }
 
 impl Shared {
@@ -179,12 +263,17 @@ fn protocol_error(what: impl Into<String>) -> io::Error {
 
 /// Relays `local` over `remote` until either side closes or misbehaves. `remote` must already
 /// be authenticated.
+///
+/// `busy_poll` is how long each relay thread of a busy session polls before it sleeps in a
+/// read ([`DEFAULT_BUSY_POLL`]; zero never polls): it trades a little CPU while messages flow
+/// for a much shorter roundtrip.
 pub fn run(
     local: UnixStream,
     remote: TcpStream,
     side: Side,
     name: &str,
     stats: Arc<Stats>,
+    busy_poll: std::time::Duration,
 ) -> io::Result<()> {
     remote.set_nodelay(true)?;
     let shared = Arc::new(Shared {
@@ -207,6 +296,9 @@ pub fn run(
         writer: Arc::new(Mutex::new(remote.try_clone()?)),
         stats,
         name: name.to_string(),
+        expect_us: [AtomicU64::new(0), AtomicU64::new(0)],
+        epoch: std::time::Instant::now(),
+        spin_us: busy_poll.as_micros().min(1_000_000) as u64,
     });
     let out_local = local.try_clone()?;
     let out_shared = Arc::clone(&shared);
@@ -240,6 +332,7 @@ fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
     let mut fdq: VecDeque<OwnedFd> = VecDeque::new();
     loop {
         let mut fds = Vec::new();
+        sh.spin_until_readable(local.as_fd(), From::Local);
         let n = transport::recv_with_fds(local.as_fd(), &mut buf, &mut fds)?;
         if n == 0 {
             return Ok(());
@@ -313,7 +406,9 @@ fn flush(sh: &Shared, batch: &mut Vec<u8>, fds: &mut Vec<u32>) -> io::Result<()>
         fds: std::mem::take(fds),
         bytes: std::mem::take(batch),
     };
-    sh.send(&[f])
+    sh.send(&[f])?;
+    sh.expect_reply(From::Remote);
+    Ok(())
 }
 
 struct Out {
@@ -800,7 +895,13 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
 
 /// stream → local.
 fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Result<()> {
-    let mut reader = io::BufReader::with_capacity(256 * 1024, remote.try_clone()?);
+    let mut reader = io::BufReader::with_capacity(
+        256 * 1024,
+        SpinRead {
+            sh,
+            stream: remote.try_clone()?,
+        },
+    );
     let dir = sh.side.incoming();
     // Decompressed pool data lands here, reused frame after frame (at most CHUNK bytes).
     let mut unpacked: Vec<u8> = Vec::new();
@@ -865,6 +966,7 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                 drop(st);
                 let borrowed: Vec<BorrowedFd<'_>> = once.iter().map(AsFd::as_fd).collect();
                 transport::send_with_fds(local.as_fd(), &bytes, &borrowed)?;
+                sh.expect_reply(From::Local);
             }
             Frame::ShmNew { id, size } => {
                 if size > MAX_POOL {

@@ -166,7 +166,15 @@ fn spawn_session(
 ) {
     std::thread::spawn(move || {
         let r = std::panic::catch_unwind(move || {
-            session::run(local, remote, side, "test", Arc::new(Stats::default()))
+            let stats = Arc::new(Stats::default());
+            session::run(
+                local,
+                remote,
+                side,
+                "test",
+                stats,
+                session::DEFAULT_BUSY_POLL,
+            )
         });
         let _ = done.send((side, r));
     });

@@ -912,6 +912,8 @@ struct Transport {
     waypipe: Option<PathBuf>,
     /// socat with `nodelay` on its TCP ends (otherwise socat's defaults, Nagle on).
     nodelay: bool,
+    /// Extra arguments for both `waysock bridge` ends.
+    bridge_args: &'static [&'static str],
 }
 
 /// A running transport: where the client connects and which TCP port carries it.
@@ -940,7 +942,8 @@ fn start(t: &Transport, dir: &Path, compositor: &Path, token: &Path) -> io::Resu
                     .arg(format!("--listen=tcp:127.0.0.1:{port}"))
                     .arg(format!("--connect=unix:{}", compositor.display()))
                     .arg("--token-file")
-                    .arg(token),
+                    .arg(token)
+                    .args(t.bridge_args),
             )?;
             wait_for("the compositor end", Duration::from_secs(10), || {
                 listening(port) || procs.check_alive().is_err()
@@ -954,7 +957,8 @@ fn start(t: &Transport, dir: &Path, compositor: &Path, token: &Path) -> io::Resu
                     .arg(format!("--listen=unix:{}", display.display()))
                     .arg(format!("--connect=tcp:127.0.0.1:{port}"))
                     .arg("--token-file")
-                    .arg(token),
+                    .arg(token)
+                    .args(t.bridge_args),
             )?;
             wait_for("the client end", Duration::from_secs(10), || {
                 display.exists() || procs.check_alive().is_err()
@@ -1386,6 +1390,7 @@ fn bench(full: bool) -> io::Result<bool> {
             skip: None,
             waypipe: None,
             nodelay: false,
+            bridge_args: &[],
         },
         Transport {
             kind: Kind::Waysock,
@@ -1393,6 +1398,16 @@ fn bench(full: bool) -> io::Result<bool> {
             skip: None,
             waypipe: None,
             nodelay: false,
+            bridge_args: &[],
+        },
+        // What the busy poll buys (and costs): the same bridge sleeping at once in every read.
+        Transport {
+            kind: Kind::Waysock,
+            title: "waysock bridge, TCP, `--busy-poll-us 0`".into(),
+            skip: None,
+            waypipe: None,
+            nodelay: false,
+            bridge_args: &["--busy-poll-us", "0"],
         },
     ];
     let wp08 = in_path("waypipe");
@@ -1426,6 +1441,7 @@ fn bench(full: bool) -> io::Result<bool> {
                 },
                 waypipe: bin.clone(),
                 nodelay,
+                bridge_args: &[],
             });
         }
     }

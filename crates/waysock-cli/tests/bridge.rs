@@ -8,9 +8,10 @@
 //! - Every process is started as `ip netns exec NS unshare -p --fork --kill-child …`: killing
 //!   that one process (the guards do, on every path) makes the kernel kill everything it left.
 //!   Namespaces are deleted by a guard too, also when an assertion fails.
-//! - The keymap case needs no root: a `wayland-server` compositor in a thread advertises a seat
-//!   with a keyboard, both bridge ends run as processes on loopback, and a `wayland-client` in
-//!   the test binds the keyboard and reads the keymap it is handed.
+//! - The keymap case needs no network namespace: a `wayland-server` compositor in a thread
+//!   advertises a seat with a keyboard, both bridge ends run as processes on loopback (each in
+//!   a pid namespace of its own, so root is still needed), and a `wayland-client` in the test
+//!   binds the keyboard and reads the keymap it is handed. The idle-CPU case uses the same rig.
 //!
 //! Skips (`SKIPPED: …`) when root, `ip`, `unshare`, weston or the clients are missing.
 
@@ -273,6 +274,23 @@ impl Net {
 }
 
 // ---- the rig: weston in A, both bridge ends -------------------------------------------------
+
+/// Probes for what the loopback cases need (root for `unshare -p`); `false` after reporting
+/// the skip.
+fn can_run_loopback(test: &str) -> bool {
+    if !is_root() {
+        skip(
+            test,
+            "needs root for the bridges' pid namespaces (CI runs as root)",
+        );
+        return false;
+    }
+    if let Err(why) = program("unshare") {
+        skip(test, &why);
+        return false;
+    }
+    true
+}
 
 /// Probes for root, `ip`, `unshare`, weston and the clients; `false` after reporting the skip.
 fn can_run(test: &str) -> bool {
@@ -1053,17 +1071,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn keymap_reaches_a_real_client_through_both_bridge_processes() {
-    let scratch = Scratch::new("bridge-keymap");
-    let comp_dir = scratch.path().join("comp");
-    let cdir = scratch.path().join("c");
-    for d in [&comp_dir, &cdir] {
-        std::fs::create_dir(d).unwrap();
-        set_mode(d, 0o700);
-    }
-    let comp_sock = comp_dir.join("wayland-7");
-    let _compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
+/// Both bridge ends as processes on loopback: the compositor side relaying to `comp_sock`,
+/// the client side listening on `display`; `extra` goes to both.
+fn loopback_bridges(
+    scratch: &Scratch,
+    comp_sock: &Path,
+    display: &Path,
+    extra: &[&str],
+) -> (Proc, Proc) {
     let token = scratch.path().join("token");
     write_token(&token, &random_token(), 0o600);
     let token = token.display().to_string();
@@ -1081,14 +1096,18 @@ fn keymap_reaches_a_real_client_through_both_bridge_processes() {
             &[("WAYSOCK_LOG", "info")],
             &w,
             &[
-                "bridge",
-                "--listen",
-                &format!("tcp:127.0.0.1:{port}"),
-                "--connect",
-                &format!("unix:{}", comp_sock.display()),
-                "--token-file",
-                &token,
-            ],
+                &[
+                    "bridge",
+                    "--listen",
+                    &format!("tcp:127.0.0.1:{port}"),
+                    "--connect",
+                    &format!("unix:{}", comp_sock.display()),
+                    "--token-file",
+                    &token,
+                ],
+                extra,
+            ]
+            .concat(),
             &scratch.path().join("compositor-bridge.log"),
         );
         let up = wait_for(STARTUP, || {
@@ -1109,17 +1128,40 @@ fn keymap_reaches_a_real_client_through_both_bridge_processes() {
         &[("WAYSOCK_LOG", "info")],
         &w,
         &[
-            "bridge",
-            "--listen",
-            &format!("unix:{}/wayland-9", cdir.display()),
-            "--connect",
-            &format!("tcp:127.0.0.1:{port}"),
-            "--token-file",
-            &token,
-        ],
+            &[
+                "bridge",
+                "--listen",
+                &format!("unix:{}", display.display()),
+                "--connect",
+                &format!("tcp:127.0.0.1:{port}"),
+                "--token-file",
+                &token,
+            ],
+            extra,
+        ]
+        .concat(),
         &scratch.path().join("client-bridge.log"),
     );
     client_bridge.wait_log("waysock bridge: unix:", STARTUP);
+    (compositor_bridge, client_bridge)
+}
+
+#[test]
+fn keymap_reaches_a_real_client_through_both_bridge_processes() {
+    if !can_run_loopback("keymap_reaches_a_real_client_through_both_bridge_processes") {
+        return;
+    }
+    let scratch = Scratch::new("bridge-keymap");
+    let comp_dir = scratch.path().join("comp");
+    let cdir = scratch.path().join("c");
+    for d in [&comp_dir, &cdir] {
+        std::fs::create_dir(d).unwrap();
+        set_mode(d, 0o700);
+    }
+    let comp_sock = comp_dir.join("wayland-7");
+    let _compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
+    let (compositor_bridge, client_bridge) =
+        loopback_bridges(&scratch, &comp_sock, &cdir.join("wayland-9"), &[]);
 
     let stream = UnixStream::connect(cdir.join("wayland-9")).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -1147,4 +1189,110 @@ fn keymap_reaches_a_real_client_through_both_bridge_processes() {
         "the keymap's bytes differ ({} bytes read)",
         got.len()
     );
+}
+
+/// CPU seconds (user + system) the process under `unshare` (`p`'s only child) has used.
+fn cpu_of_child(p: &Proc) -> f64 {
+    let pid = p.child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let child: u32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no process under unshare", p.what));
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) : state is field 3, utime 14,
+    // stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    ticks as f64 / hz
+}
+
+/// One `wl_display.sync` roundtrip on a raw connection: callback `done` and `delete_id` back.
+fn raw_sync(s: &mut UnixStream) {
+    use std::io::Read as _;
+    const CALLBACK: u32 = 2;
+    let mut req = Vec::new();
+    for w in [1u32, 12 << 16, CALLBACK] {
+        req.extend_from_slice(&w.to_ne_bytes());
+    }
+    s.write_all(&req).unwrap();
+    let mut got = [0u8; 24];
+    s.read_exact(&mut got).unwrap();
+    let word = |i: usize| u32::from_ne_bytes(got[i * 4..i * 4 + 4].try_into().unwrap());
+    assert_eq!(
+        (word(0), word(3), word(4)),
+        (CALLBACK, 1, (12 << 16) | 1),
+        "expected wl_callback.done then wl_display.delete_id: {got:?}"
+    );
+}
+
+#[test]
+fn busy_polling_stops_when_the_session_goes_idle() {
+    // The bridge polls briefly for replies while messages flow (a shorter roundtrip): an open
+    // but idle session must not keep doing so. Both ends with a long poll budget, a burst of
+    // roundtrips, then a client that stays connected and silent for 1.5 s: the two bridge
+    // processes together may use a few ticks in that time, never a core.
+    let test = "busy_polling_stops_when_the_session_goes_idle";
+    if !can_run_loopback(test) {
+        return;
+    }
+    let scratch = Scratch::new("bridge-idle");
+    let comp_dir = scratch.path().join("comp");
+    let cdir = scratch.path().join("c");
+    for d in [&comp_dir, &cdir] {
+        std::fs::create_dir(d).unwrap();
+        set_mode(d, 0o700);
+    }
+    let comp_sock = comp_dir.join("wayland-7");
+    let _compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
+    let display = cdir.join("wayland-9");
+    let (server_end, client_end) =
+        loopback_bridges(&scratch, &comp_sock, &display, &["--busy-poll-us", "20000"]);
+
+    let mut s = UnixStream::connect(&display).unwrap();
+    s.set_read_timeout(Some(CLIENT)).unwrap();
+    for _ in 0..500 {
+        raw_sync(&mut s);
+    }
+    // Let the last polls run out (each at most 20 ms), then measure a silent stretch.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu_of_child(&server_end) + cpu_of_child(&client_end);
+    std::thread::sleep(Duration::from_millis(1500));
+    let idle = cpu_of_child(&server_end) + cpu_of_child(&client_end) - before;
+    // Still relaying after the pause.
+    raw_sync(&mut s);
+    assert!(
+        idle < 0.15,
+        "the bridge ends used {idle:.2} s of CPU in 1.5 s with the session idle\n\
+         --- compositor side:\n{}\n--- client side:\n{}",
+        server_end.log(),
+        client_end.log()
+    );
+}
+
+#[test]
+fn busy_poll_budget_out_of_range_is_a_usage_error() {
+    let scratch = Scratch::new("bridge-busy-usage");
+    let token = scratch.path().join("token");
+    write_token(&token, &random_token(), 0o600);
+    let out = Command::new(bin())
+        .args([
+            "bridge",
+            "--listen",
+            "tcp:127.0.0.1:9",
+            "--connect",
+            "wayland-0",
+        ])
+        .arg("--token-file")
+        .arg(&token)
+        .args(["--busy-poll-us", "5000000"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--busy-poll-us"), "{err}");
 }

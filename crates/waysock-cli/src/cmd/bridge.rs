@@ -24,6 +24,11 @@ pub struct Args {
     /// (`head -c 32 /dev/urandom > F; chmod 600 F`).
     #[arg(long, value_name = "F")]
     token_file: PathBuf,
+    /// While a session is busy, each relay thread polls this many µs for the next message
+    /// before it sleeps: a shorter roundtrip for a little CPU. 0 never polls.
+    #[arg(long, value_name = "US", default_value_t = waysock_bridge::session::DEFAULT_BUSY_POLL.as_micros() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    busy_poll_us: u64,
 }
 
 /// Runs the bridge until it fails or is killed.
@@ -44,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(t) => Arc::new(t),
         Err(e) => return Ok(super::usage(e)),
     };
+    let busy_poll = std::time::Duration::from_micros(args.busy_poll_us);
     match (&listen, &connect) {
         (Endpoint::Tcp(addr), target) => {
             let env = Environment::from_process();
@@ -55,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             eprintln!("waysock bridge: tcp:{} → {target}", listener.local_addr()?);
             let t = target.clone();
-            waysock_bridge::bridge::serve_compositor(listener, token, move || {
+            waysock_bridge::bridge::serve_compositor(listener, token, busy_poll, move || {
                 waysock::discover::accepts(&t).map_err(std::io::Error::other)
             })?;
             Ok(ExitCode::SUCCESS)
@@ -65,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("waysock bridge: {local} → tcp:{remote}");
             let uid = rustix::process::geteuid().as_raw();
             let is_abstract = matches!(local, Endpoint::Abstract(_));
-            waysock_bridge::bridge::serve_clients(listener, *remote, token, move |s| {
+            waysock_bridge::bridge::serve_clients(listener, *remote, token, busy_poll, move |s| {
                 if !is_abstract {
                     return Ok(()); // the socket file's directory permissions apply
                 }

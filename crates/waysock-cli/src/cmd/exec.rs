@@ -144,6 +144,7 @@ fn exec_over_tcp(
             waysock_bridge::session::Side::Client,
             "exec",
             stats,
+            waysock_bridge::session::DEFAULT_BUSY_POLL,
         ) {
             tracing::warn!("bridge session ended: {e}");
         }
