@@ -699,7 +699,7 @@ fn sync_mirror(sh: &Shared, id: u32, start: usize, end: usize) -> io::Result<()>
 
 /// Largest changed run sent as one frame: small enough that the far side decompresses one
 /// run while this side compresses the next.
-const RUN: usize = 256 * 1024;
+const RUN: usize = 512 * 1024;
 
 /// Brings `[start, end)` of the far side's copy up to date: reads the pool, compares with the
 /// shadow in blocks, and sends each changed run (at most [`RUN`] bytes) as soon as it is found,
