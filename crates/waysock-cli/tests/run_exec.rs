@@ -786,6 +786,40 @@ fn run_passes_the_exit_status_through() {
 }
 
 #[test]
+fn sigterm_right_after_start_leaves_nothing_behind() {
+    // A service manager may stop `run` the moment it started it. At every moment — before the
+    // private dir exists, while it is made, while the compositor starts — SIGTERM must end
+    // `run` with 143 and leave nothing behind (before, a signal between making the dir and
+    // installing the forwarder killed `run` with the dir left in /tmp).
+    let Some(c) = case(
+        "sigterm_right_after_start_leaves_nothing_behind",
+        false,
+        Needs::Nothing,
+    ) else {
+        return;
+    };
+    let out = c.script(
+        r#"say rcs
+           for d in 0 0.001 0.002 0.003 0.005 0.007 0.01 0.015 0.02 0.03 0.05 0.1 0.2; do
+             "$W" run --ready-timeout 30 -- sleep 30 2>/dev/null & rp=$!
+             sleep $d; kill -TERM $rp; wait $rp; rc=$?
+             echo "$d $rc"
+             left=$(find /tmp /run /dev/shm -mindepth 1 ! -path '/run/mount*' ! -name '*.registry' ! -name '*.registry.lock' 2>/dev/null)
+             [ -z "$left" ] || echo "after $d: $left"
+           done"#,
+    );
+    let rcs = out.sec("rcs");
+    for line in rcs.lines() {
+        if !line.ends_with(" 143") {
+            out.fail(&format!(
+                "expected status 143 and nothing left; got: {line}"
+            ));
+        }
+    }
+    out.eq("leftovers", "");
+}
+
+#[test]
 fn sighup_is_forwarded_and_the_dead_display_is_cleaned_up() {
     // weston does not handle SIGHUP: it dies of it, leaving its socket and lock behind.
     let Some(c) = case(

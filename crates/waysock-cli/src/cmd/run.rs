@@ -77,6 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // Watched from here on, before anything is created: a SIGTERM while the directory is being
+    // prepared or the compositor started must not kill us with the default action and leave
+    // what we made behind.
+    let mut signals = watch_signals();
     let env = Environment::from_process();
     let binder = Binder::new(env.clone())
         .strategies(chain.clone())
@@ -160,6 +164,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     waysock::terminate_with_parent(&mut cmd);
+    if let Some(sig) = signals
+        .as_mut()
+        .and_then(|s| s.pending().next())
+        .map(|o| o.signal)
+    {
+        // Asked to stop before the compositor even started: do not start it.
+        eprintln!("waysock run: signal {sig} before the compositor started; not starting it");
+        place.cleanup(None);
+        return Ok(ExitCode::from((128 + sig).clamp(0, 255) as u8));
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -178,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let child_pid = child.id();
-    let forwarder = forward_signals(child_pid);
+    let forwarder = signals.map(|s| forward_signals(s, child_pid));
 
     let name = program.to_string_lossy().into_owned();
     let ready = wait_ready(
@@ -242,7 +256,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let status = child.wait()?;
-    drop(forwarder);
+    // The compositor is gone: its pid may be reused, so nothing more is forwarded to it.
+    if let Some(h) = forwarder {
+        h.close();
+    }
     if matches!(ready, Ready::Exited) || !status.success() {
         eprintln!("waysock run: {name} exited: {}", describe(status));
     }
@@ -444,23 +461,28 @@ fn ready_abstract(uid: u32, want: Option<&str>, pid: u32) -> Option<Ready> {
     None
 }
 
+/// SIGINT, SIGTERM and SIGHUP, caught (and queued) instead of ending the process.
+type Signals = signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>;
+
+fn watch_signals() -> Option<Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot watch signals ({e}); they will not be forwarded");
+            None
+        }
+    }
+}
+
 /// Forwards SIGINT, SIGTERM and SIGHUP sent to us by another process to the compositor.
 /// Signals from the terminal (Ctrl-C) already reach the whole foreground process group, so
 /// those are not sent twice.
-fn forward_signals(child: u32) -> Option<signal_hook::iterator::Handle> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    use signal_hook::iterator::exfiltrator::WithOrigin;
-    use signal_hook::iterator::SignalsInfo;
-    let mut signals = match SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch signals ({e}); they will not be forwarded");
-            return None;
-        }
-    };
+fn forward_signals(mut signals: Signals, child: u32) -> signal_hook::iterator::Handle {
     let handle = signals.handle();
-    let pid = rustix::process::Pid::from_raw(child as i32)?;
+    let pid = rustix::process::Pid::from_raw(child as i32);
     std::thread::spawn(move || {
+        let Some(pid) = pid else { return };
         for origin in signals.forever() {
             if origin.process.is_none() {
                 continue; // from the terminal: the child got it too
@@ -472,5 +494,5 @@ fn forward_signals(child: u32) -> Option<signal_hook::iterator::Handle> {
             let _ = rustix::process::kill_process(pid, sig);
         }
     });
-    Some(handle)
+    handle
 }
