@@ -23,7 +23,16 @@ use sha2::Sha256;
 pub const MIN_SECRET: usize = 16;
 /// Longest accepted token file (a secret, not a document).
 pub const MAX_SECRET: usize = 64 * 1024;
-const MAGIC: &[u8; 4] = b"WSB1";
+/// The greeting: "WSB" and the channel protocol's version (2: pipes with credit acks).
+const MAGIC: &[u8; 4] = b"WSB2";
+
+/// What a greeting that is not ours is.
+fn greeting_error(got: &[u8]) -> AuthError {
+    match got {
+        [b'W', b'S', b'B', v] => AuthError::Version(*v),
+        _ => AuthError::NotABridge,
+    }
+}
 const NONCE: usize = 32;
 const MAC: usize = 32;
 
@@ -202,6 +211,14 @@ pub enum AuthError {
     /// The peer does not speak this protocol.
     #[error("the peer is not a waysock bridge (bad greeting)")]
     NotABridge,
+    /// The peer is a waysock bridge speaking another channel protocol version.
+    #[error(
+        "the peer is a waysock bridge of another protocol version ({} here, {} there): run \
+         the same waysock version on both ends",
+        char::from(MAGIC[3]),
+        char::from(*.0)
+    )]
+    Version(u8),
     /// The peer's proof was wrong: it does not hold our secret.
     #[error("the peer does not hold the same token (proof rejected)")]
     BadProof,
@@ -255,7 +272,7 @@ pub fn handshake<S: Read + Write>(
             let mut reply = [0u8; 4 + NONCE + MAC];
             stream.read_exact(&mut reply)?;
             if &reply[..4] != MAGIC {
-                return Err(AuthError::NotABridge);
+                return Err(greeting_error(&reply[..4]));
             }
             let theirs = &reply[4..4 + NONCE];
             let proof = &reply[4 + NONCE..];
@@ -274,7 +291,7 @@ pub fn handshake<S: Read + Write>(
             let mut hello = [0u8; 4 + NONCE];
             stream.read_exact(&mut hello)?;
             if &hello[..4] != MAGIC {
-                return Err(AuthError::NotABridge);
+                return Err(greeting_error(&hello[..4]));
             }
             let theirs = &hello[4..];
             let mut reply = Vec::with_capacity(4 + NONCE + MAC);
@@ -345,6 +362,22 @@ mod tests {
         let _ = handshake(&mut x, &tok, Role::Connector);
         let seen = t.join().unwrap();
         assert!(!seen.windows(secret.len()).any(|w| w == secret));
+    }
+
+    #[test]
+    fn a_bridge_of_another_protocol_version_is_named_as_such() {
+        let (mut x, mut y) = UnixStream::pair().unwrap();
+        let mut hello = b"WSB1".to_vec();
+        hello.extend_from_slice(&[7; NONCE]);
+        y.write_all(&hello).unwrap();
+        let tok = Token::from_bytes(b"0123456789abcdef").unwrap();
+        let err = handshake(&mut x, &tok, Role::Listener).unwrap_err();
+        assert!(matches!(err, AuthError::Version(b'1')), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("2 here, 1 there") && text.contains("same waysock version"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use rustix::fs::{FileType, OFlags, SealFlags};
 
 use crate::codec::{self, Direction, ObjectMap, Value};
 use crate::protocol::ArgType;
-use crate::transport::{self, Frame, PipeDir};
+use crate::transport::{self, Frame, PipeDir, PIPE_WINDOW};
 
 /// Globals whose objects pass descriptors the bridge cannot translate (GPU buffers, sync
 /// objects): hidden from clients, which then use `wl_shm`.
@@ -147,6 +147,8 @@ struct Shared {
     state: Mutex<State>,
     /// Local pipe ends that bytes from the stream are written into.
     pipes: Mutex<HashMap<u32, PipeWriter>>,
+    /// Flow control of the local pipes we read and send, by id (see [`Credit`]).
+    credits: Arc<Mutex<HashMap<u32, Arc<Credit>>>>,
     /// The stream's write half. Every frame is written whole under this lock: pipe reader
     /// threads write too, and unlocked writes from two threads interleave their bytes once the
     /// socket's send buffer is full (a blocking `send` then sends part, waits, sends more).
@@ -293,6 +295,7 @@ pub fn run(
             mirrored: 0,
         }),
         pipes: Mutex::new(HashMap::new()),
+        credits: Arc::new(Mutex::new(HashMap::new())),
         writer: Arc::new(Mutex::new(remote.try_clone()?)),
         stats,
         name: name.to_string(),
@@ -322,6 +325,12 @@ pub fn run(
     let r_out = outgoing
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("relay thread panicked")));
+    // No acknowledgement can come any more: pipe readers waiting for one stop.
+    if let Ok(credits) = shared.credits.lock() {
+        for c in credits.values() {
+            c.close();
+        }
+    }
     r_in.and(r_out)
 }
 
@@ -818,7 +827,7 @@ fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<(Vec<Frame>, Op
             }
             if mode == OFlags::WRONLY {
                 // Our peer wants to receive bytes: the far peer writes them.
-                pipes.insert(id, PipeWriter::spawn(fd));
+                pipes.insert(id, PipeWriter::spawn(sh, fd, id));
                 Ok((
                     vec![Frame::PipeNew {
                         id,
@@ -868,29 +877,81 @@ fn translate_fd(sh: &Shared, fd: OwnedFd, id: u32) -> io::Result<(Vec<Frame>, Op
 fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
     let writer = Arc::clone(&sh.writer);
     let stats = Arc::clone(&sh.stats);
+    let credit = Arc::new(Credit::default());
+    let credits = Arc::clone(&sh.credits);
+    if let Ok(mut c) = credits.lock() {
+        c.insert(id, Arc::clone(&credit));
+    }
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match rustix::io::read(&fd, &mut buf) {
+        // Only as much as the far side has room for: a reader there that does not read stops
+        // this pipe, not the session.
+        while let Some(room) = credit.room() {
+            let want = buf.len().min(room as usize);
+            match rustix::io::read(&fd, &mut buf[..want]) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    credit.spend(n as u32);
                     let f = Frame::PipeData {
                         id,
                         bytes: buf[..n].to_vec(),
                     }
                     .encode();
                     stats.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
-                    let Ok(mut w) = writer.lock() else { return };
+                    let Ok(mut w) = writer.lock() else { break };
                     if w.write_all(&f).is_err() {
-                        return;
+                        break;
                     }
                 }
             }
+        }
+        if let Ok(mut c) = credits.lock() {
+            c.remove(&id);
         }
         if let Ok(mut w) = writer.lock() {
             let _ = Frame::PipeEof { id }.write(&mut *w);
         }
     });
+}
+
+/// Flow control of one pipe read here and sent: bytes sent that the far side has not yet
+/// acknowledged (`PIPE_ACK`) as written into its local pipe, at most [`PIPE_WINDOW`].
+#[derive(Default)]
+struct Credit {
+    /// (bytes in flight, session over)
+    state: Mutex<(u32, bool)>,
+    freed: std::sync::Condvar,
+}
+
+impl Credit {
+    /// Waits until some of the window is free; `None` once the session is over.
+    fn room(&self) -> Option<u32> {
+        let mut g = self.state.lock().ok()?;
+        while g.0 >= PIPE_WINDOW && !g.1 {
+            g = self.freed.wait(g).ok()?;
+        }
+        (!g.1).then(|| PIPE_WINDOW - g.0)
+    }
+
+    fn spend(&self, n: u32) {
+        if let Ok(mut g) = self.state.lock() {
+            g.0 = g.0.saturating_add(n);
+        }
+    }
+
+    fn refund(&self, n: u32) {
+        if let Ok(mut g) = self.state.lock() {
+            g.0 = g.0.saturating_sub(n);
+        }
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.1 = true;
+        }
+        self.freed.notify_all();
+    }
 }
 
 /// stream → local.
@@ -1076,26 +1137,35 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                                 sh.name
                             )));
                         }
-                        pipes.insert(id, PipeWriter::spawn(w));
+                        pipes.insert(id, PipeWriter::spawn(sh, w, id));
                         r
                     }
                 };
                 insert_in_fd(sh, id, InFd::Once(peer_end))?;
             }
             Frame::PipeData { id, bytes } => {
-                // Clone the queue out of the lock: a full queue may block us (backpressure),
-                // never while holding the map other threads need.
-                let queue = sh
-                    .pipes
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .get(&id)
-                    .map(|w| w.queue.clone());
-                if let Some(q) = queue {
-                    if q.send(bytes).is_err() {
-                        // The writer stopped (its reader went away).
-                        sh.pipes.lock().map_err(|_| poisoned())?.remove(&id);
+                // Never blocks: the far side sends at most PIPE_WINDOW bytes we have not
+                // acknowledged, and one that sends more ends the session.
+                let mut pipes = sh.pipes.lock().map_err(|_| poisoned())?;
+                if let Some(w) = pipes.get(&id) {
+                    let n = bytes.len() as u64;
+                    if w.queued.fetch_add(n, Ordering::SeqCst) + n > u64::from(PIPE_WINDOW) {
+                        return Err(protocol_error(format!(
+                            "{}: the far side sent more than {PIPE_WINDOW} unacknowledged bytes \
+                             into pipe {id}",
+                            sh.name
+                        )));
                     }
+                    if w.queue.send(bytes).is_err() {
+                        pipes.remove(&id);
+                    }
+                }
+            }
+            Frame::PipeAck { id, n } => {
+                let credit = sh.credits.lock().map_err(|_| poisoned())?.get(&id).cloned();
+                // An ack for a pipe already finished is harmless.
+                if let Some(c) = credit {
+                    c.refund(n);
                 }
             }
             Frame::PipeEof { id } => {
@@ -1136,34 +1206,51 @@ fn check_bind(sh: &Shared, map: &ObjectMap, object: u32, args: &[Value<'_>]) -> 
     }
 }
 
-/// How much pipe data may wait for a slow local reader before the stream waits too.
-const PIPE_QUEUE_CHUNKS: usize = 64;
-
 /// The write end of a relayed pipe, fed by its own thread: a local reader that is slow (or
-/// reads only after a Wayland roundtrip) never blocks the session's Wayland traffic, up to
-/// [`PIPE_QUEUE_CHUNKS`] chunks (4 MiB of 64 KiB reads) in flight.
+/// reads only after a Wayland roundtrip) never blocks the session's Wayland traffic. What
+/// waits here is bounded by the sender's window ([`PIPE_WINDOW`]): each chunk written into
+/// the local pipe is acknowledged (`PIPE_ACK`), which lets the sender read more.
 struct PipeWriter {
-    queue: std::sync::mpsc::SyncSender<Vec<u8>>,
+    queue: std::sync::mpsc::Sender<Vec<u8>>,
+    /// Bytes received and not yet written (or dropped).
+    queued: Arc<AtomicU64>,
 }
 
 impl PipeWriter {
-    fn spawn(fd: OwnedFd) -> PipeWriter {
-        let (queue, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_QUEUE_CHUNKS);
+    fn spawn(sh: &Shared, fd: OwnedFd, id: u32) -> PipeWriter {
+        let (queue, chunks) = std::sync::mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicU64::new(0));
+        let writer = Arc::clone(&sh.writer);
+        let stats = Arc::clone(&sh.stats);
+        let pending = Arc::clone(&queued);
         std::thread::spawn(move || {
+            let mut reader_gone = false;
             for chunk in chunks {
                 let mut done = 0;
-                while done < chunk.len() {
+                while done < chunk.len() && !reader_gone {
                     match rustix::io::write(&fd, &chunk[done..]) {
                         Ok(n) => done += n,
                         Err(rustix::io::Errno::INTR) => {}
-                        // The reader went away: drop the rest, as a local pipe would.
-                        Err(_) => return,
+                        // The reader went away: the rest is dropped, as a local pipe would,
+                        // and still acknowledged so the sender finishes.
+                        Err(_) => reader_gone = true,
                     }
+                }
+                pending.fetch_sub(chunk.len() as u64, Ordering::SeqCst);
+                let ack = Frame::PipeAck {
+                    id,
+                    n: chunk.len() as u32,
+                }
+                .encode();
+                stats.sent.fetch_add(ack.len() as u64, Ordering::Relaxed);
+                let Ok(mut w) = writer.lock() else { return };
+                if w.write_all(&ack).is_err() {
+                    return;
                 }
             }
             // The queue closed (PIPE_EOF or the session ended): `fd` closes, the reader sees EOF.
         });
-        PipeWriter { queue }
+        PipeWriter { queue, queued }
     }
 }
 

@@ -10,7 +10,8 @@
 //! SHM_SIZE:= fd_id u32 | size u64            wl_shm_pool.resize
 //! MEM_NEW := fd_id u32 | bytes               a read-only copy (keymaps)
 //! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
-//! PIPE_DATA:= fd_id u32 | bytes
+//! PIPE_DATA:= fd_id u32 | bytes             at most PIPE_WINDOW bytes not yet acknowledged
+//! PIPE_ACK := fd_id u32 | n u32            n more bytes were written into the local pipe
 //! PIPE_EOF:= fd_id u32
 //! SHM_DROP:= fd_id u32                      a mirrored object nobody uses any more
 //! ```
@@ -28,6 +29,10 @@ use rustix::net::{
 pub const MAX_FRAME: usize = 4 << 20;
 /// Largest chunk of shared memory or pipe data put in one frame.
 pub const CHUNK: usize = 1 << 20;
+/// Most bytes of one relayed pipe in flight (sent, not yet acknowledged as written into the
+/// far side's local pipe). Each pipe is flow-controlled on its own, so a reader that does not
+/// read holds back only its own pipe, never the Wayland messages sharing the stream.
+pub const PIPE_WINDOW: u32 = 1 << 20;
 /// Most descriptors in one Wayland frame (libwayland sends at most 28 per message batch).
 pub const MAX_FDS: usize = 28;
 
@@ -55,6 +60,8 @@ pub enum Kind {
     ShmLz4 = 9,
     /// A mirrored object is no longer used.
     ShmDrop = 10,
+    /// Bytes of a relayed pipe were delivered: the sender may send as many more.
+    PipeAck = 11,
 }
 
 impl Kind {
@@ -70,6 +77,7 @@ impl Kind {
             8 => Kind::PipeEof,
             9 => Kind::ShmLz4,
             10 => Kind::ShmDrop,
+            11 => Kind::PipeAck,
             _ => return None,
         })
     }
@@ -154,6 +162,13 @@ pub enum Frame {
     ShmDrop {
         /// Its id.
         id: u32,
+    },
+    /// `n` more bytes of a relayed pipe were written into the receiver's local pipe.
+    PipeAck {
+        /// The pipe's id.
+        id: u32,
+        /// How many.
+        n: u32,
     },
     /// The pipe's writer is done.
     PipeEof {
@@ -242,6 +257,11 @@ impl Frame {
             Frame::ShmDrop { id } => {
                 p.extend_from_slice(&id.to_le_bytes());
                 Kind::ShmDrop
+            }
+            Frame::PipeAck { id, n } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&n.to_le_bytes());
+                Kind::PipeAck
             }
         };
         p[0] = kind as u8;
@@ -335,6 +355,21 @@ impl Frame {
                 Frame::PipeNew {
                     id: u32_at(p, 0)?,
                     dir,
+                }
+            }
+            Kind::PipeAck => {
+                if p.len() != 8 {
+                    return Err(bad("bad pipe ack frame"));
+                }
+                let n = u32_at(p, 4)?;
+                if n > PIPE_WINDOW {
+                    return Err(bad(format!(
+                        "pipe ack of {n} bytes (at most {PIPE_WINDOW} are ever in flight)"
+                    )));
+                }
+                Frame::PipeAck {
+                    id: u32_at(p, 0)?,
+                    n,
                 }
             }
             Kind::PipeEof | Kind::ShmDrop => {
@@ -491,6 +526,7 @@ mod tests {
             },
             Frame::PipeEof { id: 5 },
             Frame::ShmDrop { id: 7 },
+            Frame::PipeAck { id: 5, n: 65536 },
         ];
         let mut wire = Vec::new();
         for f in &frames {
@@ -512,7 +548,7 @@ mod tests {
             seed ^= seed << 17;
             let len = (seed % 40) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
-            let _ = Frame::decode(bytes.first().copied().unwrap_or(0) % 10, &bytes);
+            let _ = Frame::decode(bytes.first().copied().unwrap_or(0) % 12, &bytes);
         }
         let huge = [1u8, 0xff, 0xff, 0xff, 0x7f];
         assert!(Frame::read(&mut &huge[..]).is_err());

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use waysock_bridge::session::{self, Side, Stats};
-use waysock_bridge::transport;
+use waysock_bridge::transport::{self, Frame};
 
 /// Every wait in this file is bounded by this.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -599,6 +599,45 @@ fn an_oversized_frame_from_tcp_ends_the_session() {
 }
 
 #[test]
+fn pipe_data_beyond_the_window_ends_the_session() {
+    // A far side that ignores flow control (sends more into a pipe than was acknowledged)
+    // ends its session with a clear error instead of growing our buffers. The pipe's local
+    // reader never reads, so nothing is acknowledged beyond what the kernel pipe holds.
+    let (client_peer, client_end) = UnixStream::pair().unwrap();
+    let (tc, mut far) = tcp_pair();
+    let (tx, done) = mpsc::channel();
+    spawn_session(client_end, tc, Side::Client, tx);
+    let mut client = Peer::new(client_peer);
+    Frame::PipeNew {
+        id: 3,
+        dir: transport::PipeDir::PeerReads,
+    }
+    .write(&mut far)
+    .unwrap();
+    let chunk = vec![0x5a; 64 * 1024];
+    let writer = std::thread::spawn(move || {
+        for _ in 0..3 * (transport::PIPE_WINDOW as usize) / chunk.len() {
+            let f = Frame::PipeData {
+                id: 3,
+                bytes: chunk.clone(),
+            };
+            if f.write(&mut far).is_err() {
+                break;
+            }
+        }
+        far
+    });
+    let results = collect(&done, 1);
+    let err = results[0]
+        .1
+        .as_ref()
+        .expect_err("data beyond the window must end the session");
+    assert!(err.to_string().contains("unacknowledged"), "{err}");
+    client.expect_eof();
+    drop(writer.join().unwrap());
+}
+
+#[test]
 fn clipboard_stream_and_shm_updates_share_the_connection_without_corruption() {
     let mut b = bridged();
     bind_globals(&mut b);
@@ -779,8 +818,9 @@ fn paste_larger_than_a_pipe_does_not_block_wayland_events() {
     drop(w);
     b.server.expect(SERVER_ID, 1);
     let far = b.server.take_fd();
-    // The compositor side writes 1 MiB (far more than the client's 64 KiB pipe holds)...
-    let text: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    // The compositor side writes 8 MiB: far more than the client's 64 KiB pipe holds, and
+    // more than the bridge may buffer for one pipe (its flow-control window)...
+    let text: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
     let writer = {
         let text = text.clone();
         std::thread::spawn(move || {
