@@ -26,7 +26,7 @@ use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FileType, OFlags, SealFlags};
@@ -90,6 +90,11 @@ pub struct Stats {
     pub sent: AtomicU64,
     /// Bytes read from the stream.
     pub received: AtomicU64,
+    /// Busy polls started before a read (see `--busy-poll-us`).
+    pub busy_polls: AtomicU64,
+    /// Busy polls that ran out without the expected reply (each turns polling off for that
+    /// direction until a reply comes back within the budget again).
+    pub busy_poll_misses: AtomicU64,
 }
 
 /// A mirrored shared-memory pool (sending side).
@@ -155,18 +160,16 @@ struct Shared {
     writer: Arc<Mutex<TcpStream>>,
     stats: Arc<Stats>,
     name: String,
-    /// When a reply was last made likely from each side — bytes were forwarded to the other
-    /// one — in µs since `epoch`; indexed by [`From`].
-    expect_us: [AtomicU64; 2],
-    epoch: std::time::Instant,
-    /// Longest busy poll before a blocking read, in µs (0: never poll).
-    spin_us: u64,
+    poll: BusyPoll,
 }
 
 /// How long a thread about to wait polls instead of sleeping, by default: a reply usually
 /// follows within tens of µs, and waking a sleeping thread costs about as much again (more on
 /// virtual machines), four times per roundtrip across the two bridge ends.
 pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(150);
+/// Longest busy poll accepted (longer is clamped): polling is for replies that come within
+/// microseconds, not a way to wait.
+pub const MAX_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// A thread polls only while a reply is likely: bytes were forwarded to its peer this
 /// recently. An idle session, or the side that is not expected to answer, sleeps at once.
 const EXPECT_REPLY_US: u64 = 1_000;
@@ -180,64 +183,132 @@ enum From {
     Remote = 1,
 }
 
-impl Shared {
+/// Busy polling shared by a session's relay threads: when each side was last sent something
+/// it may answer.
+struct BusyPoll {
+    /// Longest poll before a blocking read, in µs (0: never poll).
+    spin_us: u64,
+    /// How long after bytes were forwarded an answer is still "likely" ([`EXPECT_REPLY_US`]).
+    window_us: u64,
+    epoch: std::time::Instant,
+    /// When bytes were last forwarded towards each side (so an answer from there is likely),
+    /// in µs since `epoch`, plus one (0: never); indexed by [`From`].
+    expect_us: [AtomicU64; 2],
+    stats: Arc<Stats>,
+}
+
+impl BusyPoll {
+    fn new(busy_poll: std::time::Duration, stats: Arc<Stats>) -> BusyPoll {
+        BusyPoll {
+            spin_us: busy_poll.min(MAX_BUSY_POLL).as_micros() as u64,
+            window_us: EXPECT_REPLY_US,
+            epoch: std::time::Instant::now(),
+            expect_us: [AtomicU64::new(0), AtomicU64::new(0)],
+            stats,
+        }
+    }
+
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
 
     /// Bytes were just forwarded towards `to`: an answer from there is likely soon.
     fn expect_reply(&self, to: From) {
-        self.expect_us[to as usize].store(self.now_us(), Ordering::Relaxed);
+        self.expect_us[to as usize].store(self.now_us() + 1, Ordering::Relaxed);
     }
 
-    /// Before a blocking read of `fd` (which reads `from`): if an answer from there is likely,
-    /// poll for a short while, yielding the CPU between polls, so it is picked up without a
-    /// sleep and a wake-up.
-    fn spin_until_readable(&self, fd: BorrowedFd<'_>, from: From) {
-        if self.spin_us == 0 {
+    /// When an answer from `from` became likely, if it still is.
+    fn expected(&self, from: From) -> Option<u64> {
+        let at = self.expect_us[from as usize]
+            .load(Ordering::Relaxed)
+            .checked_sub(1)?;
+        (self.now_us().saturating_sub(at) <= self.window_us).then_some(at)
+    }
+}
+
+/// One relay thread's side of busy polling, adapted to its peer: a poll that runs out without
+/// the reply turns polling off, and it comes back on once a reply arrives within the budget
+/// (so a peer that does not answer promptly — one-way traffic, a busy client — costs one poll,
+/// not one per message).
+struct Poller {
+    from: From,
+    enabled: bool,
+    /// Polling was off for this wait, and an answer was expected since then.
+    unpolled_since: Option<u64>,
+}
+
+impl Poller {
+    fn new(from: From) -> Poller {
+        Poller {
+            from,
+            enabled: true,
+            unpolled_since: None,
+        }
+    }
+
+    /// Before a blocking read of `fd`: if an answer is likely, poll for a short while, yielding
+    /// the CPU between polls, so it is picked up without a sleep and a wake-up.
+    fn before_read(&mut self, bp: &BusyPoll, fd: BorrowedFd<'_>) {
+        self.unpolled_since = None;
+        if bp.spin_us == 0 {
             return;
         }
-        let start = self.now_us();
-        let since = start.saturating_sub(self.expect_us[from as usize].load(Ordering::Relaxed));
-        if since > EXPECT_REPLY_US {
+        let Some(expected) = bp.expected(self.from) else {
+            return;
+        };
+        if !self.enabled {
+            self.unpolled_since = Some(expected);
             return;
         }
+        bp.stats.busy_polls.fetch_add(1, Ordering::Relaxed);
+        let start = bp.now_us();
         let mut pfd = [rustix::event::PollFd::new(
             &fd,
             rustix::event::PollFlags::IN,
         )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         loop {
-            match rustix::event::poll(
-                &mut pfd,
-                Some(&rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                }),
-            ) {
+            match rustix::event::poll(&mut pfd, Some(&zero)) {
                 Ok(n) if n > 0 => return,
                 Ok(_) => {}
                 Err(_) => return,
             }
-            if self.now_us() - start > self.spin_us {
+            if bp.now_us().saturating_sub(start) > bp.spin_us {
+                self.enabled = false;
+                bp.stats.busy_poll_misses.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             std::thread::yield_now();
         }
     }
+
+    /// After the read returned: if polling was off and the answer came within the budget,
+    /// polling would have caught it — turn it back on.
+    fn after_read(&mut self, bp: &BusyPoll) {
+        if let Some(since) = self.unpolled_since.take() {
+            if bp.now_us().saturating_sub(since) <= bp.spin_us {
+                self.enabled = true;
+            }
+        }
+    }
 }
 
-/// The stream's read half, polling briefly before it would block (see
-/// [`Shared::spin_until_readable`]).
+/// The stream's read half, polling briefly before it would block (see [`Poller`]).
 struct SpinRead<'a> {
     sh: &'a Shared,
+    poller: Poller,
     stream: TcpStream,
 }
 
 impl io::Read for SpinRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sh
-            .spin_until_readable(self.stream.as_fd(), From::Remote);
-        self.stream.read(buf)
+        self.poller.before_read(&self.sh.poll, self.stream.as_fd());
+        let r = self.stream.read(buf);
+        self.poller.after_read(&self.sh.poll);
+        r
     }
 }
 
@@ -297,11 +368,9 @@ pub fn run(
         pipes: Mutex::new(HashMap::new()),
         credits: Arc::new(Mutex::new(HashMap::new())),
         writer: Arc::new(Mutex::new(remote.try_clone()?)),
+        poll: BusyPoll::new(busy_poll, Arc::clone(&stats)),
         stats,
         name: name.to_string(),
-        expect_us: [AtomicU64::new(0), AtomicU64::new(0)],
-        epoch: std::time::Instant::now(),
-        spin_us: busy_poll.as_micros().min(1_000_000) as u64,
     });
     let out_local = local.try_clone()?;
     let out_shared = Arc::clone(&shared);
@@ -337,12 +406,14 @@ pub fn run(
 /// local → stream.
 fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut poller = Poller::new(From::Local);
     let mut pending: Vec<u8> = Vec::new();
     let mut fdq: VecDeque<OwnedFd> = VecDeque::new();
     loop {
         let mut fds = Vec::new();
-        sh.spin_until_readable(local.as_fd(), From::Local);
+        poller.before_read(&sh.poll, local.as_fd());
         let n = transport::recv_with_fds(local.as_fd(), &mut buf, &mut fds)?;
+        poller.after_read(&sh.poll);
         if n == 0 {
             return Ok(());
         }
@@ -416,7 +487,7 @@ fn flush(sh: &Shared, batch: &mut Vec<u8>, fds: &mut Vec<u32>) -> io::Result<()>
         bytes: std::mem::take(batch),
     };
     sh.send(&[f])?;
-    sh.expect_reply(From::Remote);
+    sh.poll.expect_reply(From::Remote);
     Ok(())
 }
 
@@ -706,6 +777,9 @@ fn sync_mirror(sh: &Shared, id: u32, start: usize, end: usize) -> io::Result<()>
     r
 }
 
+/// Ranges at least this large are synced on two threads, half each.
+pub const PARALLEL_SYNC: usize = 4 * RUN;
+
 /// Largest changed run sent as one frame: small enough that the far side decompresses one
 /// run while this side compresses the next.
 const RUN: usize = 512 * 1024;
@@ -732,24 +806,38 @@ fn sync(
     let cur = &mut m.scratch[..len];
     let shadow = &mut m.shadow[start..end];
     let fd = m.fd.as_fd();
-    if len < 4 * RUN {
-        return sync_part(fd, start, cur, shadow, send, id);
+    let stop = AtomicBool::new(false);
+    if len < PARALLEL_SYNC {
+        return sync_part(fd, start, cur, shadow, send, id, &stop);
     }
     let half = (len / 2) / BLOCK * BLOCK;
     let (cur_a, cur_b) = cur.split_at_mut(half);
     let (shadow_a, shadow_b) = shadow.split_at_mut(half);
+    // The second half goes to another thread, or is done here after the first when no thread
+    // can be started (a thread limit).
+    let second = Mutex::new(Some((cur_b, shadow_b)));
+    let do_second = || match second.lock().ok().and_then(|mut p| p.take()) {
+        Some((c, sh)) => sync_part(fd, start + half, c, sh, send, id, &stop),
+        None => Ok(()),
+    };
     std::thread::scope(|s| {
-        let other = s.spawn(|| sync_part(fd, start + half, cur_b, shadow_b, send, id));
-        let mine = sync_part(fd, start, cur_a, shadow_a, send, id);
-        let theirs = other
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("pool sync thread panicked")));
+        let other = std::thread::Builder::new()
+            .name("waysock-sync".into())
+            .spawn_scoped(s, do_second);
+        let mine = sync_part(fd, start, cur_a, shadow_a, send, id, &stop);
+        let theirs = match other {
+            Ok(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("pool sync thread panicked"))),
+            Err(_) if mine.is_ok() => do_second(),
+            Err(_) => Ok(()),
+        };
         mine.and(theirs)
     })
 }
 
 /// One contiguous part of [`sync`]: `cur` receives the pool's bytes from `offset`, `shadow`
-/// is what the far side holds there.
+/// is what the far side holds there. An error raises `stop`, which ends the other part early.
 fn sync_part(
     fd: BorrowedFd<'_>,
     offset: usize,
@@ -757,6 +845,23 @@ fn sync_part(
     shadow: &mut [u8],
     send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
     id: u32,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let r = sync_part_inner(fd, offset, cur, shadow, send, id, stop);
+    if r.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
+fn sync_part_inner(
+    fd: BorrowedFd<'_>,
+    offset: usize,
+    cur: &mut [u8],
+    shadow: &mut [u8],
+    send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
+    id: u32,
+    stop: &AtomicBool,
 ) -> io::Result<()> {
     let len = cur.len();
     let mut got = 0;
@@ -772,6 +877,10 @@ fn sync_part(
     }
     let mut i = 0;
     while i < len {
+        if stop.load(Ordering::Relaxed) {
+            // The other half failed: the session ends, nothing more is worth sending.
+            return Ok(());
+        }
         let b_end = (i + BLOCK).min(len);
         if cur[i..b_end] == shadow[i..b_end] {
             i = b_end;
@@ -960,6 +1069,7 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
         256 * 1024,
         SpinRead {
             sh,
+            poller: Poller::new(From::Remote),
             stream: remote.try_clone()?,
         },
     );
@@ -1027,7 +1137,7 @@ fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Resu
                 drop(st);
                 let borrowed: Vec<BorrowedFd<'_>> = once.iter().map(AsFd::as_fd).collect();
                 transport::send_with_fds(local.as_fd(), &bytes, &borrowed)?;
-                sh.expect_reply(From::Local);
+                sh.poll.expect_reply(From::Local);
             }
             Frame::ShmNew { id, size } => {
                 if size > MAX_POOL {
@@ -1299,4 +1409,73 @@ fn memfd(name: &str) -> io::Result<OwnedFd> {
         rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
     )
     .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+    use std::time::Duration;
+
+    /// A session's polling state with a generous "reply likely" window, so that a slow test
+    /// machine does not make an expectation look stale.
+    fn busy_poll(us: u64) -> BusyPoll {
+        let mut bp = BusyPoll::new(Duration::from_micros(us), Arc::new(Stats::default()));
+        bp.window_us = 10_000_000;
+        bp
+    }
+
+    fn counts(bp: &BusyPoll) -> (u64, u64) {
+        (
+            bp.stats.busy_polls.load(Ordering::Relaxed),
+            bp.stats.busy_poll_misses.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn nothing_forwarded_yet_means_no_poll() {
+        let bp = busy_poll(10_000);
+        let (x, _y) = UnixStream::pair().unwrap();
+        let mut p = Poller::new(From::Local);
+        p.before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (0, 0));
+        // Forwarded towards the other side only: still nothing expected from this one.
+        bp.expect_reply(From::Remote);
+        p.before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (0, 0));
+    }
+
+    #[test]
+    fn a_poll_that_runs_out_turns_polling_off_until_a_prompt_reply() {
+        let bp = busy_poll(10_000);
+        let (mut x, mut y) = UnixStream::pair().unwrap();
+        let mut p = Poller::new(From::Local);
+        // Expected, but nothing comes: one poll, run out.
+        bp.expect_reply(From::Local);
+        p.before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (1, 1));
+        // Off now: the next waits do not poll, however likely an answer.
+        bp.expect_reply(From::Local);
+        p.before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (1, 1));
+        // That answer arrives well within the budget: polling comes back on.
+        y.write_all(b"a").unwrap();
+        let mut one = [0u8; 1];
+        x.read_exact(&mut one).unwrap();
+        p.after_read(&bp);
+        bp.expect_reply(From::Local);
+        y.write_all(b"b").unwrap();
+        p.before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (2, 1), "polls again, and finds the answer");
+    }
+
+    #[test]
+    fn a_zero_budget_never_polls_and_a_huge_one_is_clamped() {
+        let bp = busy_poll(0);
+        let (x, _y) = UnixStream::pair().unwrap();
+        bp.expect_reply(From::Local);
+        Poller::new(From::Local).before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (0, 0));
+        assert_eq!(busy_poll(60_000_000).spin_us, 10_000);
+    }
 }

@@ -425,9 +425,12 @@ fn shm_pool_is_mirrored_and_current_after_every_commit() {
 
 #[test]
 fn large_damage_synced_on_two_threads_leaves_no_stale_rows() {
-    // 1.5 MiB damaged at once: the range is split in halves sent from two threads, and the
-    // half boundary falls inside a row.
-    mirrored_and_current_after_every_commit(1000, 400);
+    // 2.4 MB damaged at once: the range is split in halves sent from two threads, and the
+    // half boundary (1 201 152) falls inside row 299.
+    let (width, height) = (1001, 600);
+    assert!(width * 4 * height >= session::PARALLEL_SYNC);
+    assert_ne!((width * 4 * height / 2 / 64 * 64) % (width * 4), 0);
+    mirrored_and_current_after_every_commit(width, height);
 }
 
 fn mirrored_and_current_after_every_commit(width: usize, height: usize) {

@@ -24,10 +24,12 @@ pub struct Args {
     /// (`head -c 32 /dev/urandom > F; chmod 600 F`).
     #[arg(long, value_name = "F")]
     token_file: PathBuf,
-    /// While a session is busy, each relay thread polls this many µs for the next message
-    /// before it sleeps: a shorter roundtrip for a little CPU. 0 never polls.
+    /// When an answer is likely (bytes were just forwarded the other way), a relay thread
+    /// polls this many µs for it before it sleeps: a shorter roundtrip for a little CPU. A poll
+    /// that runs out turns polling off for that direction until answers come promptly again.
+    /// 0 never polls; at most 10000.
     #[arg(long, value_name = "US", default_value_t = waysock_bridge::session::DEFAULT_BUSY_POLL.as_micros() as u64,
-          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+          value_parser = clap::value_parser!(u64).range(0..=waysock_bridge::session::MAX_BUSY_POLL.as_micros() as u64))]
     busy_poll_us: u64,
 }
 
