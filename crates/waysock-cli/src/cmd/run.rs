@@ -32,6 +32,8 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use waysock::registry::{Registry, StateFd};
@@ -192,7 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let child_pid = child.id();
-    let forwarder = signals.map(|s| forward_signals(s, child_pid));
+    let child_gone = signals.map(|s| forward_signals(s, child_pid));
 
     let name = program.to_string_lossy().into_owned();
     let ready = wait_ready(
@@ -256,9 +258,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let status = child.wait()?;
-    // The compositor is gone: its pid may be reused, so nothing more is forwarded to it.
-    if let Some(h) = forwarder {
-        h.close();
+    // The compositor is gone: from now on a signal ends `run` as if it were not caught.
+    if let Some(gone) = &child_gone {
+        gone.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     if matches!(ready, Ready::Exited) || !status.success() {
         eprintln!("waysock run: {name} exited: {}", describe(status));
@@ -475,24 +477,49 @@ fn watch_signals() -> Option<Signals> {
     }
 }
 
-/// Forwards SIGINT, SIGTERM and SIGHUP sent to us by another process to the compositor.
-/// Signals from the terminal (Ctrl-C) already reach the whole foreground process group, so
-/// those are not sent twice.
-fn forward_signals(mut signals: Signals, child: u32) -> signal_hook::iterator::Handle {
-    let handle = signals.handle();
+/// Forwards SIGINT, SIGTERM and SIGHUP sent to us by another process to the compositor, and
+/// returns the flag to raise once it has been reaped.
+///
+/// - Signals from the terminal (Ctrl-C) already reach the whole foreground process group, so
+///   those are not sent twice — except the ones caught before the compositor existed, which
+///   it cannot have seen: those are all passed on first.
+/// - The compositor is addressed through a pidfd taken right after spawn (before it can be
+///   reaped), so a late signal never reaches a process that reused its pid.
+/// - Once the flag is raised (the compositor is gone), a signal ends `run` the default way: a
+///   cleanup that hangs can still be interrupted.
+fn forward_signals(mut signals: Signals, child: u32) -> Arc<AtomicBool> {
+    use rustix::process::{PidfdFlags, Signal};
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&gone);
+    let early: Vec<i32> = signals.pending().map(|o| o.signal).collect();
     let pid = rustix::process::Pid::from_raw(child as i32);
+    // pidfd_open needs Linux 5.3; before that the pid itself (the old race remains there).
+    let pidfd = pid.and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
     std::thread::spawn(move || {
-        let Some(pid) = pid else { return };
+        let send = |raw: i32| {
+            let Some(sig) = Signal::from_named_raw(raw) else {
+                return;
+            };
+            tracing::info!(signal = raw, "forwarding to the compositor");
+            let _ = match (&pidfd, pid) {
+                (Some(fd), _) => rustix::process::pidfd_send_signal(fd, sig),
+                (None, Some(p)) => rustix::process::kill_process(p, sig),
+                (None, None) => Ok(()),
+            };
+        };
+        for raw in early {
+            send(raw);
+        }
         for origin in signals.forever() {
+            if flag.load(Ordering::SeqCst) {
+                let _ = signal_hook::low_level::emulate_default_handler(origin.signal);
+                continue;
+            }
             if origin.process.is_none() {
                 continue; // from the terminal: the child got it too
             }
-            let Some(sig) = rustix::process::Signal::from_named_raw(origin.signal) else {
-                continue;
-            };
-            tracing::info!(signal = origin.signal, "forwarding to the compositor");
-            let _ = rustix::process::kill_process(pid, sig);
+            send(origin.signal);
         }
     });
-    handle
+    gone
 }
