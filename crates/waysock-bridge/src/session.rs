@@ -816,15 +816,22 @@ fn sync(
     // The second half goes to another thread, or is done here after the first when no thread
     // can be started (a thread limit).
     let second = Mutex::new(Some((cur_b, shadow_b)));
+    // A failed part raises `stop`, which ends the other one early.
+    let raise = |r: io::Result<()>| {
+        if r.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        r
+    };
     let do_second = || match second.lock().ok().and_then(|mut p| p.take()) {
-        Some((c, sh)) => sync_part(fd, start + half, c, sh, send, id, &stop),
+        Some((c, sh)) => raise(sync_part(fd, start + half, c, sh, send, id, &stop)),
         None => Ok(()),
     };
     std::thread::scope(|s| {
         let other = std::thread::Builder::new()
             .name("waysock-sync".into())
             .spawn_scoped(s, do_second);
-        let mine = sync_part(fd, start, cur_a, shadow_a, send, id, &stop);
+        let mine = raise(sync_part(fd, start, cur_a, shadow_a, send, id, &stop));
         let theirs = match other {
             Ok(t) => t
                 .join()
@@ -837,24 +844,8 @@ fn sync(
 }
 
 /// One contiguous part of [`sync`]: `cur` receives the pool's bytes from `offset`, `shadow`
-/// is what the far side holds there. An error raises `stop`, which ends the other part early.
+/// is what the far side holds there. Ends early once `stop` is raised (the other part failed).
 fn sync_part(
-    fd: BorrowedFd<'_>,
-    offset: usize,
-    cur: &mut [u8],
-    shadow: &mut [u8],
-    send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
-    id: u32,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    let r = sync_part_inner(fd, offset, cur, shadow, send, id, stop);
-    if r.is_err() {
-        stop.store(true, Ordering::Relaxed);
-    }
-    r
-}
-
-fn sync_part_inner(
     fd: BorrowedFd<'_>,
     offset: usize,
     cur: &mut [u8],

@@ -1146,24 +1146,49 @@ fn loopback_bridges(
     (compositor_bridge, client_bridge)
 }
 
+/// The loopback rig: a `wayland-server` compositor with a keyboard in this process, both
+/// bridge ends as processes (`extra` to both), clients connect to `display`.
+struct LoopbackRig {
+    display: PathBuf,
+    // Dropped in this order: the bridges first, then the compositor, then the files.
+    server_end: Proc,
+    client_end: Proc,
+    _compositor: keymap::Compositor,
+    _scratch: Scratch,
+}
+
+impl LoopbackRig {
+    fn start(name: &str, extra: &[&str]) -> LoopbackRig {
+        let scratch = Scratch::new(name);
+        let comp_dir = scratch.path().join("comp");
+        let cdir = scratch.path().join("c");
+        for d in [&comp_dir, &cdir] {
+            std::fs::create_dir(d).unwrap();
+            set_mode(d, 0o700);
+        }
+        let comp_sock = comp_dir.join("wayland-7");
+        let compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
+        let display = cdir.join("wayland-9");
+        let (server_end, client_end) = loopback_bridges(&scratch, &comp_sock, &display, extra);
+        LoopbackRig {
+            display,
+            server_end,
+            client_end,
+            _compositor: compositor,
+            _scratch: scratch,
+        }
+    }
+}
+
 #[test]
 fn keymap_reaches_a_real_client_through_both_bridge_processes() {
     if !can_run_loopback("keymap_reaches_a_real_client_through_both_bridge_processes") {
         return;
     }
-    let scratch = Scratch::new("bridge-keymap");
-    let comp_dir = scratch.path().join("comp");
-    let cdir = scratch.path().join("c");
-    for d in [&comp_dir, &cdir] {
-        std::fs::create_dir(d).unwrap();
-        set_mode(d, 0o700);
-    }
-    let comp_sock = comp_dir.join("wayland-7");
-    let _compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
-    let (compositor_bridge, client_bridge) =
-        loopback_bridges(&scratch, &comp_sock, &cdir.join("wayland-9"), &[]);
+    let rig = LoopbackRig::start("bridge-keymap", &[]);
+    let (compositor_bridge, client_bridge) = (&rig.server_end, &rig.client_end);
 
-    let stream = UnixStream::connect(cdir.join("wayland-9")).unwrap();
+    let stream = UnixStream::connect(&rig.display).unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(keymap::fetch(stream));
@@ -1240,29 +1265,19 @@ fn busy_polling_stops_when_the_session_goes_idle() {
     if !can_run_loopback(test) {
         return;
     }
-    let scratch = Scratch::new("bridge-idle");
-    let comp_dir = scratch.path().join("comp");
-    let cdir = scratch.path().join("c");
-    for d in [&comp_dir, &cdir] {
-        std::fs::create_dir(d).unwrap();
-        set_mode(d, 0o700);
-    }
-    let comp_sock = comp_dir.join("wayland-7");
-    let _compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
-    let display = cdir.join("wayland-9");
-    let (server_end, client_end) =
-        loopback_bridges(&scratch, &comp_sock, &display, &["--busy-poll-us", "10000"]);
+    let rig = LoopbackRig::start("bridge-idle", &["--busy-poll-us", "10000"]);
+    let (server_end, client_end) = (&rig.server_end, &rig.client_end);
 
-    let mut s = UnixStream::connect(&display).unwrap();
+    let mut s = UnixStream::connect(&rig.display).unwrap();
     s.set_read_timeout(Some(CLIENT)).unwrap();
     for _ in 0..500 {
         raw_sync(&mut s);
     }
     // Let the last polls run out (each at most 10 ms), then measure a silent stretch.
     std::thread::sleep(Duration::from_millis(100));
-    let before = cpu_of_child(&server_end) + cpu_of_child(&client_end);
+    let before = cpu_of_child(server_end) + cpu_of_child(client_end);
     std::thread::sleep(Duration::from_millis(1500));
-    let idle = cpu_of_child(&server_end) + cpu_of_child(&client_end) - before;
+    let idle = cpu_of_child(server_end) + cpu_of_child(client_end) - before;
     // Still relaying after the pause.
     raw_sync(&mut s);
     assert!(
