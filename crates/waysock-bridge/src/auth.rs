@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::channel::SessionKeys;
+
 /// Shortest accepted secret.
 pub const MIN_SECRET: usize = 16;
 /// Longest accepted token file (a secret, not a document).
@@ -242,6 +244,24 @@ impl From<io::Error> for AuthError {
     }
 }
 
+/// The session's keys (connector → listener, listener → connector) from the secret and the
+/// connector's and listener's nonces. HMAC-SHA256 keyed with the secret is the PRF; distinct
+/// labels keep the keys apart from each other and from the proofs.
+fn session_keys(token: &Token, connector: &[u8], listener: &[u8]) -> ([u8; 32], [u8; 32]) {
+    (
+        token.mac(
+            b"waysock-bridge key: connector to listener",
+            connector,
+            listener,
+        ),
+        token.mac(
+            b"waysock-bridge key: listener to connector",
+            connector,
+            listener,
+        ),
+    )
+}
+
 fn nonce() -> io::Result<[u8; NONCE]> {
     let mut n = [0u8; NONCE];
     let mut filled = 0;
@@ -254,12 +274,14 @@ fn nonce() -> io::Result<[u8; NONCE]> {
 }
 
 /// Runs the handshake on `stream` (set a read timeout on it first). `Ok` means the peer holds
-/// the same secret and Wayland bytes may flow.
+/// the same secret and Wayland bytes may flow, sealed with the returned keys (see
+/// [`crate::channel`]): one per direction, derived from the secret and both nonces, so fresh
+/// for every connection.
 pub fn handshake<S: Read + Write>(
     stream: &mut S,
     token: &Token,
     role: Role,
-) -> Result<(), AuthError> {
+) -> Result<SessionKeys, AuthError> {
     const L_LISTENER: &[u8] = b"waysock-bridge listener";
     const L_CONNECTOR: &[u8] = b"waysock-bridge connector";
     let mine = nonce()?;
@@ -285,7 +307,11 @@ pub fn handshake<S: Read + Write>(
             if ok[0] != 1 {
                 return Err(AuthError::Rejected);
             }
-            Ok(())
+            let (to_listener, to_connector) = session_keys(token, &mine, theirs);
+            Ok(SessionKeys {
+                send: to_listener,
+                receive: to_connector,
+            })
         }
         Role::Listener => {
             let mut hello = [0u8; 4 + NONCE];
@@ -305,7 +331,11 @@ pub fn handshake<S: Read + Write>(
                 return Err(AuthError::BadProof);
             }
             stream.write_all(&[1])?;
-            Ok(())
+            let (to_listener, to_connector) = session_keys(token, theirs, &mine);
+            Ok(SessionKeys {
+                send: to_connector,
+                receive: to_listener,
+            })
         }
     }
 }
@@ -315,7 +345,9 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
-    fn run(a: &'static [u8], b: &'static [u8]) -> (Result<(), AuthError>, Result<(), AuthError>) {
+    type Outcome = Result<SessionKeys, AuthError>;
+
+    fn run(a: &'static [u8], b: &'static [u8]) -> (Outcome, Outcome) {
         let (mut x, mut y) = UnixStream::pair().unwrap();
         x.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
@@ -334,7 +366,13 @@ mod tests {
     #[test]
     fn same_secret_passes_both_ways() {
         let (c, l) = run(b"0123456789abcdef-secret", b"0123456789abcdef-secret");
-        assert!(c.is_ok() && l.is_ok(), "{c:?} {l:?}");
+        let (c, l) = (c.unwrap(), l.unwrap());
+        // One key per direction, the same on both ends, and fresh for every connection.
+        assert_eq!(c.send, l.receive);
+        assert_eq!(c.receive, l.send);
+        assert_ne!(c.send, c.receive);
+        let (again, _) = run(b"0123456789abcdef-secret", b"0123456789abcdef-secret");
+        assert_ne!(again.unwrap().send, c.send);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Role, Token};
+use crate::channel::{Sealed, SessionKeys};
 use crate::session::{self, Side, Stats};
 
 /// How long the whole handshake may take (one deadline, not one per read).
@@ -62,15 +63,19 @@ impl Write for Deadline<'_> {
 }
 
 /// Runs the handshake within [`HANDSHAKE_TIMEOUT`] overall, then clears the timeouts.
-fn authenticate(tcp: &TcpStream, token: &Token, role: Role) -> Result<(), auth::AuthError> {
+fn authenticate(
+    tcp: &TcpStream,
+    token: &Token,
+    role: Role,
+) -> Result<SessionKeys, auth::AuthError> {
     let mut d = Deadline {
         tcp,
         until: Instant::now() + HANDSHAKE_TIMEOUT,
     };
-    auth::handshake(&mut d, token, role)?;
+    let keys = auth::handshake(&mut d, token, role)?;
     tcp.set_read_timeout(None).map_err(auth::AuthError::from)?;
     tcp.set_write_timeout(None).map_err(auth::AuthError::from)?;
-    Ok(())
+    Ok(keys)
 }
 
 /// Low latency, and a dead peer (unplugged, partitioned) noticed within about a minute
@@ -106,13 +111,13 @@ fn transient(e: &io::Error) -> bool {
         .is_some_and(|n| transient.iter().any(|t| t.raw_os_error() == n))
 }
 
-/// Dials the compositor end and authenticates: a stream ready for [`session::run`].
-pub fn dial(addr: SocketAddr, token: &Token) -> io::Result<TcpStream> {
+/// Dials the compositor end and authenticates: a connection ready for [`session::run`].
+pub fn dial(addr: SocketAddr, token: &Token) -> io::Result<Sealed> {
     let tcp = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
     tune(&tcp)?;
-    authenticate(&tcp, token, Role::Connector)
+    let keys = authenticate(&tcp, token, Role::Connector)
         .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, format!("tcp:{addr}: {e}")))?;
-    Ok(tcp)
+    Ok(Sealed { tcp, keys })
 }
 
 /// The client end: every connection accepted on `listener` is relayed to `remote`.
@@ -200,10 +205,13 @@ pub fn serve_compositor(
                 .map_err(auth::AuthError::from)
                 .and_then(|()| authenticate(&tcp, &token, Role::Listener));
             pending.fetch_sub(1, Ordering::SeqCst);
-            if let Err(e) = authenticated {
-                tracing::warn!("{name}: refused: {e}");
-                return;
-            }
+            let keys = match authenticated {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!("{name}: refused: {e}");
+                    return;
+                }
+            };
             let local = match connect() {
                 Ok(s) => s,
                 Err(e) => {
@@ -213,7 +221,8 @@ pub fn serve_compositor(
             };
             tracing::info!("{name}: authenticated, relaying to the compositor");
             let stats = Arc::new(Stats::default());
-            match session::run(local, tcp, Side::Server, &name, stats, busy_poll) {
+            let remote = Sealed { tcp, keys };
+            match session::run(local, remote, Side::Server, &name, stats, busy_poll) {
                 Ok(()) => tracing::info!("{name}: closed"),
                 Err(e) => tracing::warn!("{name}: ended: {e}"),
             }

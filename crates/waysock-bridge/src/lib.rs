@@ -8,11 +8,14 @@
 //!   per-connection object map (ids → interfaces) that tells which message is which.
 //! - [`auth`]: the token file and the challenge-response both ends run first; the secret never
 //!   crosses the wire.
+//! - [`channel`]: after it, every frame is sealed (ChaCha20-Poly1305) with per-connection keys.
+//! - [`transport`], [`session`], [`bridge`]: frames, one relayed connection, the two ends.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod bridge;
+pub mod channel;
 pub mod codec;
 pub mod protocol;
 pub mod session;

@@ -1,5 +1,7 @@
 //! One Wayland connection relayed over one byte stream, with its file descriptors translated.
 //!
+//! Every frame crosses the stream sealed (see [`crate::channel`]).
+//!
 //! Each bridged client gets its own TCP connection (no multiplexing): a slow or dead client
 //! then stalls and ends only its own session, TCP's flow control is the backpressure (the
 //! kernel's socket buffers bound what is in flight each way), and a failed session is simply a
@@ -22,7 +24,7 @@
 //!   `wl_drm`, explicit sync) are dropped, so clients fall back to `wl_shm`.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -31,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FileType, OFlags, SealFlags};
 
+use crate::channel::{OpenReader, SealWriter, Sealed};
 use crate::codec::{self, Direction, ObjectMap, Value};
 use crate::protocol::ArgType;
 use crate::transport::{self, Frame, PipeDir, PIPE_WINDOW};
@@ -157,7 +160,7 @@ struct Shared {
     /// The stream's write half. Every frame is written whole under this lock: pipe reader
     /// threads write too, and unlocked writes from two threads interleave their bytes once the
     /// socket's send buffer is full (a blocking `send` then sends part, waits, sends more).
-    writer: Arc<Mutex<TcpStream>>,
+    writer: Arc<Mutex<SealWriter<TcpStream>>>,
     stats: Arc<Stats>,
     name: String,
     poll: BusyPoll,
@@ -317,7 +320,7 @@ impl Shared {
         let mut w = self.writer.lock().map_err(|_| poisoned())?;
         for f in frames {
             let bytes = f.encode();
-            w.write_all(&bytes)?;
+            w.write_record(&bytes)?;
             self.stats
                 .sent
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -334,20 +337,21 @@ fn protocol_error(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-/// Relays `local` over `remote` until either side closes or misbehaves. `remote` must already
-/// be authenticated.
+/// Relays `local` over `remote` (an authenticated connection: every frame is sealed with its
+/// keys) until either side closes or misbehaves.
 ///
 /// `busy_poll` is how long each relay thread of a busy session polls before it sleeps in a
 /// read ([`DEFAULT_BUSY_POLL`]; zero never polls): it trades a little CPU while messages flow
 /// for a much shorter roundtrip.
 pub fn run(
     local: UnixStream,
-    remote: TcpStream,
+    remote: Sealed,
     side: Side,
     name: &str,
     stats: Arc<Stats>,
     busy_poll: std::time::Duration,
 ) -> io::Result<()> {
+    let Sealed { tcp: remote, keys } = remote;
     remote.set_nodelay(true)?;
     let shared = Arc::new(Shared {
         side,
@@ -367,7 +371,7 @@ pub fn run(
         }),
         pipes: Mutex::new(HashMap::new()),
         credits: Arc::new(Mutex::new(HashMap::new())),
-        writer: Arc::new(Mutex::new(remote.try_clone()?)),
+        writer: Arc::new(Mutex::new(SealWriter::new(remote.try_clone()?, &keys.send))),
         poll: BusyPoll::new(busy_poll, Arc::clone(&stats)),
         stats,
         name: name.to_string(),
@@ -385,7 +389,7 @@ pub fn run(
         }
         r
     });
-    let r_in = pump_in(&shared, &local, &remote);
+    let r_in = pump_in(&shared, &local, &remote, &keys.receive);
     let _ = local.shutdown(Shutdown::Write);
     if r_in.is_err() {
         let _ = local.shutdown(Shutdown::Both);
@@ -999,7 +1003,7 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
                     .encode();
                     stats.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
                     let Ok(mut w) = writer.lock() else { break };
-                    if w.write_all(&f).is_err() {
+                    if w.write_record(&f).is_err() {
                         break;
                     }
                 }
@@ -1009,7 +1013,7 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
             c.remove(&id);
         }
         if let Ok(mut w) = writer.lock() {
-            let _ = Frame::PipeEof { id }.write(&mut *w);
+            let _ = w.write_record(&Frame::PipeEof { id }.encode());
         }
     });
 }
@@ -1055,14 +1059,22 @@ impl Credit {
 }
 
 /// stream → local.
-fn pump_in(sh: &Arc<Shared>, local: &UnixStream, remote: &TcpStream) -> io::Result<()> {
-    let mut reader = io::BufReader::with_capacity(
-        256 * 1024,
-        SpinRead {
-            sh,
-            poller: Poller::new(From::Remote),
-            stream: remote.try_clone()?,
-        },
+fn pump_in(
+    sh: &Arc<Shared>,
+    local: &UnixStream,
+    remote: &TcpStream,
+    key: &[u8; 32],
+) -> io::Result<()> {
+    let mut reader = OpenReader::new(
+        io::BufReader::with_capacity(
+            256 * 1024,
+            SpinRead {
+                sh,
+                poller: Poller::new(From::Remote),
+                stream: remote.try_clone()?,
+            },
+        ),
+        key,
     );
     let dir = sh.side.incoming();
     // Decompressed pool data lands here, reused frame after frame (at most CHUNK bytes).
@@ -1345,7 +1357,7 @@ impl PipeWriter {
                 .encode();
                 stats.sent.fetch_add(ack.len() as u64, Ordering::Relaxed);
                 let Ok(mut w) = writer.lock() else { return };
-                if w.write_all(&ack).is_err() {
+                if w.write_record(&ack).is_err() {
                     return;
                 }
             }
@@ -1405,7 +1417,7 @@ fn memfd(name: &str) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read as _;
+    use std::io::{Read as _, Write as _};
     use std::time::Duration;
 
     /// A session's polling state with a generous "reply likely" window, so that a slow test

@@ -10,9 +10,11 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use waysock_bridge::auth::{self, Role, Token};
+use waysock_bridge::channel::{SealWriter, Sealed};
 use waysock_bridge::session::{self, Side, Stats};
 use waysock_bridge::transport::{self, Frame};
 
@@ -151,16 +153,60 @@ struct Bridged {
     done: mpsc::Receiver<(Side, std::thread::Result<std::io::Result<()>>)>,
 }
 
-fn tcp_pair() -> (TcpStream, TcpStream) {
+/// Two ends of a loopback TCP connection after the real handshake: (connector, listener).
+fn tcp_pair() -> (Sealed, Sealed) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (s, _) = l.accept().unwrap();
-    (c, s)
+    handshaken(c, s)
+}
+
+/// The same through a tap in the middle that keeps a copy of every byte, both ways.
+fn tapped_tcp_pair(seen: Arc<Mutex<Vec<u8>>>) -> (Sealed, Sealed) {
+    let real = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tap = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(tap.local_addr().unwrap()).unwrap();
+    let (tap_in, _) = tap.accept().unwrap();
+    let tap_out = TcpStream::connect(real.local_addr().unwrap()).unwrap();
+    let (s, _) = real.accept().unwrap();
+    for (mut from, mut to) in [
+        (tap_in.try_clone().unwrap(), tap_out.try_clone().unwrap()),
+        (tap_out, tap_in),
+    ] {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    handshaken(c, s)
+}
+
+fn handshaken(mut c: TcpStream, mut s: TcpStream) -> (Sealed, Sealed) {
+    let listener = std::thread::spawn(move || {
+        let token = Token::from_bytes(b"session-test-token-0123456789").unwrap();
+        let keys = auth::handshake(&mut s, &token, Role::Listener).unwrap();
+        Sealed { tcp: s, keys }
+    });
+    let token = Token::from_bytes(b"session-test-token-0123456789").unwrap();
+    let keys = auth::handshake(&mut c, &token, Role::Connector).unwrap();
+    (Sealed { tcp: c, keys }, listener.join().unwrap())
+}
+
+/// A hand-driven far end: seals whatever it is given with the session's keys.
+fn far_end(s: Sealed) -> SealWriter<TcpStream> {
+    SealWriter::new(s.tcp, &s.keys.send)
 }
 
 fn spawn_session(
     local: UnixStream,
-    remote: TcpStream,
+    remote: Sealed,
     side: Side,
     done: mpsc::Sender<(Side, std::thread::Result<std::io::Result<()>>)>,
 ) {
@@ -181,9 +227,12 @@ fn spawn_session(
 }
 
 fn bridged() -> Bridged {
+    bridged_over(tcp_pair())
+}
+
+fn bridged_over((tc, ts): (Sealed, Sealed)) -> Bridged {
     let (client_peer, client_end) = UnixStream::pair().unwrap();
     let (server_peer, server_end) = UnixStream::pair().unwrap();
-    let (tc, ts) = tcp_pair();
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx.clone());
     spawn_session(server_end, ts, Side::Server, tx);
@@ -314,7 +363,9 @@ fn read_to_eof(fd: OwnedFd) -> Vec<u8> {
 
 #[test]
 fn keymap_arrives_with_its_content() {
-    let mut b = bridged();
+    // Through a tap: what a sniffer on the path would see.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut b = bridged_over(tapped_tcp_pair(Arc::clone(&seen)));
     bind_globals(&mut b);
     b.client.send(&msg(SEAT, 1, &[A::U(KEYBOARD)]), &[]);
     b.server.expect(SEAT, 1);
@@ -342,6 +393,17 @@ fn keymap_arrives_with_its_content() {
     assert_eq!(read_all_at(&got, size + 10), keymap);
     for (side, r) in b.finish() {
         assert!(r.is_ok(), "{side:?} session: {r:?}");
+    }
+    // 40 kB of keymap and the registry's interface names crossed, sealed: none of it, nor
+    // any 8-byte run of it, appears on the wire.
+    let wire = seen.lock().unwrap().clone();
+    assert!(wire.len() > 40_000, "the tap saw {} bytes", wire.len());
+    for plain in [&b"xkb_keymap"[..], b"waysock-test", b"wl_seat", b"wl_shm"] {
+        assert!(
+            !wire.windows(plain.len()).any(|w| w == plain),
+            "{} readable on the wire",
+            String::from_utf8_lossy(plain)
+        );
     }
 }
 
@@ -567,16 +629,17 @@ fn garbage_from_the_client_ends_the_session_without_a_panic() {
 #[test]
 fn an_oversized_frame_from_tcp_ends_the_session() {
     let (client_peer, client_end) = UnixStream::pair().unwrap();
-    let (tc, mut far) = tcp_pair();
+    let (tc, ts) = tcp_pair();
+    let mut far = far_end(ts);
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx);
     let mut client = Peer::new(client_peer);
     let len = (transport::MAX_FRAME + 1) as u32;
     let mut head = vec![1u8];
     head.extend_from_slice(&len.to_le_bytes());
-    far.write_all(&head).unwrap();
     // Some of the promised payload: the session must not wait to buffer it all.
-    let _ = far.write_all(&vec![0u8; 64 * 1024]);
+    head.extend_from_slice(&[0u8; 64 * 1024]);
+    far.write_record(&head).unwrap();
     let results = collect(&done, 1);
     let err = results[0]
         .1
@@ -589,11 +652,12 @@ fn an_oversized_frame_from_tcp_ends_the_session() {
     client.expect_eof();
     // Also an unknown frame kind.
     let (client_peer, client_end) = UnixStream::pair().unwrap();
-    let (tc, mut far) = tcp_pair();
+    let (tc, ts) = tcp_pair();
+    let mut far = far_end(ts);
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx);
     let mut client = Peer::new(client_peer);
-    far.write_all(&[200, 4, 0, 0, 0, 1, 2, 3, 4]).unwrap();
+    far.write_record(&[200, 4, 0, 0, 0, 1, 2, 3, 4]).unwrap();
     assert!(
         collect(&done, 1)[0].1.is_err(),
         "unknown frame kind accepted"
@@ -602,20 +666,62 @@ fn an_oversized_frame_from_tcp_ends_the_session() {
 }
 
 #[test]
+fn unsealed_or_altered_bytes_from_tcp_end_the_session_unread() {
+    // Someone on the path injects a plain frame, or flips a bit of a sealed one: the session
+    // ends before acting on either, and says why.
+    let keymap_frame = Frame::MemNew {
+        id: 2,
+        bytes: b"xkb_keymap {}".to_vec(),
+    }
+    .encode();
+    for tamper in [false, true] {
+        let (client_peer, client_end) = UnixStream::pair().unwrap();
+        let (tc, ts) = tcp_pair();
+        let (tx, done) = mpsc::channel();
+        spawn_session(client_end, tc, Side::Client, tx);
+        let mut client = Peer::new(client_peer);
+        let mut tcp = ts.tcp.try_clone().unwrap();
+        if tamper {
+            let mut sealed = SealWriter::new(Vec::new(), &ts.keys.send);
+            sealed.write_record(&keymap_frame).unwrap();
+            let mut bytes = sealed.get_ref().clone();
+            bytes[9] ^= 0x40;
+            tcp.write_all(&bytes).unwrap();
+        } else {
+            let mut plain = ((keymap_frame.len() + 16) as u32).to_le_bytes().to_vec();
+            plain.extend_from_slice(&keymap_frame);
+            plain.extend_from_slice(&[0; 16]);
+            tcp.write_all(&plain).unwrap();
+        }
+        let results = collect(&done, 1);
+        let err = results[0]
+            .1
+            .as_ref()
+            .expect_err("an unauthenticated record must end the session");
+        assert!(err.to_string().contains("failed authentication"), "{err}");
+        client.expect_eof();
+        drop(ts);
+    }
+}
+
+#[test]
 fn pipe_data_beyond_the_window_ends_the_session() {
     // A far side that ignores flow control (sends more into a pipe than was acknowledged)
     // ends its session with a clear error instead of growing our buffers. The pipe's local
     // reader never reads, so nothing is acknowledged beyond what the kernel pipe holds.
     let (client_peer, client_end) = UnixStream::pair().unwrap();
-    let (tc, mut far) = tcp_pair();
+    let (tc, ts) = tcp_pair();
+    let mut far = far_end(ts);
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx);
     let mut client = Peer::new(client_peer);
-    Frame::PipeNew {
-        id: 3,
-        dir: transport::PipeDir::PeerReads,
-    }
-    .write(&mut far)
+    far.write_record(
+        &Frame::PipeNew {
+            id: 3,
+            dir: transport::PipeDir::PeerReads,
+        }
+        .encode(),
+    )
     .unwrap();
     let chunk = vec![0x5a; 64 * 1024];
     let writer = std::thread::spawn(move || {
@@ -624,7 +730,7 @@ fn pipe_data_beyond_the_window_ends_the_session() {
                 id: 3,
                 bytes: chunk.clone(),
             };
-            if f.write(&mut far).is_err() {
+            if far.write_record(&f.encode()).is_err() {
                 break;
             }
         }

@@ -1549,7 +1549,9 @@ fn write_doc(
          (bridge ends, waypipe, socat), divided by frames. waypipe runs with `--no-gpu` and its \
          default compression (0.8: none, 0.11: lz4); socat once with its defaults (Nagle on, as \
          the usual `socat TCP-LISTEN:… UNIX-CONNECT:…` recipe runs it) and once with `nodelay` \
-         on both TCP ends. `waysock bridge` sets `TCP_NODELAY` itself, and is measured twice: \
+         on both TCP ends. `waysock bridge` sets `TCP_NODELAY` itself, seals every frame \
+         (ChaCha20-Poly1305: encrypted and authenticated, 20 bytes per record; waypipe and \
+         socat send plain bytes), and is measured twice: \
          as it runs by default (a relay thread polls up to 150 µs for an expected reply before \
          it sleeps) and with `--busy-poll-us 0` (every read sleeps at once).\n\n",
     );

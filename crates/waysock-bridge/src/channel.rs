@@ -1,0 +1,290 @@
+//! The sealed channel: after the handshake every frame crosses the stream encrypted and
+//! authenticated (ChaCha20-Poly1305), so the traffic — keystrokes, clipboard, pixels — can be
+//! neither read nor altered on the way, and a record that was is never acted on.
+//!
+//! ```text
+//! record := len u32 (little endian) | ciphertext[len - 16] | tag[16]      (len ≤ MAX_RECORD)
+//! ```
+//!
+//! - One key per direction, derived from the token's secret and both handshake nonces (fresh
+//!   on every connection, so no key is ever used in two sessions); see `auth::handshake`.
+//! - The nonce is the record's number in its direction (a counter from 0), never sent: a
+//!   record dropped, replayed or reordered fails authentication, which ends the session.
+//! - The length is the associated data: it cannot be changed either.
+//! - Each record holds one or more whole frames.
+
+use std::io::{self, Read, Write};
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+
+use crate::transport::MAX_FRAME;
+
+/// Length of the authentication tag at the end of each record.
+const TAG: usize = 16;
+/// Largest record accepted: one whole frame of the largest size (5-byte head + payload).
+pub const MAX_RECORD: usize = MAX_FRAME + 5 + TAG;
+
+/// An authenticated connection and the keys that seal its traffic: what
+/// [`crate::session::run`] relays over.
+#[derive(Debug)]
+pub struct Sealed {
+    /// The connection, past the handshake.
+    pub tcp: std::net::TcpStream,
+    /// Its keys, as this end uses them.
+    pub keys: SessionKeys,
+}
+
+/// The two keys of one session, as this end uses them.
+pub struct SessionKeys {
+    /// Seals what this end sends.
+    pub send: [u8; 32],
+    /// Opens what this end receives.
+    pub receive: [u8; 32],
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKeys(..)")
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        // Best effort: the keys do not outlive the session in this struct.
+        self.send.fill(0);
+        self.receive.fill(0);
+        std::hint::black_box(&self.send);
+        std::hint::black_box(&self.receive);
+    }
+}
+
+/// The record number `n` as a ChaCha20-Poly1305 nonce.
+fn nonce(n: u64) -> Nonce {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_le_bytes());
+    Nonce::from(b)
+}
+
+fn exhausted() -> io::Error {
+    io::Error::other("2^64 records sealed with one key: the session must end")
+}
+
+/// The sending half: seals records and writes them to `W`.
+pub struct SealWriter<W: Write> {
+    inner: W,
+    cipher: ChaCha20Poly1305,
+    next: u64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> SealWriter<W> {
+    /// Seals with `key` (the session's sending key).
+    pub fn new(inner: W, key: &[u8; 32]) -> SealWriter<W> {
+        SealWriter {
+            inner,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            next: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Seals `plain` (whole frames, at most one maximal frame's worth) as one record and
+    /// writes it all.
+    pub fn write_record(&mut self, plain: &[u8]) -> io::Result<()> {
+        if plain.len() + TAG > MAX_RECORD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a record of {} bytes (at most {MAX_RECORD})", plain.len()),
+            ));
+        }
+        let n = self.next;
+        self.next = n.checked_add(1).ok_or_else(exhausted)?;
+        let len = ((plain.len() + TAG) as u32).to_le_bytes();
+        self.buf.clear();
+        self.buf.extend_from_slice(&len);
+        self.buf.extend_from_slice(plain);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(&nonce(n), &len, &mut self.buf[4..])
+            .map_err(|_| io::Error::other("sealing a record failed"))?;
+        self.buf.extend_from_slice(&tag);
+        self.inner.write_all(&self.buf)?;
+        // A large buffer is not kept for the session's lifetime after one big frame.
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+}
+
+/// The receiving half: reads records from `R`, checks and opens them, and reads as the plain
+/// frames they hold. End of stream between records is end of stream; inside one, an error.
+pub struct OpenReader<R: Read> {
+    inner: R,
+    cipher: ChaCha20Poly1305,
+    next: u64,
+    buf: Vec<u8>,
+    /// Plain bytes of the current record not yet read: `buf[at..end]`.
+    at: usize,
+    end: usize,
+}
+
+impl<R: Read> OpenReader<R> {
+    /// Opens with `key` (the session's receiving key).
+    pub fn new(inner: R, key: &[u8; 32]) -> OpenReader<R> {
+        OpenReader {
+            inner,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            next: 0,
+            buf: Vec::new(),
+            at: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads and opens the next record; `false` at a clean end of stream.
+    fn fill(&mut self) -> io::Result<bool> {
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.inner.read(&mut len[got..]) {
+                Ok(0) if got == 0 => return Ok(false),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        if !(TAG..=MAX_RECORD).contains(&n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a sealed record of {n} bytes (from {TAG} to {MAX_RECORD})"),
+            ));
+        }
+        self.buf.resize(n, 0);
+        self.inner.read_exact(&mut self.buf)?;
+        let plain = n - TAG;
+        let tag = Tag::clone_from_slice(&self.buf[plain..]);
+        let number = self.next;
+        self.next = number.checked_add(1).ok_or_else(exhausted)?;
+        self.cipher
+            .decrypt_in_place_detached(&nonce(number), &len, &mut self.buf[..plain], &tag)
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "record {number} failed authentication: altered, replayed or reordered \
+                         on the way (or not sealed with this session's key)"
+                    ),
+                )
+            })?;
+        self.at = 0;
+        self.end = plain;
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for OpenReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.end {
+            if !self.fill()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.end - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        if self.at == self.end && self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+            self.at = 0;
+            self.end = 0;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> ([u8; 32], [u8; 32]) {
+        ([7; 32], [9; 32])
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let (k, _) = keys();
+        let mut w = SealWriter::new(Vec::new(), &k);
+        w.write_record(b"first").unwrap();
+        w.write_record(b"").unwrap();
+        w.write_record(&vec![0xab; 100_000]).unwrap();
+        let wire = w.inner.clone();
+        assert!(
+            !wire.windows(5).any(|x| x == b"first"),
+            "plaintext on the wire"
+        );
+        let mut r = OpenReader::new(&wire[..], &k);
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        let mut want = b"first".to_vec();
+        want.extend(vec![0xab; 100_000]);
+        assert_eq!(all, want);
+    }
+
+    #[test]
+    fn altered_replayed_reordered_or_foreign_records_are_refused() {
+        let (k, other) = keys();
+        let seal = |parts: &[&[u8]], key: &[u8; 32]| {
+            let mut w = SealWriter::new(Vec::new(), key);
+            let mut records = Vec::new();
+            for p in parts {
+                let before = w.inner.len();
+                w.write_record(p).unwrap();
+                records.push(w.inner[before..].to_vec());
+            }
+            records
+        };
+        let recs = seal(&[b"one", b"two"], &k);
+        let open_all = |wire: Vec<u8>, key: &[u8; 32]| {
+            let mut out = Vec::new();
+            OpenReader::new(&wire[..], key)
+                .read_to_end(&mut out)
+                .map(|_| out)
+        };
+        assert_eq!(open_all(recs.concat(), &k).unwrap(), b"onetwo");
+        // A flipped ciphertext bit.
+        let mut bad = recs.concat();
+        bad[5] ^= 1;
+        let e = open_all(bad, &k).unwrap_err();
+        assert!(e.to_string().contains("failed authentication"), "{e}");
+        // Reordered, replayed, dropped.
+        for wire in [
+            [recs[1].clone(), recs[0].clone()].concat(),
+            [recs[0].clone(), recs[0].clone()].concat(),
+            recs[1].clone(),
+        ] {
+            assert!(open_all(wire, &k).is_err());
+        }
+        // Another key (another session or direction).
+        assert!(open_all(recs.concat(), &other).is_err());
+        // A changed length.
+        let mut long = recs[0].clone();
+        long[0] += 1;
+        long.push(0);
+        assert!(open_all(long, &k).is_err());
+        // Cut inside a record.
+        let cut = recs[0][..recs[0].len() - 1].to_vec();
+        assert!(open_all(cut, &k).is_err());
+        // An absurd length is refused before anything is allocated.
+        let huge = [0xffu8, 0xff, 0xff, 0x7f, 0, 0];
+        let e = open_all(huge.to_vec(), &k).unwrap_err();
+        assert!(e.to_string().contains("sealed record of"), "{e}");
+    }
+}
