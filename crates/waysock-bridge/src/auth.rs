@@ -2,14 +2,19 @@
 //! whole content of a token file, by challenge-response. The secret never crosses the wire.
 //!
 //! ```text
-//! connector → listener   "WSB1" nonce_c[32]
-//! listener  → connector  "WSB1" nonce_s[32] HMAC-SHA256(secret, "waysock-bridge listener" | nonce_c | nonce_s)
+//! connector → listener   "WSB3" nonce_c[32]
+//! listener  → connector  "WSB3" nonce_s[32] HMAC-SHA256(secret, "waysock-bridge listener" | nonce_c | nonce_s)
 //! connector → listener   HMAC-SHA256(secret, "waysock-bridge connector" | nonce_s | nonce_c)
 //! listener  → connector  0x01 (accepted)
+//! then, both ends:       key c→s = HMAC-SHA256(secret, "waysock-bridge key: connector to listener" | nonce_c | nonce_s)
+//!                        key s→c = HMAC-SHA256(secret, "waysock-bridge key: listener to connector" | nonce_c | nonce_s)
 //! ```
 //! Each MAC covers both nonces and the sender's role, so a reply cannot be replayed from
 //! another session or reflected back at its sender. MACs are compared in constant time. Any
-//! failure ends the handshake with nothing relayed.
+//! failure ends the handshake with nothing relayed. The nonces are always 32 bytes and the
+//! labels differ, so proofs and keys never share an input. After the handshake everything is
+//! sealed with the two keys ([`crate::channel`]). There is no forward secrecy: whoever later
+//! learns the secret can derive the keys of a recorded session.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -25,8 +30,9 @@ use crate::channel::SessionKeys;
 pub const MIN_SECRET: usize = 16;
 /// Longest accepted token file (a secret, not a document).
 pub const MAX_SECRET: usize = 64 * 1024;
-/// The greeting: "WSB" and the channel protocol's version (2: pipes with credit acks).
-const MAGIC: &[u8; 4] = b"WSB2";
+/// The greeting: "WSB" and the channel protocol's version (3: sealed records, pipes with
+/// credit acks).
+const MAGIC: &[u8; 4] = b"WSB3";
 
 /// What a greeting that is not ours is.
 fn greeting_error(got: &[u8]) -> AuthError {
@@ -165,7 +171,10 @@ impl Token {
             })
     }
 
+    /// HMAC over `label | first | second`; the two nonces are always [`NONCE`] bytes, which
+    /// keeps the concatenation unambiguous.
     fn hmac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+        debug_assert!(first.len() == NONCE && second.len() == NONCE);
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable_hmac());
         m.update(label);
@@ -413,7 +422,7 @@ mod tests {
         assert!(matches!(err, AuthError::Version(b'1')), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("2 here, 1 there") && text.contains("same waysock version"),
+            text.contains("3 here, 1 there") && text.contains("same waysock version"),
             "{text}"
         );
     }

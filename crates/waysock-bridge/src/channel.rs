@@ -11,7 +11,11 @@
 //! - The nonce is the record's number in its direction (a counter from 0), never sent: a
 //!   record dropped, replayed or reordered fails authentication, which ends the session.
 //! - The length is the associated data: it cannot be changed either.
-//! - Each record holds one or more whole frames.
+//! - Each record holds one or more whole frames; a record with no plaintext closes the
+//!   direction. A stream that ends without it was cut (the tail of a session cannot be dropped
+//!   unnoticed either).
+//! - After any error a reader or writer refuses every later call: a failed record is never
+//!   skipped over.
 
 use std::io::{self, Read, Write};
 
@@ -76,6 +80,15 @@ pub struct SealWriter<W: Write> {
     cipher: ChaCha20Poly1305,
     next: u64,
     buf: Vec<u8>,
+    /// Closed, or failed part-way (the far side's count may be off): no more records.
+    done: bool,
+}
+
+fn finished() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the sealed channel is closed or failed",
+    )
 }
 
 impl<W: Write> SealWriter<W> {
@@ -86,12 +99,31 @@ impl<W: Write> SealWriter<W> {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
             next: 0,
             buf: Vec::new(),
+            done: false,
         }
     }
 
     /// Seals `plain` (whole frames, at most one maximal frame's worth) as one record and
     /// writes it all.
     pub fn write_record(&mut self, plain: &[u8]) -> io::Result<()> {
+        if plain.is_empty() {
+            return Ok(());
+        }
+        self.seal(plain)
+    }
+
+    /// Closes this direction: an empty sealed record, after which nothing more is written.
+    /// The far side reads end of stream after it, and an error if the stream ends without it.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.seal(&[])?;
+        self.done = true;
+        Ok(())
+    }
+
+    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
+        if self.done {
+            return Err(finished());
+        }
         if plain.len() + TAG > MAX_RECORD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -109,7 +141,10 @@ impl<W: Write> SealWriter<W> {
             .encrypt_in_place_detached(&nonce(n), &len, &mut self.buf[4..])
             .map_err(|_| io::Error::other("sealing a record failed"))?;
         self.buf.extend_from_slice(&tag);
-        self.inner.write_all(&self.buf)?;
+        if let Err(e) = self.inner.write_all(&self.buf) {
+            self.done = true;
+            return Err(e);
+        }
         // A large buffer is not kept for the session's lifetime after one big frame.
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
@@ -133,6 +168,16 @@ pub struct OpenReader<R: Read> {
     /// Plain bytes of the current record not yet read: `buf[at..end]`.
     at: usize,
     end: usize,
+    state: ReadState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Open,
+    /// The far side closed its direction (an empty record): end of stream from now on.
+    Closed,
+    /// A record failed: every later read fails too.
+    Failed,
 }
 
 impl<R: Read> OpenReader<R> {
@@ -145,16 +190,43 @@ impl<R: Read> OpenReader<R> {
             buf: Vec::new(),
             at: 0,
             end: 0,
+            state: ReadState::Open,
         }
     }
 
-    /// Reads and opens the next record; `false` at a clean end of stream.
+    /// Reads and opens the next record; `false` once the far side has closed.
     fn fill(&mut self) -> io::Result<bool> {
+        match self.state {
+            ReadState::Open => {}
+            ReadState::Closed => return Ok(false),
+            ReadState::Failed => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the sealed channel already failed",
+                ))
+            }
+        }
+        let r = self.fill_open();
+        match &r {
+            Ok(false) => self.state = ReadState::Closed,
+            Err(_) => self.state = ReadState::Failed,
+            Ok(true) => {}
+        }
+        r
+    }
+
+    fn fill_open(&mut self) -> io::Result<bool> {
         let mut len = [0u8; 4];
         let mut got = 0;
         while got < 4 {
             match self.inner.read(&mut len[got..]) {
-                Ok(0) if got == 0 => return Ok(false),
+                Ok(0) if got == 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ended without the far side closing it (cut on the way, \
+                         or the far end died)",
+                    ))
+                }
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -187,12 +259,16 @@ impl<R: Read> OpenReader<R> {
             })?;
         self.at = 0;
         self.end = plain;
-        Ok(true)
+        // An empty record is the far side's close.
+        Ok(plain > 0)
     }
 }
 
 impl<R: Read> Read for OpenReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
         while self.at == self.end {
             if !self.fill()? {
                 return Ok(0);
@@ -225,6 +301,8 @@ mod tests {
         w.write_record(b"first").unwrap();
         w.write_record(b"").unwrap();
         w.write_record(&vec![0xab; 100_000]).unwrap();
+        w.close().unwrap();
+        assert!(w.write_record(b"late").is_err(), "nothing after close");
         let wire = w.inner.clone();
         assert!(
             !wire.windows(5).any(|x| x == b"first"),
@@ -246,12 +324,16 @@ mod tests {
             let mut records = Vec::new();
             for p in parts {
                 let before = w.inner.len();
-                w.write_record(p).unwrap();
+                if p.is_empty() {
+                    w.close().unwrap();
+                } else {
+                    w.write_record(p).unwrap();
+                }
                 records.push(w.inner[before..].to_vec());
             }
             records
         };
-        let recs = seal(&[b"one", b"two"], &k);
+        let recs = seal(&[b"one", b"two", b""], &k);
         let open_all = |wire: Vec<u8>, key: &[u8; 32]| {
             let mut out = Vec::new();
             OpenReader::new(&wire[..], key)
@@ -262,13 +344,24 @@ mod tests {
         // A flipped ciphertext bit.
         let mut bad = recs.concat();
         bad[5] ^= 1;
-        let e = open_all(bad, &k).unwrap_err();
+        let e = open_all(bad.clone(), &k).unwrap_err();
         assert!(e.to_string().contains("failed authentication"), "{e}");
-        // Reordered, replayed, dropped.
+        // Reading on after the failure does not skip the bad record to accept the next one.
+        let mut r = OpenReader::new(&bad[..], &k);
+        let mut buf = [0u8; 16];
+        assert!(r.read(&mut buf).is_err());
+        assert!(
+            r.read(&mut buf).is_err(),
+            "a failed reader must stay failed"
+        );
+        // Reordered, replayed, dropped — at the start, in the middle, or at the end (the close
+        // record missing: the tail was cut).
         for wire in [
-            [recs[1].clone(), recs[0].clone()].concat(),
-            [recs[0].clone(), recs[0].clone()].concat(),
-            recs[1].clone(),
+            [recs[1].clone(), recs[0].clone(), recs[2].clone()].concat(),
+            [recs[0].clone(), recs[0].clone(), recs[2].clone()].concat(),
+            [recs[1].clone(), recs[2].clone()].concat(),
+            [recs[0].clone(), recs[2].clone()].concat(),
+            [recs[0].clone(), recs[1].clone()].concat(),
         ] {
             assert!(open_all(wire, &k).is_err());
         }

@@ -381,7 +381,14 @@ pub fn run(
     let out_remote = remote.try_clone()?;
     let outgoing = std::thread::spawn(move || {
         let r = pump_out(&out_shared, &out_local);
-        // Our peer is done (or broke): tell the far side, and stop reading from it.
+        // Our peer is done (or broke): tell the far side, and stop reading from it. A clean
+        // end is sealed (so the far side can tell it from a cut connection); pipe readers
+        // still running find the channel closed.
+        if r.is_ok() {
+            if let Ok(mut w) = out_shared.writer.lock() {
+                let _ = w.close();
+            }
+        }
         let _ = out_remote.shutdown(Shutdown::Write);
         if r.is_err() {
             let _ = out_remote.shutdown(Shutdown::Both);
@@ -404,7 +411,12 @@ pub fn run(
             c.close();
         }
     }
-    r_in.and(r_out)
+    match (r_in, r_out) {
+        // Our own relay thread failed and shut the stream down, so the incoming side then saw
+        // it end without a close: the outgoing error is the cause.
+        (Err(i), Err(o)) if i.kind() == io::ErrorKind::UnexpectedEof => Err(o),
+        (r_in, r_out) => r_in.and(r_out),
+    }
 }
 
 /// local → stream.
