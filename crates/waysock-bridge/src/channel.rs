@@ -18,6 +18,7 @@
 //!   skipped over.
 
 use std::io::{self, Read, Write};
+use std::sync::{Condvar, Mutex};
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
@@ -25,7 +26,9 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use crate::transport::MAX_FRAME;
 
 /// Length of the authentication tag at the end of each record.
-const TAG: usize = 16;
+pub const TAG: usize = 16;
+/// Bytes before the plaintext in a buffer given to [`SealWriter::write_sealable`].
+pub const HEADROOM: usize = 4;
 /// Largest record accepted: one whole frame of the largest size (5-byte head + payload).
 pub const MAX_RECORD: usize = MAX_FRAME + 5 + TAG;
 
@@ -74,12 +77,21 @@ fn exhausted() -> io::Error {
     io::Error::other("2^64 records sealed with one key: the session must end")
 }
 
-/// The sending half: seals records and writes them to `W`.
+/// The sending half: seals records and writes them to `W`. Shared by every thread of a
+/// session (`&self`): each record takes a number in call order, is sealed outside any lock (so
+/// threads encrypt in parallel), and is written strictly in number order.
 pub struct SealWriter<W: Write> {
-    inner: W,
     cipher: ChaCha20Poly1305,
-    next: u64,
-    buf: Vec<u8>,
+    state: Mutex<SendState<W>>,
+    turn: Condvar,
+}
+
+struct SendState<W> {
+    inner: W,
+    /// The number the next record gets.
+    next_number: u64,
+    /// The number of the record to be written next.
+    next_write: u64,
     /// Closed, or failed part-way (the far side's count may be off): no more records.
     done: bool,
 }
@@ -91,70 +103,105 @@ fn finished() -> io::Error {
     )
 }
 
+fn poisoned() -> io::Error {
+    io::Error::other("the sealed channel was poisoned by a panic")
+}
+
 impl<W: Write> SealWriter<W> {
     /// Seals with `key` (the session's sending key).
     pub fn new(inner: W, key: &[u8; 32]) -> SealWriter<W> {
         SealWriter {
-            inner,
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
-            next: 0,
-            buf: Vec::new(),
-            done: false,
+            state: Mutex::new(SendState {
+                inner,
+                next_number: 0,
+                next_write: 0,
+                done: false,
+            }),
+            turn: Condvar::new(),
         }
     }
 
     /// Seals `plain` (whole frames, at most one maximal frame's worth) as one record and
     /// writes it all.
-    pub fn write_record(&mut self, plain: &[u8]) -> io::Result<()> {
-        if plain.is_empty() {
+    pub fn write_record(&self, plain: &[u8]) -> io::Result<()> {
+        let mut rec = Vec::with_capacity(HEADROOM + plain.len() + TAG);
+        rec.resize(HEADROOM, 0);
+        rec.extend_from_slice(plain);
+        self.write_sealable(rec)
+    }
+
+    /// Like [`write_record`](Self::write_record) for a plaintext already placed after
+    /// [`HEADROOM`] spare bytes (`Frame::encode_with(HEADROOM, TAG)`): sealed in place, with no
+    /// copy.
+    pub fn write_sealable(&self, rec: Vec<u8>) -> io::Result<()> {
+        if rec.len() <= HEADROOM {
             return Ok(());
         }
-        self.seal(plain)
+        self.send(rec, false)
     }
 
     /// Closes this direction: an empty sealed record, after which nothing more is written.
     /// The far side reads end of stream after it, and an error if the stream ends without it.
-    pub fn close(&mut self) -> io::Result<()> {
-        self.seal(&[])?;
-        self.done = true;
-        Ok(())
+    pub fn close(&self) -> io::Result<()> {
+        self.send(vec![0; HEADROOM], true)
     }
 
-    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
-        if self.done {
-            return Err(finished());
-        }
-        if plain.len() + TAG > MAX_RECORD {
+    fn send(&self, mut record: Vec<u8>, last: bool) -> io::Result<()> {
+        let plain_len = record.len() - HEADROOM;
+        if plain_len + TAG > MAX_RECORD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("a record of {} bytes (at most {MAX_RECORD})", plain.len()),
+                format!("a record of {plain_len} bytes (at most {MAX_RECORD})"),
             ));
         }
-        let n = self.next;
-        self.next = n.checked_add(1).ok_or_else(exhausted)?;
-        let len = ((plain.len() + TAG) as u32).to_le_bytes();
-        self.buf.clear();
-        self.buf.extend_from_slice(&len);
-        self.buf.extend_from_slice(plain);
-        let tag = self
+        let n = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            if st.done {
+                return Err(finished());
+            }
+            let n = st.next_number;
+            st.next_number = n.checked_add(1).ok_or_else(exhausted)?;
+            if last {
+                st.done = true;
+            }
+            n
+        };
+        let len = ((plain_len + TAG) as u32).to_le_bytes();
+        record[..HEADROOM].copy_from_slice(&len);
+        let sealed = self
             .cipher
-            .encrypt_in_place_detached(&nonce(n), &len, &mut self.buf[4..])
-            .map_err(|_| io::Error::other("sealing a record failed"))?;
-        self.buf.extend_from_slice(&tag);
-        if let Err(e) = self.inner.write_all(&self.buf) {
-            self.done = true;
-            return Err(e);
+            .encrypt_in_place_detached(&nonce(n), &len, &mut record[4..]);
+        let mut st = self.state.lock().map_err(|_| poisoned())?;
+        while st.next_write != n {
+            // A record before ours failed to go out: ours never can.
+            if st.next_write == u64::MAX {
+                return Err(finished());
+            }
+            st = self.turn.wait(st).map_err(|_| poisoned())?;
         }
-        // A large buffer is not kept for the session's lifetime after one big frame.
-        if self.buf.capacity() > 1 << 20 {
-            self.buf = Vec::new();
+        let r = match sealed {
+            Ok(tag) => {
+                record.extend_from_slice(&tag);
+                st.inner.write_all(&record)
+            }
+            Err(_) => Err(io::Error::other("sealing a record failed")),
+        };
+        match &r {
+            Ok(()) => st.next_write = n + 1,
+            // The far side's count is now off: nothing more may follow.
+            Err(_) => {
+                st.next_write = u64::MAX;
+                st.done = true;
+            }
         }
-        Ok(())
+        self.turn.notify_all();
+        r
     }
 
-    /// The stream underneath.
-    pub fn get_ref(&self) -> &W {
-        &self.inner
+    /// The stream underneath (once every writer is done with the channel).
+    pub fn into_inner(self) -> io::Result<W> {
+        Ok(self.state.into_inner().map_err(|_| poisoned())?.inner)
     }
 }
 
@@ -297,13 +344,13 @@ mod tests {
     #[test]
     fn records_round_trip_in_order() {
         let (k, _) = keys();
-        let mut w = SealWriter::new(Vec::new(), &k);
+        let w = SealWriter::new(Vec::new(), &k);
         w.write_record(b"first").unwrap();
         w.write_record(b"").unwrap();
         w.write_record(&vec![0xab; 100_000]).unwrap();
         w.close().unwrap();
         assert!(w.write_record(b"late").is_err(), "nothing after close");
-        let wire = w.inner.clone();
+        let wire = w.into_inner().unwrap();
         assert!(
             !wire.windows(5).any(|x| x == b"first"),
             "plaintext on the wire"
@@ -320,16 +367,22 @@ mod tests {
     fn altered_replayed_reordered_or_foreign_records_are_refused() {
         let (k, other) = keys();
         let seal = |parts: &[&[u8]], key: &[u8; 32]| {
-            let mut w = SealWriter::new(Vec::new(), key);
-            let mut records = Vec::new();
+            let w = SealWriter::new(Vec::new(), key);
+            let mut ends = Vec::new();
             for p in parts {
-                let before = w.inner.len();
                 if p.is_empty() {
                     w.close().unwrap();
                 } else {
                     w.write_record(p).unwrap();
                 }
-                records.push(w.inner[before..].to_vec());
+                ends.push(w.state.lock().unwrap().inner.len());
+            }
+            let wire = w.into_inner().unwrap();
+            let mut records = Vec::new();
+            let mut at = 0;
+            for end in ends {
+                records.push(wire[at..end].to_vec());
+                at = end;
             }
             records
         };

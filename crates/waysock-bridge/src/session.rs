@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FileType, OFlags, SealFlags};
 
-use crate::channel::{OpenReader, SealWriter, Sealed};
+use crate::channel::{self, OpenReader, SealWriter, Sealed};
 use crate::codec::{self, Direction, ObjectMap, Value};
 use crate::protocol::ArgType;
 use crate::transport::{self, Frame, PipeDir, PIPE_WINDOW};
@@ -157,10 +157,9 @@ struct Shared {
     pipes: Mutex<HashMap<u32, PipeWriter>>,
     /// Flow control of the local pipes we read and send, by id (see [`Credit`]).
     credits: Arc<Mutex<HashMap<u32, Arc<Credit>>>>,
-    /// The stream's write half. Every frame is written whole under this lock: pipe reader
-    /// threads write too, and unlocked writes from two threads interleave their bytes once the
-    /// socket's send buffer is full (a blocking `send` then sends part, waits, sends more).
-    writer: Arc<Mutex<SealWriter<TcpStream>>>,
+    /// The stream's write half, shared by every thread that sends (pipe readers, acks, the
+    /// pool-sync threads): each frame goes out whole, as one sealed record, in order.
+    writer: Arc<SealWriter<TcpStream>>,
     stats: Arc<Stats>,
     name: String,
     poll: BusyPoll,
@@ -317,13 +316,12 @@ impl io::Read for SpinRead<'_> {
 
 impl Shared {
     fn send(&self, frames: &[Frame]) -> io::Result<()> {
-        let mut w = self.writer.lock().map_err(|_| poisoned())?;
         for f in frames {
-            let bytes = f.encode();
-            w.write_record(&bytes)?;
+            let rec = f.encode_with(channel::HEADROOM, channel::TAG);
             self.stats
                 .sent
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                .fetch_add((rec.len() - channel::HEADROOM) as u64, Ordering::Relaxed);
+            self.writer.write_sealable(rec)?;
         }
         Ok(())
     }
@@ -371,7 +369,7 @@ pub fn run(
         }),
         pipes: Mutex::new(HashMap::new()),
         credits: Arc::new(Mutex::new(HashMap::new())),
-        writer: Arc::new(Mutex::new(SealWriter::new(remote.try_clone()?, &keys.send))),
+        writer: Arc::new(SealWriter::new(remote.try_clone()?, &keys.send)),
         poll: BusyPoll::new(busy_poll, Arc::clone(&stats)),
         stats,
         name: name.to_string(),
@@ -385,9 +383,7 @@ pub fn run(
         // end is sealed (so the far side can tell it from a cut connection); pipe readers
         // still running find the channel closed.
         if r.is_ok() {
-            if let Ok(mut w) = out_shared.writer.lock() {
-                let _ = w.close();
-            }
+            let _ = out_shared.writer.close();
         }
         let _ = out_remote.shutdown(Shutdown::Write);
         if r.is_err() {
@@ -1014,8 +1010,7 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
                     }
                     .encode();
                     stats.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
-                    let Ok(mut w) = writer.lock() else { break };
-                    if w.write_record(&f).is_err() {
+                    if writer.write_record(&f).is_err() {
                         break;
                     }
                 }
@@ -1024,9 +1019,7 @@ fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
         if let Ok(mut c) = credits.lock() {
             c.remove(&id);
         }
-        if let Ok(mut w) = writer.lock() {
-            let _ = w.write_record(&Frame::PipeEof { id }.encode());
-        }
+        let _ = writer.write_record(&Frame::PipeEof { id }.encode());
     });
 }
 
@@ -1077,6 +1070,109 @@ fn pump_in(
     remote: &TcpStream,
     key: &[u8; 32],
 ) -> io::Result<()> {
+    // Pool updates are applied (decompressed, written) on a second thread while this one reads
+    // and opens the next records; anything that depends on the pools waits for it first.
+    let applier = Applier::default();
+    std::thread::scope(|scope| {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<PoolUpdate>(4);
+        let worker = std::thread::Builder::new()
+            .name("waysock-apply".into())
+            .spawn_scoped(scope, || applier.run(sh, queue))?;
+        let r = pump_in_frames(sh, local, remote, key, &applier, &jobs);
+        drop(jobs);
+        let _ = worker.join();
+        r
+    })
+}
+
+/// One received update of a mirrored pool, to be applied.
+struct PoolUpdate {
+    id: u32,
+    offset: u64,
+    /// LZ4-compressed to this length, or raw.
+    raw_len: Option<u32>,
+    bytes: Vec<u8>,
+}
+
+/// The pool-update worker of [`pump_in`]: how many updates are queued or in progress, and the
+/// first that failed.
+#[derive(Default)]
+struct Applier {
+    state: Mutex<(usize, Option<io::Error>)>,
+    idle: std::sync::Condvar,
+}
+
+impl Applier {
+    fn run(&self, sh: &Shared, queue: std::sync::mpsc::Receiver<PoolUpdate>) {
+        // Decompressed pool data lands here, reused update after update (at most CHUNK bytes).
+        let mut unpacked: Vec<u8> = Vec::new();
+        for u in queue {
+            let r = match u.raw_len {
+                None => write_pool(sh, u.id, u.offset, &u.bytes),
+                Some(raw_len) => {
+                    unpacked.resize(raw_len as usize, 0);
+                    match lz4_flex::block::decompress_into(&u.bytes, &mut unpacked) {
+                        Ok(n) if n == raw_len as usize => write_pool(sh, u.id, u.offset, &unpacked),
+                        Ok(_) => Err(protocol_error(format!(
+                            "{}: compressed pool data of the wrong length",
+                            sh.name
+                        ))),
+                        Err(e) => Err(protocol_error(format!(
+                            "{}: corrupt compressed pool data: {e}",
+                            sh.name
+                        ))),
+                    }
+                }
+            };
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            st.0 = st.0.saturating_sub(1);
+            if let Err(e) = r {
+                st.1.get_or_insert(e);
+            }
+            self.idle.notify_all();
+        }
+    }
+
+    /// Queues an update (waits while 4 are queued: the stream then waits too).
+    fn queue(
+        &self,
+        jobs: &std::sync::mpsc::SyncSender<PoolUpdate>,
+        u: PoolUpdate,
+    ) -> io::Result<()> {
+        {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            if let Some(e) = st.1.take() {
+                return Err(e);
+            }
+            st.0 += 1;
+        }
+        jobs.send(u)
+            .map_err(|_| io::Error::other("the pool update thread stopped"))
+    }
+
+    /// Waits until every queued update is applied; the first failure, if any.
+    fn wait(&self) -> io::Result<()> {
+        let mut st = self.state.lock().map_err(|_| poisoned())?;
+        while st.0 > 0 && st.1.is_none() {
+            st = self.idle.wait(st).map_err(|_| poisoned())?;
+        }
+        match st.1.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn pump_in_frames(
+    sh: &Arc<Shared>,
+    local: &UnixStream,
+    remote: &TcpStream,
+    key: &[u8; 32],
+    applier: &Applier,
+    jobs: &std::sync::mpsc::SyncSender<PoolUpdate>,
+) -> io::Result<()> {
     let mut reader = OpenReader::new(
         io::BufReader::with_capacity(
             256 * 1024,
@@ -1089,12 +1185,24 @@ fn pump_in(
         key,
     );
     let dir = sh.side.incoming();
-    // Decompressed pool data lands here, reused frame after frame (at most CHUNK bytes).
-    let mut unpacked: Vec<u8> = Vec::new();
     loop {
         let Some(frame) = Frame::read(&mut reader)? else {
-            return Ok(());
+            return applier.wait();
         };
+        if !matches!(
+            frame,
+            Frame::ShmData { .. }
+                | Frame::ShmLz4 { .. }
+                | Frame::ShmNew { .. }
+                | Frame::PipeNew { .. }
+                | Frame::PipeData { .. }
+                | Frame::PipeEof { .. }
+                | Frame::PipeAck { .. }
+        ) {
+            // A Wayland message may make the compositor read a pool, and a resize or drop
+            // changes one: every update sent before it must be in place.
+            applier.wait()?;
+        }
         match frame {
             Frame::Wayland { fds, bytes } => {
                 sh.stats.received.fetch_add(
@@ -1179,7 +1287,16 @@ fn pump_in(
                 sh.stats
                     .received
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                write_pool(sh, id, offset, &bytes)?;
+                let raw_len = None;
+                applier.queue(
+                    jobs,
+                    PoolUpdate {
+                        id,
+                        offset,
+                        raw_len,
+                        bytes,
+                    },
+                )?;
             }
             Frame::ShmLz4 {
                 id,
@@ -1191,17 +1308,16 @@ fn pump_in(
                     .received
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 // raw_len ≤ CHUNK was checked when the frame was decoded.
-                unpacked.resize(raw_len as usize, 0);
-                let n = lz4_flex::block::decompress_into(&bytes, &mut unpacked).map_err(|e| {
-                    protocol_error(format!("{}: corrupt compressed pool data: {e}", sh.name))
-                })?;
-                if n != raw_len as usize {
-                    return Err(protocol_error(format!(
-                        "{}: compressed pool data of the wrong length",
-                        sh.name
-                    )));
-                }
-                write_pool(sh, id, offset, &unpacked)?;
+                let raw_len = Some(raw_len);
+                applier.queue(
+                    jobs,
+                    PoolUpdate {
+                        id,
+                        offset,
+                        raw_len,
+                        bytes,
+                    },
+                )?;
             }
             Frame::ShmSize { id, size } => {
                 if size > MAX_POOL {
@@ -1368,8 +1484,7 @@ impl PipeWriter {
                 }
                 .encode();
                 stats.sent.fetch_add(ack.len() as u64, Ordering::Relaxed);
-                let Ok(mut w) = writer.lock() else { return };
-                if w.write_record(&ack).is_err() {
+                if writer.write_record(&ack).is_err() {
                     return;
                 }
             }

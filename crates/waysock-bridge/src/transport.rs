@@ -196,10 +196,16 @@ fn u64_at(b: &[u8], at: usize) -> io::Result<u64> {
 impl Frame {
     /// Encodes the frame (header included).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(0, 0)
+    }
+
+    /// Encodes the frame after `headroom` spare bytes, with capacity for `tailroom` more: the
+    /// sealed channel then seals it where it is (see `channel::SealWriter::write_sealable`).
+    pub fn encode_with(&self, headroom: usize, tailroom: usize) -> Vec<u8> {
         // Header first (length patched in at the end), payload appended once: a large
         // `SHM_DATA` is copied a single time, not built apart and then copied behind the header.
-        let mut p = Vec::with_capacity(5 + 14 + self.tail_len());
-        p.extend_from_slice(&[0; 5]);
+        let mut p = Vec::with_capacity(headroom + 5 + 14 + self.tail_len() + tailroom);
+        p.resize(headroom + 5, 0);
         let kind = match self {
             Frame::Wayland { fds, bytes } => {
                 p.extend_from_slice(&(fds.len() as u16).to_le_bytes());
@@ -264,9 +270,9 @@ impl Frame {
                 Kind::PipeAck
             }
         };
-        p[0] = kind as u8;
-        let len = (p.len() - 5) as u32;
-        p[1..5].copy_from_slice(&len.to_le_bytes());
+        p[headroom] = kind as u8;
+        let len = (p.len() - headroom - 5) as u32;
+        p[headroom + 1..headroom + 5].copy_from_slice(&len.to_le_bytes());
         p
     }
 

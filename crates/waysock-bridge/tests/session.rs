@@ -637,7 +637,7 @@ fn garbage_from_the_client_ends_the_session_without_a_panic() {
 fn an_oversized_frame_from_tcp_ends_the_session() {
     let (client_peer, client_end) = UnixStream::pair().unwrap();
     let (tc, ts) = tcp_pair();
-    let mut far = far_end(ts);
+    let far = far_end(ts);
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx);
     let mut client = Peer::new(client_peer);
@@ -660,7 +660,7 @@ fn an_oversized_frame_from_tcp_ends_the_session() {
     // Also an unknown frame kind.
     let (client_peer, client_end) = UnixStream::pair().unwrap();
     let (tc, ts) = tcp_pair();
-    let mut far = far_end(ts);
+    let far = far_end(ts);
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx);
     let mut client = Peer::new(client_peer);
@@ -689,9 +689,9 @@ fn unsealed_or_altered_bytes_from_tcp_end_the_session_unread() {
         let mut client = Peer::new(client_peer);
         let mut tcp = ts.tcp.try_clone().unwrap();
         if tamper {
-            let mut sealed = SealWriter::new(Vec::new(), &ts.keys.send);
+            let sealed = SealWriter::new(Vec::new(), &ts.keys.send);
             sealed.write_record(&keymap_frame).unwrap();
-            let mut bytes = sealed.get_ref().clone();
+            let mut bytes = sealed.into_inner().unwrap();
             bytes[9] ^= 0x40;
             tcp.write_all(&bytes).unwrap();
         } else {
@@ -718,7 +718,7 @@ fn pipe_data_beyond_the_window_ends_the_session() {
     // reader never reads, so nothing is acknowledged beyond what the kernel pipe holds.
     let (client_peer, client_end) = UnixStream::pair().unwrap();
     let (tc, ts) = tcp_pair();
-    let mut far = far_end(ts);
+    let far = far_end(ts);
     let (tx, done) = mpsc::channel();
     spawn_session(client_end, tc, Side::Client, tx);
     let mut client = Peer::new(client_peer);
