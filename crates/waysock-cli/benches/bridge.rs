@@ -1567,11 +1567,11 @@ fn write_doc(
          is where the issue's reference figures (tens of frames/s, ms roundtrips for 0.8) come \
          from; with `nodelay` it is limited by copying and compression instead. The \
          `direct` column bounds what any transport can reach on this machine.\n\n\
-         The bridge's roundtrip is bimodal on a 2-CPU virtual machine: over 19 runs of the \
-         same code it was 27–37 µs in 14 and 63–69 µs in 5. The polling threads keep their CPUs \
-         from idling; when the scheduler leaves both on one CPU, the other idles, and waking the \
+         The bridge's roundtrip is bimodal on a 2-CPU virtual machine: over 9 runs of this \
+         code it was 33–45 µs in 6 and 68–71 µs in 3. The polling threads keep their CPUs from \
+         idling; when the scheduler leaves both on one CPU, the other idles, and waking the \
          client or the compositor there costs a VM exit each way. With `--busy-poll-us 0` it is \
-         94–115 µs.\n\n",
+         97–128 µs. Sealing every record costs about 5 µs of it.\n\n",
     );
     md.push_str(targets);
     let skipped: Vec<&str> = transports
