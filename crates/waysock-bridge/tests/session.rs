@@ -407,19 +407,24 @@ fn keymap_arrives_with_its_content() {
     }
 }
 
-#[test]
-fn clipboard_pipes_are_relayed_both_ways() {
-    let mut b = bridged();
-    bind_globals(&mut b);
-    // The client's data device; the compositor offers a selection on it.
+/// The client gets its data device, and the compositor offers a selection of `mime` on it
+/// (offer id [`SERVER_ID`]).
+fn offer_selection(b: &mut Bridged, mime: &str) {
     b.client
         .send(&msg(DDM, 1, &[A::U(DATA_DEVICE), A::U(SEAT)]), &[]);
     b.server.expect(DDM, 1);
     let mut ev = msg(DATA_DEVICE, 0, &[A::U(SERVER_ID)]);
-    ev.extend(msg(SERVER_ID, 0, &[A::S("text/plain;charset=utf-8")]));
+    ev.extend(msg(SERVER_ID, 0, &[A::S(mime)]));
     ev.extend(msg(DATA_DEVICE, 5, &[A::U(SERVER_ID)]));
     b.server.send(&ev, &[]);
     b.client.expect(DATA_DEVICE, 5);
+}
+
+#[test]
+fn clipboard_pipes_are_relayed_both_ways() {
+    let mut b = bridged();
+    bind_globals(&mut b);
+    offer_selection(&mut b, "text/plain;charset=utf-8");
 
     // Paste: wl_data_offer.receive(mime, fd) — the client reads, the compositor side writes.
     let (r, w) = pipe();
@@ -919,14 +924,7 @@ fn double_buffered_client_gets_no_stale_rows() {
 fn paste_larger_than_a_pipe_does_not_block_wayland_events() {
     let mut b = bridged();
     bind_globals(&mut b);
-    b.client
-        .send(&msg(DDM, 1, &[A::U(DATA_DEVICE), A::U(SEAT)]), &[]);
-    b.server.expect(DDM, 1);
-    let mut ev = msg(DATA_DEVICE, 0, &[A::U(SERVER_ID)]);
-    ev.extend(msg(SERVER_ID, 0, &[A::S("text/plain")]));
-    ev.extend(msg(DATA_DEVICE, 5, &[A::U(SERVER_ID)]));
-    b.server.send(&ev, &[]);
-    b.client.expect(DATA_DEVICE, 5);
+    offer_selection(&mut b, "text/plain");
 
     let (r, w) = pipe();
     b.client
