@@ -314,6 +314,20 @@ fn can_run(test: &str) -> bool {
     true
 }
 
+/// The two namespaces joined by a veth pair, or `None` after reporting why the test skips.
+fn network_for(test: &str) -> Option<Net> {
+    if !can_run(test) {
+        return None;
+    }
+    match Net::new() {
+        Ok(n) => Some(n),
+        Err(why) => {
+            skip(test, &why);
+            None
+        }
+    }
+}
+
 fn write_token(path: &Path, content: &[u8], mode: u32) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(content).unwrap();
@@ -477,12 +491,8 @@ fn saw_compositor(r: &Run) -> bool {
 #[test]
 fn weston_in_one_netns_clients_in_another_over_veth() {
     const T: &str = "weston_in_one_netns_clients_in_another_over_veth";
-    if !can_run(T) {
+    let Some(net) = network_for(T) else {
         return;
-    }
-    let net = match Net::new() {
-        Ok(n) => n,
-        Err(why) => return skip(T, &why),
     };
     let rig = Rig::new(net, None);
 
@@ -585,12 +595,8 @@ fn weston_in_one_netns_clients_in_another_over_veth() {
 #[test]
 fn wrong_token_is_refused_and_nothing_is_relayed() {
     const T: &str = "wrong_token_is_refused_and_nothing_is_relayed";
-    if !can_run(T) {
+    let Some(net) = network_for(T) else {
         return;
-    }
-    let net = match Net::new() {
-        Ok(n) => n,
-        Err(why) => return skip(T, &why),
     };
     let rig = Rig::new(net, Some(b"not-the-same-secret-at-all-0123"));
     // wayland-info 1.21 exits 0 when the display hangs up on it (it just lists nothing):
@@ -763,12 +769,8 @@ fn token_files_that_are_not_private_or_too_short_are_refused() {
 #[test]
 fn several_clients_at_once_and_one_killed_mid_session() {
     const T: &str = "several_clients_at_once_and_one_killed_mid_session";
-    if !can_run(T) {
+    let Some(net) = network_for(T) else {
         return;
-    }
-    let net = match Net::new() {
-        Ok(n) => n,
-        Err(why) => return skip(T, &why),
     };
     let rig = Rig::new(net, None);
     let cdir = rig.cdir.display().to_string();
