@@ -45,7 +45,8 @@ enum Command {
     /// List this user's live displays.
     Ls(cmd::ls::Args),
     /// Carry Wayland over TCP between hosts or network namespaces, descriptors translated,
-    /// both ends authenticated with a shared token file.
+    /// both ends authenticated with a shared token file, the traffic encrypted and
+    /// authenticated (ChaCha20-Poly1305).
     Bridge(cmd::bridge::Args),
 }
 
