@@ -454,6 +454,27 @@ impl Rig {
         }
     }
 
+    /// `waysock exec --endpoint tcp:… --token-file TOKEN -- wayland-info` in B, straight to
+    /// the compositor-side bridge.
+    fn exec_info(&self, token: &Path) -> Run {
+        let token = token.display().to_string();
+        run(
+            self.b(),
+            &[],
+            &bin(),
+            &[
+                "exec",
+                "--endpoint",
+                &self.net.endpoint(),
+                "--token-file",
+                &token,
+                "--",
+                "wayland-info",
+            ],
+            CLIENT,
+        )
+    }
+
     /// In B, with weston's dir hidden.
     fn b(&self) -> Place<'_> {
         Place::Netns(&self.net.b.0, std::slice::from_ref(&self.rt))
@@ -523,23 +544,7 @@ fn weston_in_one_netns_clients_in_another_over_veth() {
     );
 
     // waysock exec straight to the compositor-side bridge.
-    let w = bin();
-    let token = rig.token.display().to_string();
-    let exec = run(
-        rig.b(),
-        &[],
-        &w,
-        &[
-            "exec",
-            "--endpoint",
-            &rig.net.endpoint(),
-            "--token-file",
-            &token,
-            "--",
-            "wayland-info",
-        ],
-        CLIENT,
-    );
+    let exec = rig.exec_info(&rig.token);
     assert!(
         saw_compositor(&exec),
         "waysock exec --endpoint tcp:\n{}\n{}",
@@ -553,6 +558,7 @@ fn weston_in_one_netns_clients_in_another_over_veth() {
         std::process::id(),
         NET.load(Ordering::Relaxed)
     );
+    let (w, token) = (bin(), rig.token.display().to_string());
     let mut abs = spawn(
         "client-side bridge on an abstract socket in A",
         Place::Netns(&rig.net.a.0, &[]),
@@ -627,28 +633,7 @@ fn wrong_token_is_refused_and_nothing_is_relayed() {
     );
 
     // Also waysock exec with the wrong secret.
-    let w = bin();
-    let wrong = rig
-        .scratch
-        .path()
-        .join("client-token")
-        .display()
-        .to_string();
-    let exec = run(
-        rig.b(),
-        &[],
-        &w,
-        &[
-            "exec",
-            "--endpoint",
-            &rig.net.endpoint(),
-            "--token-file",
-            &wrong,
-            "--",
-            "wayland-info",
-        ],
-        CLIENT,
-    );
+    let exec = rig.exec_info(&rig.scratch.path().join("client-token"));
     exec.assert_code(1);
     assert!(
         !exec.stdout().contains("wl_compositor"),
@@ -678,22 +663,7 @@ fn wrong_token_is_refused_and_nothing_is_relayed() {
     );
 
     // The same setup with the right secret gets through: the refusal was the token's doing.
-    let right = rig.token.display().to_string();
-    let exec = run(
-        rig.b(),
-        &[],
-        &w,
-        &[
-            "exec",
-            "--endpoint",
-            &rig.net.endpoint(),
-            "--token-file",
-            &right,
-            "--",
-            "wayland-info",
-        ],
-        CLIENT,
-    );
+    let exec = rig.exec_info(&rig.token);
     assert!(saw_compositor(&exec), "{}\n{}", exec.context(), rig.logs());
     assert_eq!(
         rig.compositor_bridge

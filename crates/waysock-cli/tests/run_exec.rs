@@ -263,6 +263,13 @@ impl Out {
     }
 }
 
+/// The plainest scenario: weston under `waysock run`, `wayland-info` and `weston-simple-shm`
+/// through `waysock exec`, then SIGTERM.
+const WESTON_SERVES_CLIENTS: &str = r#"start_run -- $WESTON
+say info; info
+say shm; shm
+stop_run"#;
+
 // ---- where the compositor may bind ---------------------------------------------------------
 
 #[test]
@@ -394,12 +401,7 @@ fn tmp_and_run_read_only_choose_private_shm() {
         return;
     };
     let c = c.with(|s| s.read_only("/tmp").read_only("/run"));
-    let out = c.script(
-        r#"start_run -- $WESTON
-           say info; info
-           say shm; shm
-           stop_run"#,
-    );
+    let out = c.script(WESTON_SERVES_CLIENTS);
     out.up_at("/dev/shm/waysock-0", "/dev/shm/waysock-0/wayland-1")
         .clients_ok("info", "shm")
         .contains("runlog", "(private-shm)")
@@ -445,12 +447,7 @@ fn runtime_dir_longer_than_sun_path() {
         s.sh(format!("mkdir -p {rt} && chmod 700 {rt}"))
             .env("XDG_RUNTIME_DIR", &rt)
     });
-    let out = c.script(
-        r#"start_run -- $WESTON
-           say info; info
-           say shm; shm
-           stop_run"#,
-    );
+    let out = c.script(WESTON_SERVES_CLIENTS);
     out.up_at("/tmp/waysock-0", "/tmp/waysock-0/wayland-1")
         .clients_ok("info", "shm")
         .clean_exit();
@@ -582,12 +579,7 @@ fn symlink_planted_at_private_tmp_is_never_used() {
     let before = snapshot(c.scratch.path());
     let plant = format!("/tmp/waysock-{uid}");
     let c = c.with(|s| s.sh(format!("ln -s {} {plant}", target.display())));
-    let out = c.script(
-        r#"start_run -- $WESTON
-           say info; info
-           say shm; shm
-           stop_run"#,
-    );
+    let out = c.script(WESTON_SERVES_CLIENTS);
     let dir = format!("/run/waysock-{uid}");
     out.up_at(&dir, &format!("{dir}/wayland-1"))
         .clients_ok("info", "shm")
