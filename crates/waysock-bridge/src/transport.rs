@@ -16,7 +16,7 @@
 //! SHM_DROP:= fd_id u32                      a mirrored object nobody uses any more
 //! ```
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -423,11 +423,6 @@ impl Frame {
         r.read_exact(&mut p)?;
         Frame::decode(head[0], &p).map(Some)
     }
-
-    /// Writes one frame.
-    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
-        w.write_all(&self.encode())
-    }
 }
 
 /// Receives bytes and descriptors from a local Unix socket. `Ok(0)` is end of stream.
@@ -536,7 +531,7 @@ mod tests {
         ];
         let mut wire = Vec::new();
         for f in &frames {
-            f.write(&mut wire).unwrap();
+            wire.extend_from_slice(&f.encode());
         }
         let mut r = &wire[..];
         for f in &frames {
