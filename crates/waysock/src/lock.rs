@@ -250,6 +250,10 @@ pub(crate) fn peek(dir: &UsableDir, name: &str) -> Result<Peek, SysError> {
 fn acquire(dir: &OwnedFd, lock_name: &str) -> Result<Option<(OwnedFd, FileInfo)>, SysError> {
     for _ in 0..LOCK_RETRIES {
         let fd = sys::open_lock_at(dir, OsStr::new(lock_name), true)?;
+        // Unit tests only: where another process may replace the lock file (not compiled
+        // into the library).
+        #[cfg(test)]
+        race::between_open_and_flock(dir, lock_name);
         let info = sys::fstat(&fd)?;
         if info.kind != FileType::RegularFile {
             return Err(SysError {
@@ -328,4 +332,182 @@ pub fn remove_stale_display(dir: &Path, name: &str) -> Result<bool, SysError> {
     // The socket is gone (or never was); the lock file we hold is the last trace.
     sys::unlink_at(&dfd, OsStr::new(&lock_name))?;
     Ok(true)
+}
+
+/// The race `acquire` guards against, made deterministic: a hook that runs between `open` and
+/// `flock` on the calling thread, where tests play the process that replaces the lock file.
+#[cfg(test)]
+mod race {
+    use std::cell::RefCell;
+    use std::os::fd::OwnedFd;
+
+    /// What runs between `open` and `flock`: the dir fd, the lock's name, and which attempt
+    /// of [`super::LOCK_RETRIES`] this is (from 0).
+    pub(super) type Hook = Box<dyn FnMut(&OwnedFd, &str, usize)>;
+
+    thread_local! {
+        static HOOK: RefCell<Option<(Hook, usize)>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` with `hook` installed on this thread; returns how many times it ran.
+    pub(super) fn with_hook<T>(hook: Hook, f: impl FnOnce() -> T) -> (T, usize) {
+        HOOK.with(|h| *h.borrow_mut() = Some((hook, 0)));
+        let out = f();
+        let runs = HOOK.with(|h| h.borrow_mut().take().map_or(0, |(_, n)| n));
+        (out, runs)
+    }
+
+    pub(super) fn between_open_and_flock(dir: &OwnedFd, lock_name: &str) {
+        HOOK.with(|h| {
+            if let Some((hook, runs)) = h.borrow_mut().as_mut() {
+                hook(dir, lock_name, *runs);
+                *runs += 1;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use rustix::fs::FlockOperation;
+    use waysock_testkit::Scratch;
+
+    use super::*;
+
+    const LOCK: &str = "wayland-0.lock";
+
+    /// What another process does between our `open` and our `flock`: unlink the lock file we
+    /// opened and create a fresh one at the name, holding its lock if `hold`.
+    fn replace(path: &Path, hold: bool) -> File {
+        std::fs::remove_file(path).unwrap();
+        let f = File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        if hold {
+            rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).unwrap();
+        }
+        f
+    }
+
+    /// Is the flock of the file now at `path` held (by anyone, us included)?
+    fn held(path: &Path) -> bool {
+        let f = File::open(path).unwrap();
+        rustix::fs::flock(&f, FlockOperation::NonBlockingLockShared).is_err()
+    }
+
+    fn acquire_with(dir: &Path, hook: race::Hook) -> (Option<(OwnedFd, FileInfo)>, usize) {
+        let dfd = sys::open_dir(dir, true).unwrap();
+        let (r, runs) = race::with_hook(hook, || acquire(&dfd, LOCK));
+        (r.unwrap(), runs)
+    }
+
+    /// The lock `acquire` returned is the file at the name, and its flock is held.
+    fn assert_holds_the_name(got: &(OwnedFd, FileInfo), path: &Path) {
+        let now = std::fs::symlink_metadata(path).expect("the lock file is at its name");
+        let (fd, info) = got;
+        let mine = sys::fstat(fd).unwrap();
+        assert_eq!(
+            (mine.dev, mine.ino),
+            (now.dev(), now.ino()),
+            "an orphan was locked"
+        );
+        assert!(info.same_file(&mine));
+        assert!(held(path), "the lock at the name is not held");
+    }
+
+    #[test]
+    fn a_lock_replaced_and_held_between_open_and_flock_is_in_use() {
+        // The inode we opened is unlinked (its flock is free: we would win it), a third
+        // process creates a new lock file and holds it. Two servers would own one name if we
+        // kept the orphan.
+        let scratch = Scratch::new("race-held");
+        let path = scratch.path().join(LOCK);
+        let mut theirs = Vec::new();
+        let p = path.clone();
+        let (got, runs) = acquire_with(
+            scratch.path(),
+            Box::new(move |_, _, n| {
+                if n == 0 {
+                    theirs.push(replace(&p, true));
+                }
+            }),
+        );
+        assert!(got.is_none(), "won an orphaned lock: {got:?}");
+        assert_eq!(runs, 2, "the name was not looked at again after the flock");
+    }
+
+    #[test]
+    fn a_lock_replaced_between_open_and_flock_is_retried_on_the_new_file() {
+        let scratch = Scratch::new("race-free");
+        let path = scratch.path().join(LOCK);
+        let mut keep = Vec::new();
+        let p = path.clone();
+        let (got, runs) = acquire_with(
+            scratch.path(),
+            Box::new(move |_, _, n| {
+                if n == 0 {
+                    keep.push(replace(&p, false));
+                }
+            }),
+        );
+        let got = got.expect("the fresh lock file is free: it is ours on the second try");
+        assert_eq!(runs, 2);
+        assert_holds_the_name(&got, &path);
+    }
+
+    #[test]
+    fn a_lock_removed_between_open_and_flock_is_created_again() {
+        let scratch = Scratch::new("race-gone");
+        let path = scratch.path().join(LOCK);
+        let p = path.clone();
+        let (got, runs) = acquire_with(
+            scratch.path(),
+            Box::new(move |_, _, n| {
+                if n == 0 {
+                    std::fs::remove_file(&p).unwrap();
+                }
+            }),
+        );
+        let got = got.expect("a new lock file is created and won");
+        assert_eq!(runs, 2);
+        assert_holds_the_name(&got, &path);
+    }
+
+    #[test]
+    fn a_lock_replaced_on_every_attempt_is_given_up() {
+        let scratch = Scratch::new("race-always");
+        let path = scratch.path().join(LOCK);
+        let mut keep = Vec::new();
+        let p = path.clone();
+        let (got, runs) = acquire_with(
+            scratch.path(),
+            Box::new(move |_, _, _| keep.push(replace(&p, false))),
+        );
+        assert!(
+            got.is_none(),
+            "returned a lock that is not at the name: {got:?}"
+        );
+        assert_eq!(runs, LOCK_RETRIES);
+        assert!(!held(&path), "nothing may stay locked");
+    }
+
+    #[test]
+    fn without_a_race_the_first_attempt_wins() {
+        let scratch = Scratch::new("race-none");
+        let path = scratch.path().join(LOCK);
+        let (got, runs) = acquire_with(scratch.path(), Box::new(|_, _, _| {}));
+        let got = got.expect("a free name");
+        assert_eq!(runs, 1);
+        assert_holds_the_name(&got, &path);
+        // Held: a second acquire (another open file description) does not get it.
+        let (again, _) = acquire_with(scratch.path(), Box::new(|_, _, _| {}));
+        assert!(again.is_none());
+    }
 }

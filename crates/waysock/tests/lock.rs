@@ -502,3 +502,85 @@ fn socket_left_by_a_killed_weston_is_reclaimed() {
         .unwrap();
     assert_weston_answers(&rt, "wayland-1", &again);
 }
+
+// ---- remove_stale_display: `waysock run`'s cleanup after its compositor died ----------------
+
+#[test]
+fn remove_stale_display_removes_a_dead_display() {
+    let (scratch, rt, _env) = setup("rsd-dead");
+    std::fs::write(rt.join("keep.txt"), b"mine").unwrap();
+    let before = snapshot(scratch.path());
+    stale_socket(&rt.join("wayland-0"));
+    File::create(rt.join("wayland-0.lock")).unwrap();
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(true));
+    assert_eq!(snapshot(scratch.path()), before, "socket and lock both go");
+
+    // A lock file alone (the socket already gone) is the last trace: removed too.
+    File::create(rt.join("wayland-0.lock")).unwrap();
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(true));
+    assert_eq!(snapshot(scratch.path()), before);
+}
+
+#[test]
+fn remove_stale_display_leaves_a_held_lock_alone() {
+    // Someone holds the lock: that display is alive (or being set up), whatever its socket
+    // looks like right now. Neither the socket nor the lock may go.
+    let (scratch, rt, _env) = setup("rsd-held");
+    let _held = hold_lock(&rt.join("wayland-0.lock"));
+    let before = snapshot(scratch.path());
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(false));
+    assert_eq!(snapshot(scratch.path()), before, "a held lock was removed");
+
+    // Its socket does not answer yet (bound, not listening): still not ours to remove.
+    stale_socket(&rt.join("wayland-0"));
+    let before = snapshot(scratch.path());
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(false));
+    assert_eq!(
+        snapshot(scratch.path()),
+        before,
+        "the socket of a held lock was reclaimed"
+    );
+}
+
+#[test]
+fn remove_stale_display_leaves_a_live_socket_alone() {
+    // The lock is free but a server (one that does not use lock files) answers.
+    let (scratch, rt, _env) = setup("rsd-live");
+    let _server = UnixListener::bind(rt.join("wayland-0")).unwrap();
+    File::create(rt.join("wayland-0.lock")).unwrap();
+    let before = snapshot(scratch.path());
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(false));
+    assert_eq!(snapshot(scratch.path()), before);
+}
+
+#[test]
+fn remove_stale_display_leaves_what_is_not_a_socket_alone() {
+    let (scratch, rt, _env) = setup("rsd-file");
+    std::fs::write(rt.join("wayland-0"), b"precious").unwrap();
+    File::create(rt.join("wayland-0.lock")).unwrap();
+    let before = snapshot(scratch.path());
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(false));
+    assert_eq!(snapshot(scratch.path()), before);
+}
+
+#[test]
+fn remove_stale_display_without_a_lock_file_removes_nothing() {
+    // No lock file: not a display waysock or libwayland made; nothing is created either.
+    let (scratch, rt, _env) = setup("rsd-nolock");
+    stale_socket(&rt.join("wayland-0"));
+    let before = snapshot(scratch.path());
+    assert_eq!(waysock::remove_stale_display(&rt, "wayland-0"), Ok(false));
+    assert_eq!(snapshot(scratch.path()), before);
+}
+
+#[test]
+fn remove_stale_display_never_follows_a_symlinked_lock() {
+    let (scratch, rt, _env) = setup("rsd-symlink");
+    let target = scratch.path().join("elsewhere.lock");
+    File::create(&target).unwrap();
+    symlink(&target, rt.join("wayland-0.lock")).unwrap();
+    stale_socket(&rt.join("wayland-0"));
+    let before = snapshot(scratch.path());
+    assert!(waysock::remove_stale_display(&rt, "wayland-0").is_err());
+    assert_eq!(snapshot(scratch.path()), before);
+}
