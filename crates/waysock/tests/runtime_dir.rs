@@ -317,6 +317,26 @@ fn private_dir_with_mode_0777_is_refused_and_never_written() {
 }
 
 #[test]
+fn private_dir_with_mode_0750_is_refused_and_never_tightened() {
+    // Not world-writable, so only the `mode & 077` rule can refuse it (0777 is refused by the
+    // world-writable rule first): group members could reach the sockets in it.
+    let scratch = Scratch::new("priv-0750");
+    let env = env_in(scratch.path());
+    make_roots(&env);
+    let planted = mkdir_mode(&env.roots.tmp.join(private_name()), 0o750);
+    std::fs::write(planted.join("keep"), b"x").unwrap();
+    let f = assert_planted_refused(&scratch, &env, &planted, "mode 0750");
+    assert!(
+        f.cause.contains("group or others"),
+        "refused for the wrong reason: {}",
+        f.cause
+    );
+    // fix_perms is for the user's runtime dir only; a private dir is never tightened.
+    assert_eq!(mode_of(&planted), 0o750);
+    assert!(f.remedy.contains("rm -r"), "{}", f.remedy);
+}
+
+#[test]
 fn private_dir_planted_as_a_file_is_refused() {
     let scratch = Scratch::new("priv-file");
     let env = env_in(scratch.path());
