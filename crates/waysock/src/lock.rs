@@ -162,6 +162,9 @@ pub(crate) fn claim(dir: &UsableDir, name: &str) -> Claim {
             })
         }
     }
+    // Unit tests only: where a server that ignores lock files may bind the name.
+    #[cfg(test)]
+    race::point(race::Point::BeforeBind, &dir.fd, name);
     let via = sys::path_via_fd(dir.fd.as_fd(), &dir.path, name);
     let sock = match sys::unix_stream_socket() {
         Ok(s) => s,
@@ -250,10 +253,10 @@ pub(crate) fn peek(dir: &UsableDir, name: &str) -> Result<Peek, SysError> {
 fn acquire(dir: &OwnedFd, lock_name: &str) -> Result<Option<(OwnedFd, FileInfo)>, SysError> {
     for _ in 0..LOCK_RETRIES {
         let fd = sys::open_lock_at(dir, OsStr::new(lock_name), true)?;
-        // Unit tests only: where another process may replace the lock file (not compiled
-        // into the library).
+        // Unit tests only (not compiled into the library): where another process may replace
+        // the lock file.
         #[cfg(test)]
-        race::between_open_and_flock(dir, lock_name);
+        race::point(race::Point::LockOpened, dir, lock_name);
         let info = sys::fstat(&fd)?;
         if info.kind != FileType::RegularFile {
             return Err(SysError {
@@ -316,6 +319,9 @@ pub fn remove_stale_display(dir: &Path, name: &str) -> Result<bool, SysError> {
         Err(e) if e.errno == Errno::NOENT => return Ok(false),
         Err(e) => return Err(e),
     };
+    // Unit tests only: where the lock file may be replaced, as in `acquire`.
+    #[cfg(test)]
+    race::point(race::Point::LockOpened, &dfd, &lock_name);
     if !sys::try_lock(&lock_fd)? {
         return Ok(false); // somebody still holds it: alive
     }
@@ -334,16 +340,27 @@ pub fn remove_stale_display(dir: &Path, name: &str) -> Result<bool, SysError> {
     Ok(true)
 }
 
-/// The race `acquire` guards against, made deterministic: a hook that runs between `open` and
-/// `flock` on the calling thread, where tests play the process that replaces the lock file.
+/// The races this module guards against, made deterministic: a hook that runs at named points
+/// on the calling thread, where tests play the other process (replacing the lock file between
+/// `open` and `flock`, binding the name while we hold its lock).
 #[cfg(test)]
 mod race {
     use std::cell::RefCell;
     use std::os::fd::OwnedFd;
 
-    /// What runs between `open` and `flock`: the dir fd, the lock's name, and which attempt
-    /// of [`super::LOCK_RETRIES`] this is (from 0).
-    pub(super) type Hook = Box<dyn FnMut(&OwnedFd, &str, usize)>;
+    /// Where the hook runs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Point {
+        /// A lock file was opened and is about to be `flock`ed (`acquire`,
+        /// `remove_stale_display`).
+        LockOpened,
+        /// `claim` holds the lock, found the name free or stale, and is about to bind.
+        BeforeBind,
+    }
+
+    /// What runs there: the point, the dir fd, the file's name (the lock's or the socket's),
+    /// and how many times the hook ran before (from 0).
+    pub(super) type Hook = Box<dyn FnMut(Point, &OwnedFd, &str, usize)>;
 
     thread_local! {
         static HOOK: RefCell<Option<(Hook, usize)>> = const { RefCell::new(None) };
@@ -357,10 +374,10 @@ mod race {
         (out, runs)
     }
 
-    pub(super) fn between_open_and_flock(dir: &OwnedFd, lock_name: &str) {
+    pub(super) fn point(at: Point, dir: &OwnedFd, name: &str) {
         HOOK.with(|h| {
             if let Some((hook, runs)) = h.borrow_mut().as_mut() {
-                hook(dir, lock_name, *runs);
+                hook(at, dir, name, *runs);
                 *runs += 1;
             }
         });
@@ -433,7 +450,7 @@ mod tests {
         let p = path.clone();
         let (got, runs) = acquire_with(
             scratch.path(),
-            Box::new(move |_, _, n| {
+            Box::new(move |_, _, _, n| {
                 if n == 0 {
                     theirs.push(replace(&p, true));
                 }
@@ -451,7 +468,7 @@ mod tests {
         let p = path.clone();
         let (got, runs) = acquire_with(
             scratch.path(),
-            Box::new(move |_, _, n| {
+            Box::new(move |_, _, _, n| {
                 if n == 0 {
                     keep.push(replace(&p, false));
                 }
@@ -469,7 +486,7 @@ mod tests {
         let p = path.clone();
         let (got, runs) = acquire_with(
             scratch.path(),
-            Box::new(move |_, _, n| {
+            Box::new(move |_, _, _, n| {
                 if n == 0 {
                     std::fs::remove_file(&p).unwrap();
                 }
@@ -488,7 +505,7 @@ mod tests {
         let p = path.clone();
         let (got, runs) = acquire_with(
             scratch.path(),
-            Box::new(move |_, _, _| keep.push(replace(&p, false))),
+            Box::new(move |_, _, _, _| keep.push(replace(&p, false))),
         );
         assert!(
             got.is_none(),
@@ -502,12 +519,103 @@ mod tests {
     fn without_a_race_the_first_attempt_wins() {
         let scratch = Scratch::new("race-none");
         let path = scratch.path().join(LOCK);
-        let (got, runs) = acquire_with(scratch.path(), Box::new(|_, _, _| {}));
+        let (got, runs) = acquire_with(scratch.path(), Box::new(|_, _, _, _| {}));
         let got = got.expect("a free name");
         assert_eq!(runs, 1);
         assert_holds_the_name(&got, &path);
         // Held: a second acquire (another open file description) does not get it.
-        let (again, _) = acquire_with(scratch.path(), Box::new(|_, _, _| {}));
+        let (again, _) = acquire_with(scratch.path(), Box::new(|_, _, _, _| {}));
         assert!(again.is_none());
+    }
+
+    #[test]
+    fn remove_stale_display_leaves_a_lock_replaced_before_its_flock() {
+        // The dead display's lock file is replaced between our open and our flock by a new
+        // compositor, which holds the new one and is about to bind: nothing of it may go.
+        let scratch = Scratch::new("race-rsd");
+        let dir = scratch.path();
+        waysock_testkit::stale_socket(&dir.join("wayland-0"));
+        File::create(dir.join(LOCK)).unwrap();
+        let mut theirs = Vec::new();
+        let p = dir.join(LOCK);
+        let (r, runs) = race::with_hook(
+            Box::new(move |at, _, _, _| {
+                assert_eq!(at, race::Point::LockOpened);
+                theirs.push(replace(&p, true));
+            }),
+            || remove_stale_display(dir, "wayland-0"),
+        );
+        assert_eq!(r, Ok(false));
+        assert_eq!(runs, 1);
+        assert!(dir.join("wayland-0").exists(), "the socket was removed");
+        assert!(dir.join(LOCK).exists(), "the new lock file was removed");
+    }
+
+    fn usable(dir: &Path) -> UsableDir {
+        UsableDir {
+            path: dir.to_path_buf(),
+            fd: sys::open_dir(dir, true).unwrap(),
+            created: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_name_bound_by_another_server_while_we_hold_its_lock_is_in_use() {
+        // A server that ignores lock files binds the name between our check and our bind.
+        let scratch = Scratch::new("race-bind");
+        let dir = usable(scratch.path());
+        let p = scratch.path().join("wayland-0");
+        let (claim, runs) = race::with_hook(
+            Box::new(move |at, _, _, _| {
+                if at == race::Point::BeforeBind {
+                    waysock_testkit::stale_socket(&p);
+                }
+            }),
+            || claim(&dir, "wayland-0"),
+        );
+        assert_eq!(runs, 2, "lock opened, then before bind");
+        match claim {
+            Claim::InUse(why) => assert!(why.contains("appeared while we held its lock"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !scratch.path().join(LOCK).exists(),
+            "the lock taken for the name must be removed again"
+        );
+        assert!(scratch.path().join("wayland-0").exists(), "theirs stays");
+    }
+
+    #[test]
+    fn a_bind_that_fails_for_another_reason_is_a_failure_not_in_use() {
+        // EACCES at bind (here: this thread loses root just before it) concerns the dir, not
+        // the name: reported as a failure of `bind`, not skipped as "in use".
+        let name = "lock::tests::a_bind_that_fails_for_another_reason_is_a_failure_not_in_use";
+        if !waysock_testkit::is_root() {
+            return waysock_testkit::skip(name, "needs root to drop privileges in one thread");
+        }
+        let scratch = Scratch::new("race-eacces");
+        let path = scratch.path().to_path_buf();
+        let claim = std::thread::spawn(move || {
+            let dir = usable(&path);
+            let (claim, _) = race::with_hook(
+                Box::new(|at, _, _, _| {
+                    if at == race::Point::BeforeBind {
+                        // This thread only, and only the effective uid: root comes back below.
+                        let nobody = rustix::process::Uid::from_raw(65534);
+                        rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+                    }
+                }),
+                || claim(&dir, "wayland-0"),
+            );
+            rustix::thread::set_thread_res_uid(None, rustix::process::Uid::ROOT, None).unwrap();
+            format!("{claim:?}")
+        })
+        .join()
+        .unwrap();
+        assert!(
+            claim.starts_with("Failed { step: \"bind\"") && claim.contains("ACCES"),
+            "{claim}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::{symlink, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -582,5 +582,69 @@ fn remove_stale_display_never_follows_a_symlinked_lock() {
     stale_socket(&rt.join("wayland-0"));
     let before = snapshot(scratch.path());
     assert!(waysock::remove_stale_display(&rt, "wayland-0").is_err());
+    assert_eq!(snapshot(scratch.path()), before);
+}
+
+#[test]
+fn datagram_socket_named_wayland_0_is_never_unlinked() {
+    // A socket that a stream connect cannot test (EPROTOTYPE, not ECONNREFUSED) is not known
+    // to be stale: it stays, and the next name is taken.
+    assert_blocker_left_alone(
+        "blk-dgram",
+        |p| {
+            // Kept open for the whole test: closed, it would refuse connections like a stale one.
+            Box::leak(Box::new(UnixDatagram::bind(p).unwrap()));
+        },
+        false,
+    );
+}
+
+#[test]
+fn fifo_as_lock_file_is_left_alone() {
+    let (scratch, rt, env) = setup("blk-lock-fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &rt.join("wayland-0.lock"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let before = snapshot(scratch.path());
+    let bound = binder(&env).bind().unwrap();
+    assert_eq!(
+        bound.endpoint(),
+        &unix(rt.join("wayland-1")),
+        "{}",
+        bound.report()
+    );
+    match outcome_for(bound.report(), &unix(rt.join("wayland-0")).to_string()) {
+        Outcome::Failed(f) => {
+            assert!(!f.security, "{f:?}");
+            assert!(f.cause.contains("not a regular file"), "{f:?}");
+        }
+        other => panic!("{other:?}\n{}", bound.report()),
+    }
+    drop(bound);
+    assert_eq!(snapshot(scratch.path()), before);
+}
+
+#[test]
+fn diagnose_refuses_a_symlinked_lock_file() {
+    let (scratch, rt, env) = setup("diag-lock-symlink");
+    let target = scratch.path().join("victim");
+    std::fs::write(&target, b"x").unwrap();
+    symlink(&target, rt.join("wayland-0.lock")).unwrap();
+    let before = snapshot(scratch.path());
+    let report = binder(&env).diagnose().unwrap();
+    match outcome_for(&report, &unix(rt.join("wayland-0")).to_string()) {
+        Outcome::Failed(f) => assert!(f.security && f.cause.contains("symlink"), "{f:?}"),
+        other => panic!("{other:?}\n{report}"),
+    }
+    assert_eq!(
+        report.choice.as_ref().map(|c| c.endpoint.clone()),
+        Some(unix(rt.join("wayland-1"))),
+        "{report}"
+    );
     assert_eq!(snapshot(scratch.path()), before);
 }
