@@ -604,7 +604,7 @@ fn fifo_as_lock_file_is_left_alone() {
     let (scratch, rt, env) = setup("blk-lock-fifo");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &rt.join("wayland-0.lock"),
+        rt.join("wayland-0.lock"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
