@@ -706,3 +706,25 @@ pub fn relocated(bin: &str) -> &'static Path {
         dst
     })
 }
+
+/// Splits a script's stdout at its marker lines (`@@name` alone on a line) into named
+/// sections, each trimmed.
+pub fn sections(stdout: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in stdout.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            current = Some(name.to_string());
+            out.insert(name.to_string(), String::new());
+        } else if let Some(name) = &current {
+            if let Some(s) = out.get_mut(name) {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    }
+    for v in out.values_mut() {
+        *v = v.trim().to_string();
+    }
+    out
+}

@@ -41,6 +41,7 @@ pub struct Binder {
     display: Option<String>,
     fix_perms: bool,
     allow_uids: Vec<u32>,
+    for_stock: bool,
 }
 
 /// Why nothing was bound.
@@ -58,10 +59,8 @@ pub enum BindError {
         report: Box<Report>,
     },
     /// `--display NAME` is not a plain file name.
-    #[error(
-        "invalid display name {0:?}: use a plain name such as wayland-1 (no '/', not '.' or '..')"
-    )]
-    BadDisplay(String),
+    #[error("invalid {0}: use a plain name such as wayland-1")]
+    BadDisplay(crate::names::BadName),
 }
 
 impl BindError {
@@ -213,7 +212,15 @@ impl Binder {
             display: None,
             fix_perms: false,
             allow_uids: Vec::new(),
+            for_stock: false,
         }
+    }
+
+    /// Diagnose (or bind) as a stock compositor started by `waysock run` would: only the names
+    /// it tries itself (`wayland-1` to `wayland-32`) count as free.
+    pub fn for_stock_compositor(mut self, yes: bool) -> Self {
+        self.for_stock = yes;
+        self
     }
 
     /// Also accept clients of `uid` on an abstract socket (our own uid always is).
@@ -327,20 +334,19 @@ impl Binder {
 
     fn check_display(&self) -> Result<(), BindError> {
         match &self.display {
-            Some(d) if !runtime_dir::is_plain_name(d) || d.len() > 64 => {
-                Err(BindError::BadDisplay(d.clone()))
-            }
-            _ => Ok(()),
+            Some(d) => crate::names::check_plain(d).map_err(BindError::BadDisplay),
+            None => Ok(()),
         }
     }
 
-    /// The names to try, in order.
-    fn names(&self) -> Vec<String> {
-        match &self.display {
-            Some(d) => vec![d.clone()],
-            None => (0..=MAX_DISPLAY_NUMBER)
-                .map(|n| format!("wayland-{n}"))
-                .collect(),
+    /// The names to try, in order. A directory prepared for a stock compositor needs a free
+    /// name among the ones it will try itself (weston and sway never try `wayland-0`).
+    fn names(&self, mode: Mode) -> Vec<String> {
+        match (&self.display, mode) {
+            (Some(d), _) => vec![d.clone()],
+            (None, Mode::Prepare) => crate::names::stock_names().collect(),
+            (None, _) if self.for_stock => crate::names::stock_names().collect(),
+            (None, _) => crate::names::default_names().collect(),
         }
     }
 
@@ -441,7 +447,7 @@ impl Binder {
             report.push(s, &candidate, "select", Outcome::Skipped { reason });
             return Step::Next;
         }
-        for name in self.names() {
+        for name in self.names(mode) {
             let abs = self.abstract_name(&name);
             let endpoint = Endpoint::Abstract(abs.clone());
             let candidate = endpoint.to_string();
@@ -545,7 +551,7 @@ impl Binder {
             }
             seen.push((s, id));
         }
-        let names = self.names();
+        let names = self.names(mode);
         let longest = names
             .iter()
             .max_by_key(|n| n.len())

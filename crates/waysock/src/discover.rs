@@ -50,6 +50,15 @@ pub enum DiscoverError {
     /// An explicit endpoint that the client side cannot use directly.
     #[error("{0}")]
     Unsupported(String),
+    /// `--display` or `WAYLAND_DISPLAY` breaks the naming rules ([`crate::names`]): a usage
+    /// error, nothing was tried.
+    #[error("{source_name}: invalid {name}")]
+    BadDisplay {
+        /// Where the name came from (`--display`, `WAYLAND_DISPLAY`).
+        source_name: &'static str,
+        /// What is wrong with it.
+        name: crate::names::BadName,
+    },
 }
 
 impl DiscoverError {
@@ -57,7 +66,7 @@ impl DiscoverError {
     pub fn tried(&self) -> &[Tried] {
         match self {
             DiscoverError::NothingAnswered(t) => t,
-            DiscoverError::Unsupported(_) => &[],
+            DiscoverError::Unsupported(_) | DiscoverError::BadDisplay { .. } => &[],
         }
     }
 }
@@ -156,6 +165,7 @@ impl Discovery {
     /// Looks everywhere, in order; the first display that answers wins.
     pub fn find(&self) -> Result<(Found, Vec<Tried>), DiscoverError> {
         let mut tried = Vec::new();
+        self.check_names()?;
         if let Some(ep) = &self.endpoint {
             return self.explicit(ep, tried);
         }
@@ -215,6 +225,15 @@ impl Discovery {
             }
             other => other.clone(),
         };
+        if let Endpoint::Unix(p) = &resolved {
+            if let Err(d) = crate::trust::check_socket_path(p, self.env.uid) {
+                tried.push(Tried {
+                    place: resolved.to_string(),
+                    why: format!("not trusted: {}", d.cause),
+                });
+                return Err(DiscoverError::NothingAnswered(tried));
+            }
+        }
         match accepts(&resolved) {
             Ok(s) => Ok((
                 Found {
@@ -234,6 +253,29 @@ impl Discovery {
         }
     }
 
+    /// Refuses a `--display` or `WAYLAND_DISPLAY` that could lead out of the runtime dir.
+    fn check_names(&self) -> Result<(), DiscoverError> {
+        if let Some(d) = &self.display {
+            crate::names::check(d).map_err(|name| DiscoverError::BadDisplay {
+                source_name: "--display",
+                name,
+            })?;
+        }
+        if let (None, None, Some(d)) = (
+            &self.display,
+            &self.endpoint,
+            self.env.wayland_display.as_ref().filter(|d| !d.is_empty()),
+        ) {
+            crate::names::check(&d.to_string_lossy()).map_err(|name| {
+                DiscoverError::BadDisplay {
+                    source_name: "WAYLAND_DISPLAY",
+                    name,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// `XDG_RUNTIME_DIR` if it names an existing directory.
     fn runtime_dir(&self) -> Result<PathBuf, String> {
         let Some(d) = self.env.xdg_runtime_dir.as_ref().filter(|d| !d.is_empty()) else {
@@ -245,6 +287,13 @@ impl Discovery {
         }
         match sys::stat_path(&dir) {
             Ok(Some(i)) if i.kind == FileType::Directory => {
+                if let Err(d) = crate::trust::check_directory_chain(&dir, self.env.uid) {
+                    return Err(format!(
+                        "XDG_RUNTIME_DIR={}: not trusted: {}",
+                        dir.display(),
+                        d.cause
+                    ));
+                }
                 if usable_runtime_dir(&dir, self.env.uid) {
                     Ok(dir)
                 } else {
@@ -304,6 +353,17 @@ impl Discovery {
         source: &str,
         tried: &mut Vec<Tried>,
     ) -> Option<Found> {
+        if let Endpoint::Unix(p) = &ep {
+            // A path from the environment, the registry or the user: every directory on the
+            // way must be one nobody else can rearrange, and the socket ours or root's.
+            if let Err(d) = crate::trust::check_socket_path(p, self.env.uid) {
+                tried.push(Tried {
+                    place,
+                    why: format!("not trusted: {}", d.cause),
+                });
+                return None;
+            }
+        }
         match accepts(&ep) {
             Ok(s) => Some(Found {
                 endpoint: ep,
@@ -466,6 +526,13 @@ impl Discovery {
                 seen.push(id);
             }
             let place = format!("{s} {}", dir.display());
+            if let Err(d) = crate::trust::check_directory_chain(&dir, self.env.uid) {
+                tried.push(Tried {
+                    place,
+                    why: format!("not trusted: {}", d.cause),
+                });
+                continue;
+            }
             let dfd = match sys::open_dir(&dir, true) {
                 Ok(fd) => fd,
                 Err(e) => {

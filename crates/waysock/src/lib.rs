@@ -37,6 +37,7 @@ mod errno;
 mod explain;
 mod inherited;
 mod lock;
+pub mod names;
 pub mod probe;
 pub mod registry;
 mod report;
@@ -44,6 +45,7 @@ mod runtime_dir;
 pub mod stock;
 mod strategy;
 mod sys;
+pub mod trust;
 
 pub use binder::{BindError, Binder, Bound, Prepared, MAX_DISPLAY_NUMBER};
 pub use discover::{Discovery, Found, Tried};

@@ -143,3 +143,36 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }
+
+/// Who holds an abstract socket name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbstractName {
+    /// Nobody: it can be bound.
+    Free,
+    /// A socket is bound to it; `uid` is its creator's when it listens (`SO_PEERCRED` on a
+    /// connection), `None` when it does not (bound, never listening: it cannot be asked).
+    Held {
+        /// The uid that created the listening socket.
+        uid: Option<u32>,
+    },
+}
+
+/// Finds out, without keeping anything, whether abstract `name` is free and who holds it.
+///
+/// The name is bound for a moment (and released at once) because a socket that is bound but
+/// never listens refuses connections exactly like a free name would.
+pub fn abstract_name(name: &str) -> AbstractName {
+    use crate::sys::{self, UnixAddr};
+    let bound = sys::unix_stream_socket()
+        .and_then(|fd| sys::bind(&fd, UnixAddr::Abstract(name.as_bytes())));
+    match bound {
+        // Any other error is the compositor's own bind's to report.
+        Ok(()) => AbstractName::Free,
+        Err(e) if e.errno != crate::Errno::ADDRINUSE => AbstractName::Free,
+        Err(_) => AbstractName::Held {
+            uid: sys::unix_connect(UnixAddr::Abstract(name.as_bytes()))
+                .ok()
+                .and_then(|fd| sys::peer_uid(&fd).ok()),
+        },
+    }
+}

@@ -150,24 +150,11 @@ fn open_usable_inner(
             ),
         ));
     };
+    // Every directory above must be one that nobody but root and us can rearrange: checked
+    // before anything is created in it, and again once the missing ones are made (ours).
+    crate::trust::check_directory_chain(parent, uid).map_err(|d| ("verify", d.into()))?;
     let parent_fd = open_parent(parent, opts.create_ancestors, uid, created)?;
-    let parent_info = sys::fstat(&parent_fd).map_err(|e| fail("verify", e, parent))?;
-    if parent_info.perm & 0o002 != 0 && parent_info.perm & 0o1000 == 0 {
-        return Err((
-            "verify",
-            Failure::policy(
-                Some(parent.to_path_buf()),
-                format!(
-                    "{} is world-writable without the sticky bit (mode {:04o}): any user could \
-                     rename our directory away and put their own in its place",
-                    parent.display(),
-                    parent_info.perm
-                ),
-                format!("`chmod +t {}` (as root)", parent.display()),
-            )
-            .security(),
-        ));
-    }
+    crate::trust::check_directory_chain(parent, uid).map_err(|d| ("verify", d.into()))?;
     let mut notes = Vec::new();
     let fd = match sys::open_dir_at(&parent_fd, leaf, true) {
         Ok(fd) => fd,
@@ -402,13 +389,4 @@ pub(crate) fn identity(path: &Path) -> Option<(u64, u64, OsString)> {
         return None;
     }
     Some((info.dev, info.ino, path.file_name()?.to_os_string()))
-}
-
-/// Is `name` a plain file name (no `/`, not `.`/`..`, no NUL)?
-pub(crate) fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.as_bytes().contains(&b'/')
-        && !name.as_bytes().contains(&0)
 }

@@ -95,6 +95,21 @@ pub fn open_dir_at(dir: impl AsFd, name: &OsStr, nofollow: bool) -> SysResult<Ow
     rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err("open"))
 }
 
+/// `openat(dirfd, name, O_PATH|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC)`: a handle on a directory
+/// for walking and `fstat`, which needs only search permission on the way there.
+pub fn open_path_dir_at(dir: impl AsFd, name: &OsStr) -> SysResult<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err("open"))
+}
+
+/// `readlinkat(dirfd, name)`.
+pub fn readlink_at(dir: impl AsFd, name: &OsStr) -> SysResult<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    rustix::fs::readlinkat(dir, name, Vec::new())
+        .map(|c| PathBuf::from(std::ffi::OsString::from_vec(c.into_bytes())))
+        .map_err(err("readlink"))
+}
+
 /// `mkdirat(dirfd, name, mode)`.
 pub fn mkdir_at(dir: impl AsFd, name: &OsStr, mode: u32) -> SysResult<()> {
     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode as _)).map_err(err("mkdir"))

@@ -25,6 +25,8 @@ pub struct Args {
 struct Json<'a> {
     uid: u32,
     choice: &'a Option<waysock::Choice>,
+    /// Where `waysock run` would start a stock compositor (it tries wayland-1..32 itself).
+    run_choice: &'a Option<waysock::Choice>,
     attempts: &'a [waysock::Attempt],
     stock: waysock::stock::Stock,
     preload: Preload,
@@ -62,6 +64,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let binder = Binder::new(env.clone())
         .strategies(chain)
         .display(args.display);
+    // What `run` would do with a stock compositor, which never tries wayland-0: a directory
+    // whose wayland-1..32 are all taken is full for it even when the library could still bind.
+    let run_choice = binder
+        .clone()
+        .for_stock_compositor(true)
+        .diagnose()
+        .ok()
+        .and_then(|r| r.choice);
     let report = match binder.diagnose() {
         Ok(r) => r,
         Err(e) => {
@@ -75,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let json = Json {
             uid: report.uid,
             choice: &report.choice,
+            run_choice: &run_choice,
             attempts: &report.attempts,
             stock,
             preload: preload(),
@@ -83,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         text.push('\n');
         crate::output::print(&text)?;
     } else {
-        crate::output::print(&human(&env, &report, &stock))?;
+        crate::output::print(&human(&env, &report, &run_choice, &stock))?;
     }
     Ok(ExitCode::from(code))
 }
@@ -95,7 +106,12 @@ fn show(v: &Option<std::ffi::OsString>) -> String {
     }
 }
 
-fn human(env: &Environment, report: &Report, stock: &waysock::stock::Stock) -> String {
+fn human(
+    env: &Environment,
+    report: &Report,
+    run_choice: &Option<waysock::Choice>,
+    stock: &waysock::stock::Stock,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -145,6 +161,17 @@ fn human(env: &Environment, report: &Report, stock: &waysock::stock::Stock) -> S
     match &report.choice {
         Some(c) => {
             let _ = writeln!(s, "\nwaysock would use {} ({}).", c.endpoint, c.strategy);
+            if let Some(r) = run_choice.as_ref().filter(|r| r.strategy != c.strategy) {
+                let _ = writeln!(
+                    s,
+                    "`waysock run` would start a stock compositor on {} ({}): it tries \
+                     wayland-1..{} itself, and those are taken in {}.",
+                    r.endpoint,
+                    r.strategy,
+                    waysock::MAX_DISPLAY_NUMBER,
+                    c.strategy
+                );
+            }
         }
         None => {
             let _ = writeln!(

@@ -38,6 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .find()
     {
         Ok(x) => x,
+        Err(e @ waysock::discover::DiscoverError::BadDisplay { .. }) => {
+            return Ok(super::usage(format!("env: {e}")))
+        }
         Err(e) => {
             eprintln!("waysock env: {e}");
             return Ok(ExitCode::from(1));

@@ -49,6 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .state_fd(std::env::var_os("WAYSOCK_STATE_FD"));
     let (found, tried) = match discovery.find() {
         Ok(x) => x,
+        Err(e @ waysock::discover::DiscoverError::BadDisplay { .. }) => {
+            return Ok(super::usage(format!("exec: {e}")))
+        }
         Err(e) => {
             eprintln!("waysock exec: {e}");
             return Ok(ExitCode::from(1));

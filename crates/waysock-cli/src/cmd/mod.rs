@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod doctor;
 pub mod env;
+pub mod envfile;
 pub mod exec;
 pub mod ls;
 pub mod preload;

@@ -12,22 +12,25 @@ use waysock::Environment;
 pub const SHIM: &str = "libwaysock_preload.so";
 
 /// Where the shim is: `WAYSOCK_PRELOAD_LIB`, next to this binary, in its `deps/` (a cargo
-/// build tree), or in `../lib/waysock/` (an install).
+/// build tree), or in `../lib/waysock/` (an install). Whichever it is must pass [`vet_shim`]:
+/// it is loaded into the compositor and runs as us.
 ///
 /// In a cargo build tree both of the first two can exist, and only `cargo build` refreshes the
 /// copy next to the binary: `cargo test` rebuilds `deps/` alone. The newer of the two wins, so
 /// a test run never preloads a stale shim.
 pub fn shim_path() -> Result<PathBuf, String> {
+    let uid = rustix::process::geteuid().as_raw();
     if let Some(p) = std::env::var_os("WAYSOCK_PRELOAD_LIB") {
         let p = PathBuf::from(p);
-        return if p.is_file() && p.is_absolute() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "WAYSOCK_PRELOAD_LIB={} is not an absolute path to a file",
+        if !p.is_absolute() {
+            return Err(format!(
+                "WAYSOCK_PRELOAD_LIB={} is not an absolute path",
                 p.display()
-            ))
-        };
+            ));
+        }
+        return vet_shim(&p, uid)
+            .map(|()| p.clone())
+            .map_err(|why| format!("WAYSOCK_PRELOAD_LIB={}: refused: {why}", p.display()));
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate waysock itself: {e}"))?;
     let dir = exe.parent().unwrap_or(Path::new("/"));
@@ -42,7 +45,7 @@ pub fn shim_path() -> Result<PathBuf, String> {
         (true, true) if modified(&candidates[1]) > modified(&candidates[0]) => Some(&candidates[1]),
         _ => candidates.iter().find(|p| p.is_file()),
     };
-    found
+    let found = found
         .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
         .ok_or_else(|| {
             format!(
@@ -50,7 +53,62 @@ pub fn shim_path() -> Result<PathBuf, String> {
                  WAYSOCK_PRELOAD_LIB)",
                 exe.display()
             )
-        })
+        })?;
+    vet_shim(&found, uid)
+        .map(|()| found.clone())
+        .map_err(|why| format!("{}: refused: {why}", found.display()))
+}
+
+/// May `path` be loaded into a compositor running as `uid`? It must be a regular file (not a
+/// symlink) owned by root or `uid`, writable by no one else, in directories that pass
+/// [`waysock::trust`] from `/` down, and really be the shim: an ELF shared object that reads
+/// `WAYSOCK_PRELOAD_DIR`. Anything else would either run someone else's code as us or leave
+/// the compositor silently without the shim.
+pub fn vet_shim(path: &Path, uid: u32) -> Result<(), String> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    waysock::trust::check_directory_chain(dir, uid).map_err(|d| d.cause)?;
+    let st = rustix::fs::statat(rustix::fs::CWD, path, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| format!("cannot look at it: {e}"))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => return Err("it is a symlink: give the real path".into()),
+        _ => return Err("it is not a regular file".into()),
+    }
+    if st.st_uid != 0 && st.st_uid != uid {
+        return Err(format!(
+            "it belongs to uid {}, neither root nor us (uid {uid}): its code would run as us",
+            st.st_uid
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by group or others (mode {:04o}): anyone could change the code \
+             that runs as us",
+            st.st_mode & 0o7777
+        ));
+    }
+    // Read through the same (never followed, never blocking) file that was checked.
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open it: {e}"))?;
+    let mut bytes = Vec::new();
+    let _ = std::fs::File::from(fd)
+        .take(64 << 20)
+        .read_to_end(&mut bytes);
+    const ET_DYN: u16 = 3;
+    let is_shared_object =
+        bytes.starts_with(b"\x7fELF") && bytes.get(16..18) == Some(&ET_DYN.to_le_bytes()[..]);
+    if !is_shared_object {
+        return Err("it is not an ELF shared object".into());
+    }
+    if !contains(&bytes, b"WAYSOCK_PRELOAD_DIR") {
+        return Err(format!("it is a shared object, but not {SHIM}"));
+    }
+    Ok(())
 }
 
 /// Resolves `program` through `PATH` like `execvp`.

@@ -26,8 +26,7 @@
 //! that answers a roundtrip.
 
 use std::ffi::OsString;
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +38,7 @@ use std::time::{Duration, Instant};
 use waysock::registry::{Registry, StateFd};
 use waysock::{Binder, Endpoint, Environment, Record, Strategy};
 
+use super::envfile::EnvFile;
 use super::quote;
 
 /// Arguments of `waysock run`.
@@ -51,7 +51,8 @@ pub struct Args {
     /// for it, e.g. weston --socket=NAME).
     #[arg(long, value_name = "NAME")]
     display: Option<String>,
-    /// Also write the export lines to FILE (created 0600) once the display is up.
+    /// Also write the export lines to FILE once the display is up: a fresh 0600 file of ours
+    /// (an existing FILE that is not provably ours is refused), removed again when run ends.
     #[arg(long, value_name = "FILE")]
     print_env: Option<PathBuf>,
     /// Tighten a too-permissive runtime dir that you own to 0700 instead of refusing it.
@@ -84,6 +85,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // what we made behind.
     let mut signals = watch_signals();
     let env = Environment::from_process();
+    // Checked before anything starts: a refused FILE is a usage error, not a surprise later.
+    let mut env_file = match args
+        .print_env
+        .as_deref()
+        .map(|p| EnvFile::prepare(p, env.uid))
+    {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => return Ok(super::usage(format!("--print-env {e}"))),
+    };
     let binder = Binder::new(env.clone())
         .strategies(chain.clone())
         .display(args.display.clone())
@@ -125,6 +136,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             let shim = shim.unwrap_or_default();
+            if let Err(why) = abstract_names_free(env.uid, args.display.as_deref()) {
+                eprintln!(
+                    "waysock run: no directory works here, and {why}\n  fix: find the \
+                     process that holds them (`ss -xlp | grep wayland-{}`) and stop it, or give \
+                     run a writable directory (XDG_RUNTIME_DIR, /tmp, /dev/shm or $HOME)",
+                    env.uid
+                );
+                eprint!("{report}");
+                return Ok(ExitCode::from(1));
+            }
             let dir = super::preload::runtime_dir_for_shim(&env);
             super::preload::apply(&mut cmd, &shim, &dir, &args.allow_uid);
             tracing::info!(shim = %shim.display(), dir = %dir.display(), "abstract via preload");
@@ -152,7 +173,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let state_fd = match registry.usable() {
         Ok(()) => None,
         Err(e) => {
-            tracing::info!("registry unusable ({e}); children get WAYSOCK_STATE_FD");
+            match &e {
+                // Someone else's file where ours should be: the user must hear of it.
+                waysock::registry::RegistryError::Unsafe { .. } => tracing::warn!(
+                    "registry {e}; the display is published to children only \
+                     (WAYSOCK_STATE_FD)"
+                ),
+                _ => tracing::info!("registry unusable ({e}); children get WAYSOCK_STATE_FD"),
+            }
             match StateFd::create() {
                 Ok(fd) => {
                     cmd.env("WAYSOCK_STATE_FD", fd.raw().to_string());
@@ -242,9 +270,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Place::Abstract { .. } => ", through the preload shim",
             };
             eprintln!("waysock: {name} is up on {endpoint} ({strategy}{how})\n{exports}");
-            if let Some(file) = &args.print_env {
-                if let Err(e) = write_env_file(file, &exports) {
-                    eprintln!("waysock run: cannot write {}: {e}", file.display());
+            if let Some(file) = &mut env_file {
+                if let Err(e) = file.write(&exports) {
+                    eprintln!("waysock run: --print-env {e}");
                 }
             }
         }
@@ -295,15 +323,54 @@ pub fn exit_code(status: ExitStatus) -> ExitCode {
     }
 }
 
-fn write_env_file(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+/// Every abstract name the compositor would try (`wayland-UID-1..32`, or the one asked for)
+/// is free or ours? `Err` names who holds them when none is left.
+fn abstract_names_free(uid: u32, want: Option<&str>) -> Result<(), String> {
+    use waysock::probe::AbstractName;
+    let names: Vec<String> = match want {
+        Some(w) => vec![w.to_string()],
+        None => waysock::names::stock_names().collect(),
+    };
+    let mut holders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for name in &names {
+        let abs = waysock::abstract_display_name(uid, name);
+        match waysock::probe::abstract_name(&abs) {
+            AbstractName::Free => return Ok(()),
+            AbstractName::Held { uid: Some(u) } if u == uid => holders
+                .entry(format!("by us (uid {u}): our own displays"))
+                .or_default(),
+            AbstractName::Held { uid: Some(u) } => holders
+                .entry(format!("by uid {u}, another user"))
+                .or_default(),
+            AbstractName::Held { uid: None } => holders
+                .entry("by a socket that does not listen (its owner cannot be asked)".into())
+                .or_default(),
+        }
+        .push(abs);
+    }
+    let range = match want {
+        Some(_) => format!(
+            "the abstract name {}",
+            waysock::abstract_display_name(uid, &names[0])
+        ),
+        None => format!(
+            "every abstract name the compositor would try (wayland-{uid}-1..{}) is taken",
+            waysock::MAX_DISPLAY_NUMBER
+        ),
+    };
+    let who: Vec<String> = holders
+        .iter()
+        .map(|(who, list)| format!("{} held {who}", count(list.len())))
+        .collect();
+    Err(format!("{range}: {}", who.join("; ")))
+}
+
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 is".into()
+    } else {
+        format!("{n} are")
+    }
 }
 
 /// Where the compositor will bind.
