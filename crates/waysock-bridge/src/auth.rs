@@ -9,6 +9,10 @@
 //! then, both ends:       key c→s = HMAC-SHA256(secret, "waysock-bridge key: connector to listener" | nonce_c | nonce_s)
 //!                        key s→c = HMAC-SHA256(secret, "waysock-bridge key: listener to connector" | nonce_c | nonce_s)
 //! ```
+//! A listener that ends a handshake early says why before it closes, so the connector can
+//! tell its user: in place of its greeting `"WSB-"` and a [`Refusal`] code, or in place of the
+//! `0x01` the code alone (`0x00`: our proof was wrong; `0x02`: busy; `0x03`: timed out). A
+//! connector of an older version reads that as a closed connection.
 //! Each MAC covers both nonces and the sender's role, so a reply cannot be replayed from
 //! another session or reflected back at its sender. MACs are compared in constant time. Any
 //! failure ends the handshake with nothing relayed. The nonces are always 32 bytes and the
@@ -34,6 +38,10 @@ pub const MAX_SECRET: usize = 64 * 1024;
 /// credit acks).
 const MAGIC: &[u8; 4] = b"WSB3";
 
+/// What the listener sends in place of its greeting when it ends the handshake at once; one
+/// [`Refusal`] code follows.
+const REFUSAL: &[u8; 4] = b"WSB-";
+
 /// What a greeting that is not ours is.
 fn greeting_error(got: &[u8]) -> AuthError {
     match got {
@@ -43,6 +51,68 @@ fn greeting_error(got: &[u8]) -> AuthError {
 }
 const NONCE: usize = 32;
 const MAC: usize = 32;
+/// The connector's greeting: the magic and its nonce.
+pub const GREETING_LEN: usize = 4 + NONCE;
+/// The connector's proof.
+pub const PROOF_LEN: usize = MAC;
+
+/// The status byte after the connector's proof: accepted.
+const ACCEPTED: u8 = 1;
+/// The status byte after the connector's proof: the proof was wrong.
+const PROOF_REJECTED: u8 = 0;
+
+/// Why a listener ended a handshake before it was done, as it tells the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many unauthenticated connections were open: the oldest were shed to make room.
+    Busy,
+    /// The handshake did not finish within the listener's deadline.
+    TimedOut,
+}
+
+impl Refusal {
+    fn code(self) -> u8 {
+        match self {
+            Refusal::Busy => 2,
+            Refusal::TimedOut => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Refusal> {
+        match code {
+            2 => Some(Refusal::Busy),
+            3 => Some(Refusal::TimedOut),
+            _ => None,
+        }
+    }
+
+    /// What the listener sends before closing: `replied` tells whether its greeting (and so
+    /// the connector's wait for the status byte) has gone out already.
+    pub fn message(self, replied: bool) -> Vec<u8> {
+        if replied {
+            vec![self.code()]
+        } else {
+            let mut m = REFUSAL.to_vec();
+            m.push(self.code());
+            m
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Busy => {
+                "the bridge is busy: too many unauthenticated connections are open (a flood?) \
+                 and it shed this one; try again"
+            }
+            Refusal::TimedOut => {
+                "the bridge timed out waiting for our side of the handshake (a slow or stalled \
+                 link, or a bridge overloaded by a flood); try again"
+            }
+        })
+    }
+}
 
 /// The shared secret, read from a token file. Never printed.
 pub struct Token {
@@ -236,9 +306,22 @@ pub enum AuthError {
     /// The listener rejected our proof.
     #[error("the listener rejected our token")]
     Rejected,
+    /// The listener ended the handshake early and said why.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The listener closed the connection before answering our greeting, without a reason
+    /// (a bridge of an older version refuses that way when it is busy).
+    #[error(
+        "the listener closed the connection without answering our greeting (a busy bridge of \
+         an older version, or not a waysock bridge)"
+    )]
+    NoAnswer,
     /// The peer hung up mid-handshake: typically it found our proof wrong (a different token).
     #[error("the peer closed the connection during the handshake (it holds a different token?)")]
     PeerClosed,
+    /// The handshake did not finish within our deadline.
+    #[error("handshake timed out after {} s", .0.as_secs_f32())]
+    TimedOut(std::time::Duration),
     /// The connection failed or timed out.
     #[error("handshake I/O: {0}")]
     Io(io::Error),
@@ -282,6 +365,11 @@ fn nonce() -> io::Result<[u8; NONCE]> {
     Ok(n)
 }
 
+/// The label of the listener's proof.
+const L_LISTENER: &[u8] = b"waysock-bridge listener";
+/// The label of the connector's proof.
+const L_CONNECTOR: &[u8] = b"waysock-bridge connector";
+
 /// Runs the handshake on `stream` (set a read timeout on it first). `Ok` means the peer holds
 /// the same secret and Wayland bytes may flow, sealed with the returned keys (see
 /// [`crate::channel`]): one per direction, derived from the secret and both nonces, so fresh
@@ -291,20 +379,33 @@ pub fn handshake<S: Read + Write>(
     token: &Token,
     role: Role,
 ) -> Result<SessionKeys, AuthError> {
-    const L_LISTENER: &[u8] = b"waysock-bridge listener";
-    const L_CONNECTOR: &[u8] = b"waysock-bridge connector";
-    let mine = nonce()?;
     match role {
         Role::Connector => {
+            let mine = nonce()?;
             let mut hello = Vec::with_capacity(4 + NONCE);
             hello.extend_from_slice(MAGIC);
             hello.extend_from_slice(&mine);
             stream.write_all(&hello)?;
             let mut reply = [0u8; 4 + NONCE + MAC];
-            stream.read_exact(&mut reply)?;
+            stream
+                .read_exact(&mut reply[..4])
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                        AuthError::NoAnswer
+                    }
+                    _ => AuthError::from(e),
+                })?;
+            if &reply[..4] == REFUSAL {
+                let mut code = [0u8; 1];
+                stream.read_exact(&mut code)?;
+                return Err(Refusal::from_code(code[0])
+                    .map(AuthError::Refused)
+                    .unwrap_or(AuthError::PeerClosed));
+            }
             if &reply[..4] != MAGIC {
                 return Err(greeting_error(&reply[..4]));
             }
+            stream.read_exact(&mut reply[4..])?;
             let theirs = &reply[4..4 + NONCE];
             let proof = &reply[4 + NONCE..];
             if !token.verify(proof, L_LISTENER, &mine, theirs) {
@@ -313,8 +414,10 @@ pub fn handshake<S: Read + Write>(
             stream.write_all(&token.mac(L_CONNECTOR, theirs, &mine))?;
             let mut ok = [0u8; 1];
             stream.read_exact(&mut ok)?;
-            if ok[0] != 1 {
-                return Err(AuthError::Rejected);
+            if ok[0] != ACCEPTED {
+                return Err(Refusal::from_code(ok[0])
+                    .map(AuthError::Refused)
+                    .unwrap_or(AuthError::Rejected));
             }
             let (to_listener, to_connector) = session_keys(token, &mine, theirs);
             Ok(SessionKeys {
@@ -323,29 +426,78 @@ pub fn handshake<S: Read + Write>(
             })
         }
         Role::Listener => {
-            let mut hello = [0u8; 4 + NONCE];
+            let mut hello = [0u8; GREETING_LEN];
             stream.read_exact(&mut hello)?;
-            if &hello[..4] != MAGIC {
-                return Err(greeting_error(&hello[..4]));
-            }
-            let theirs = &hello[4..];
-            let mut reply = Vec::with_capacity(4 + NONCE + MAC);
-            reply.extend_from_slice(MAGIC);
-            reply.extend_from_slice(&mine);
-            reply.extend_from_slice(&token.mac(L_LISTENER, theirs, &mine));
+            let (listening, reply) = Listening::greet(token, &hello)?;
             stream.write_all(&reply)?;
-            let mut proof = [0u8; MAC];
+            let mut proof = [0u8; PROOF_LEN];
             stream.read_exact(&mut proof)?;
-            if !token.verify(&proof, L_CONNECTOR, &mine, theirs) {
-                return Err(AuthError::BadProof);
+            match listening.finish(token, &proof) {
+                Ok((keys, ok)) => {
+                    stream.write_all(&ok)?;
+                    Ok(keys)
+                }
+                Err((e, no)) => {
+                    let _ = stream.write_all(&no);
+                    Err(e)
+                }
             }
-            stream.write_all(&[1])?;
-            let (to_listener, to_connector) = session_keys(token, theirs, &mine);
-            Ok(SessionKeys {
+        }
+    }
+}
+
+/// The listener's side of the handshake as two steps with no I/O of their own, for a caller
+/// that drives many handshakes from one poll loop ([`crate::gate`]); [`handshake`] runs the
+/// same steps on a blocking stream.
+pub struct Listening {
+    mine: [u8; NONCE],
+    theirs: [u8; NONCE],
+}
+
+impl Listening {
+    /// Checks what has arrived of a greeting so far: a wrong magic fails as soon as its four
+    /// bytes are in, without waiting for the rest.
+    pub fn check_start(got: &[u8]) -> Result<(), AuthError> {
+        if got.len() >= 4 && &got[..4] != MAGIC {
+            return Err(greeting_error(&got[..4]));
+        }
+        Ok(())
+    }
+
+    /// From the connector's whole greeting: the state to finish with, and our reply to send.
+    pub fn greet(
+        token: &Token,
+        hello: &[u8; GREETING_LEN],
+    ) -> Result<(Listening, Vec<u8>), AuthError> {
+        Listening::check_start(hello)?;
+        let mut theirs = [0u8; NONCE];
+        theirs.copy_from_slice(&hello[4..]);
+        let mine = nonce()?;
+        let mut reply = Vec::with_capacity(4 + NONCE + MAC);
+        reply.extend_from_slice(MAGIC);
+        reply.extend_from_slice(&mine);
+        reply.extend_from_slice(&token.mac(L_LISTENER, &theirs, &mine));
+        Ok((Listening { mine, theirs }, reply))
+    }
+
+    /// From the connector's proof: the session keys and the status byte to send, or why it
+    /// failed and the status byte that says so.
+    pub fn finish(
+        self,
+        token: &Token,
+        proof: &[u8; PROOF_LEN],
+    ) -> Result<(SessionKeys, [u8; 1]), (AuthError, [u8; 1])> {
+        if !token.verify(proof, L_CONNECTOR, &self.mine, &self.theirs) {
+            return Err((AuthError::BadProof, [PROOF_REJECTED]));
+        }
+        let (to_listener, to_connector) = session_keys(token, &self.theirs, &self.mine);
+        Ok((
+            SessionKeys {
                 send: to_connector,
                 receive: to_listener,
-            })
-        }
+            },
+            [ACCEPTED],
+        ))
     }
 }
 
