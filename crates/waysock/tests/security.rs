@@ -175,3 +175,108 @@ fn discovery_does_not_trust_a_shared_runtime_dir() {
         }
     }
 }
+
+/// A uid that is neither root nor us, for directories "another user" owns (chown needs root).
+const OTHER_UID: u32 = 4242;
+
+fn owned_by_other(path: &Path, mode: u32) {
+    std::fs::create_dir(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    rustix::fs::chown(path, Some(rustix::process::Uid::from_raw(OTHER_UID)), None).unwrap();
+}
+
+/// Issue 8, hole 4, in the library: a HOME inside a sticky world-writable directory that
+/// another user owns is refused as a security matter (its owner may rename what we create),
+/// and nothing is created in it.
+#[test]
+fn a_home_below_another_users_directory_is_refused() {
+    let test = "a_home_below_another_users_directory_is_refused";
+    if !is_root() {
+        skip(test, "needs root to make a directory owned by another uid");
+        return;
+    }
+    let scratch = Scratch::new("foreign-home");
+    waysock_testkit::set_mode(scratch.path(), 0o755);
+    let evil = scratch.path().join("malhome");
+    owned_by_other(&evil, 0o1777);
+    let mut env = env_in(scratch.path());
+    env.home = Some(evil.clone().into_os_string());
+    let err = Binder::new(env)
+        .strategies(vec![Strategy::Home])
+        .bind()
+        .expect_err("a home in another user's directory must not be used");
+    let report = err.report().expect("report");
+    let failure = report
+        .attempts
+        .iter()
+        .find_map(|a| match &a.outcome {
+            Outcome::Failed(f) if a.strategy == Strategy::Home => Some(f.clone()),
+            _ => None,
+        })
+        .expect("home failed");
+    assert!(failure.security, "{failure:?}");
+    assert!(
+        failure
+            .cause
+            .contains(&format!("belongs to uid {OTHER_UID}, neither root nor us")),
+        "{}",
+        failure.cause
+    );
+    assert_eq!(
+        std::fs::read_dir(&evil).unwrap().count(),
+        0,
+        "created in it"
+    );
+}
+
+/// Issue 8, hole 3, in the library: discovery refuses relative names that leave the runtime
+/// dir (from the caller or `WAYLAND_DISPLAY`), and an absolute path below another user's
+/// directory is not trusted: the socket there is never connected to.
+#[test]
+fn discovery_never_follows_a_name_to_another_users_socket() {
+    let test = "discovery_never_follows_a_name_to_another_users_socket";
+    if !is_root() {
+        skip(test, "needs root to make a directory owned by another uid");
+        return;
+    }
+    let scratch = Scratch::new("foreign-socket");
+    waysock_testkit::set_mode(scratch.path(), 0o755);
+    let mal = scratch.path().join("mal");
+    owned_by_other(&mal, 0o755);
+    let socket = mal.join("wayland-1");
+    let listener = UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let rt = scratch.path().join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    waysock_testkit::set_mode(&rt, 0o700);
+
+    let mut env = env_in(scratch.path());
+    env.xdg_runtime_dir = Some(rt.clone().into_os_string());
+    let display = "../mal/wayland-1";
+    for from_env in [true, false] {
+        let d = if from_env {
+            let mut env = env.clone();
+            env.wayland_display = Some(display.into());
+            Discovery::new(env)
+        } else {
+            Discovery::new(env.clone()).display(Some(display.into()))
+        };
+        match d.find() {
+            Err(waysock::discover::DiscoverError::BadDisplay { name, .. }) => {
+                assert!(name.to_string().contains("contains '/'"), "{name}")
+            }
+            other => panic!("{display} (from env: {from_env}) was not refused: {other:?}"),
+        }
+    }
+    let mut abs = env.clone();
+    abs.wayland_display = Some(socket.clone().into_os_string());
+    let err = Discovery::new(abs)
+        .find()
+        .expect_err("untrusted socket used");
+    let why = &err.tried()[0].why;
+    assert!(why.starts_with("not trusted"), "{why}");
+    assert!(
+        listener.accept().is_err(),
+        "the untrusted socket was connected to"
+    );
+}
