@@ -6,24 +6,26 @@
 //!   compositor's own endpoint.
 //!
 //! Both ends run the token handshake before any Wayland byte moves; a failed proof closes the
-//! connection and is logged with the peer's address.
+//! connection and is logged with the peer's address. On the listening end, unauthenticated
+//! connections wait in [`crate::gate`] (one poll loop, bounded, oldest shed first) and only an
+//! authenticated one gets a thread.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Role, Token};
 use crate::channel::{Sealed, SessionKeys};
+use crate::gate::{self, Limits};
 use crate::session::{self, Side, Stats};
 
-/// How long the whole handshake may take (one deadline, not one per read).
+pub use crate::gate::MAX_PENDING_HANDSHAKES;
+
+/// How long the connector's whole handshake may take (one deadline, not one per read); the
+/// listening end allows [`gate::HANDSHAKE_DEADLINE`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once on a listening end; more are closed at once, so
-/// unauthenticated peers cannot pile up threads and descriptors.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// A TCP stream whose reads and writes all share one deadline.
 struct Deadline<'a> {
@@ -72,7 +74,18 @@ fn authenticate(
         tcp,
         until: Instant::now() + HANDSHAKE_TIMEOUT,
     };
-    let keys = auth::handshake(&mut d, token, role)?;
+    let keys = auth::handshake(&mut d, token, role).map_err(|e| match e {
+        // The socket's timeout (EAGAIN) or the deadline itself: say what it is.
+        auth::AuthError::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            auth::AuthError::TimedOut(HANDSHAKE_TIMEOUT)
+        }
+        other => other,
+    })?;
     tcp.set_read_timeout(None).map_err(auth::AuthError::from)?;
     tcp.set_write_timeout(None).map_err(auth::AuthError::from)?;
     Ok(keys)
@@ -80,7 +93,7 @@ fn authenticate(
 
 /// Low latency, and a dead peer (unplugged, partitioned) noticed within about a minute
 /// instead of never: keepalive probes after 30 s idle, and unacknowledged data times out.
-fn tune(tcp: &TcpStream) -> io::Result<()> {
+pub(crate) fn tune(tcp: &TcpStream) -> io::Result<()> {
     use rustix::net::sockopt;
     tcp.set_nodelay(true)?;
     sockopt::set_socket_keepalive(tcp, true)?;
@@ -94,7 +107,7 @@ fn tune(tcp: &TcpStream) -> io::Result<()> {
 /// Is this `accept` error about the moment (out of descriptors or memory, an aborted
 /// connection) rather than the listener? Then the bridge waits and goes on: no peer can make
 /// it exit.
-fn transient(e: &io::Error) -> bool {
+pub(crate) fn transient(e: &io::Error) -> bool {
     use rustix::io::Errno;
     let transient = [
         Errno::MFILE,
@@ -166,52 +179,42 @@ pub fn serve_clients(
 }
 
 /// The compositor end: every authenticated TCP connection is relayed to a fresh connection
-/// made by `connect` (the compositor's socket).
+/// made by `connect` (the compositor's socket). Handshakes run in [`gate`] within
+/// [`Limits::for_this_process`] (call [`gate::raise_fd_limit`] first to hold more); each
+/// authenticated connection gets a thread of its own.
 pub fn serve_compositor(
     listener: TcpListener,
     token: Arc<Token>,
     busy_poll: Duration,
     connect: impl Fn() -> io::Result<UnixStream> + Send + Sync + 'static,
 ) -> io::Result<()> {
+    serve_compositor_within(
+        listener,
+        token,
+        Limits::for_this_process(),
+        busy_poll,
+        connect,
+    )
+}
+
+/// [`serve_compositor`] with the handshake stage's limits given.
+pub fn serve_compositor_within(
+    listener: TcpListener,
+    token: Arc<Token>,
+    limits: Limits,
+    busy_poll: Duration,
+    connect: impl Fn() -> io::Result<UnixStream> + Send + Sync + 'static,
+) -> io::Result<()> {
+    tracing::debug!(
+        "handshakes: at most {} pending ({} per source), {} s each",
+        limits.max_pending,
+        limits.per_source,
+        limits.deadline.as_secs_f32()
+    );
     let connect = Arc::new(connect);
-    let pending = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        let tcp = match conn {
-            Ok(s) => s,
-            Err(e) if transient(&e) => {
-                tracing::warn!("accept: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let peer = tcp
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        let name = format!("tcp:{peer}");
-        if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
-            pending.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(
-                "{name}: refused: {MAX_PENDING_HANDSHAKES} handshakes already in progress"
-            );
-            continue;
-        }
-        let token = Arc::clone(&token);
+    gate::run(listener, &token, limits, |remote, name| {
         let connect = Arc::clone(&connect);
-        let pending = Arc::clone(&pending);
         std::thread::spawn(move || {
-            let authenticated = tune(&tcp)
-                .map_err(auth::AuthError::from)
-                .and_then(|()| authenticate(&tcp, &token, Role::Listener));
-            pending.fetch_sub(1, Ordering::SeqCst);
-            let keys = match authenticated {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!("{name}: refused: {e}");
-                    return;
-                }
-            };
             let local = match connect() {
                 Ok(s) => s,
                 Err(e) => {
@@ -221,12 +224,10 @@ pub fn serve_compositor(
             };
             tracing::info!("{name}: authenticated, relaying to the compositor");
             let stats = Arc::new(Stats::default());
-            let remote = Sealed { tcp, keys };
             match session::run(local, remote, Side::Server, &name, stats, busy_poll) {
                 Ok(()) => tracing::info!("{name}: closed"),
                 Err(e) => tracing::warn!("{name}: ended: {e}"),
             }
         });
-    }
-    Ok(())
+    })
 }

@@ -10,6 +10,8 @@
 //!   crosses the wire.
 //! - [`channel`]: after it, every frame is sealed (ChaCha20-Poly1305) with per-connection keys.
 //! - [`transport`], [`session`], [`bridge`]: frames, one relayed connection, the two ends.
+//! - [`gate`]: the listening end's handshake stage, one poll loop for every unauthenticated
+//!   connection, bounded and shedding the oldest under a flood.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod bridge;
 pub mod channel;
 pub mod codec;
+pub mod gate;
 pub mod protocol;
 pub mod session;
 pub mod transport;

@@ -61,6 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !addr.ip().is_loopback() {
                 tracing::warn!("listening on {addr}, reachable from other hosts (token required)");
             }
+            // A flood of unauthenticated connections is held and shed oldest first, within
+            // as many descriptors as we may have.
+            let fds = waysock_bridge::gate::raise_fd_limit();
+            tracing::debug!("descriptor limit: {fds}");
             eprintln!("waysock bridge: tcp:{} → {target}", listener.local_addr()?);
             let t = target.clone();
             waysock_bridge::bridge::serve_compositor(listener, token, busy_poll, move || {
