@@ -6,12 +6,16 @@
 //! them at `listen`). Each test uses its own display name, so tests running side by side in
 //! one network namespace never meet.
 
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
-use waysock::registry::Registry;
-use waysock::{abstract_display_name, Discovery, Endpoint, Environment, Roots};
+use waysock::discover::DiscoverError;
+use waysock::registry::{Registry, StateFd};
+use waysock::{
+    abstract_display_name, Discovery, Endpoint, Environment, Record, Roots, Tried, SUN_PATH_MAX,
+};
 use waysock_testkit::{intruder, is_root, skip, unique, Scratch};
 
 fn uid() -> u32 {
@@ -150,4 +154,193 @@ fn an_abstract_display_nobody_serves_is_not_found() {
         .find(|t| t.place.starts_with("abstract:"))
         .unwrap_or_else(|| panic!("the abstract namespace was not tried:\n{e}"));
     assert_eq!(place.why, "nothing listening", "{}", place.place);
+}
+
+// ---- the places before the abstract namespace ---------------------------------------------
+
+/// An environment as in [`discovery`] but with no `--display`, and a private (0700) runtime
+/// dir `base/rt` (made here) as `XDG_RUNTIME_DIR`.
+fn with_runtime_dir(base: &Path) -> (PathBuf, Environment) {
+    let rt = base.join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    waysock_testkit::set_mode(&rt, 0o700);
+    let mut env = Environment::clean(Roots::under(&base.join("nowhere")));
+    env.home = Some(base.join("nowhere/home").into_os_string());
+    env.xdg_runtime_dir = Some(rt.clone().into_os_string());
+    (rt, env)
+}
+
+fn find(base: &Path, env: Environment) -> Result<(waysock::Found, Vec<Tried>), DiscoverError> {
+    Discovery::new(env)
+        .registry(Registry::in_dir(base, uid()))
+        .find()
+}
+
+/// Why `place_prefix` did not answer, from a discovery that found nothing.
+fn why(result: Result<(waysock::Found, Vec<Tried>), DiscoverError>, place_prefix: &str) -> String {
+    match result {
+        Ok((found, _)) => panic!("found {} ({})", found.endpoint, found.source),
+        Err(e) => e
+            .tried()
+            .iter()
+            .find(|t| t.place.starts_with(place_prefix))
+            .unwrap_or_else(|| panic!("{place_prefix} was not tried:\n{e}"))
+            .why
+            .clone(),
+    }
+}
+
+#[test]
+fn wayland_display_in_the_runtime_dir_is_found_and_failures_are_named() {
+    let scratch = Scratch::new("disc-wd");
+    let (rt, mut env) = with_runtime_dir(scratch.path());
+    let name = unique("wayland-wd");
+    env.wayland_display = Some(name.clone().into());
+    let w = why(find(scratch.path(), env.clone()), "WAYLAND_DISPLAY=");
+    assert!(w.contains("no such file (ENOENT)"), "{w}");
+    waysock_testkit::stale_socket(&rt.join(&name));
+    let w = why(find(scratch.path(), env.clone()), "WAYLAND_DISPLAY=");
+    assert!(w.contains("connection refused (ECONNREFUSED)"), "{w}");
+    std::fs::remove_file(rt.join(&name)).unwrap();
+    let _server = UnixListener::bind(rt.join(&name)).unwrap();
+    let (found, _) = find(scratch.path(), env).unwrap();
+    assert_eq!(found.endpoint, Endpoint::Unix(rt.join(&name)));
+    assert_eq!(found.source, "WAYLAND_DISPLAY");
+}
+
+#[test]
+fn display_option_is_looked_up_in_the_runtime_dir_first() {
+    let scratch = Scratch::new("disc-opt");
+    let (rt, env) = with_runtime_dir(scratch.path());
+    let name = unique("wayland-opt");
+    let _server = UnixListener::bind(rt.join(&name)).unwrap();
+    let (found, _) = Discovery::new(env)
+        .registry(Registry::in_dir(scratch.path(), uid()))
+        .display(Some(name.clone()))
+        .find()
+        .unwrap();
+    assert_eq!(found.endpoint, Endpoint::Unix(rt.join(&name)));
+    assert_eq!(found.source, "--display");
+}
+
+#[test]
+fn an_empty_wayland_display_is_not_a_place() {
+    let scratch = Scratch::new("disc-empty");
+    let (_rt, mut env) = with_runtime_dir(scratch.path());
+    env.wayland_display = Some("".into());
+    let e = find(scratch.path(), env).expect_err("nothing to find");
+    assert!(
+        !e.tried()
+            .iter()
+            .any(|t| t.place.starts_with("WAYLAND_DISPLAY")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_runtime_dir_that_is_not_a_directory_is_named_as_such() {
+    let scratch = Scratch::new("disc-rtfile");
+    let file = scratch.path().join("rtfile");
+    std::fs::write(&file, b"").unwrap();
+    let mut env = Environment::clean(Roots::under(&scratch.path().join("nowhere")));
+    env.xdg_runtime_dir = Some(file.clone().into_os_string());
+    env.wayland_display = Some("wayland-0".into());
+    let w = why(find(scratch.path(), env), "WAYLAND_DISPLAY=");
+    assert!(w.contains("is a regular file"), "{w}");
+}
+
+#[test]
+fn a_socket_path_longer_than_sun_path_is_not_dialled() {
+    // The runtime dir's path is padded so that the socket's path is exactly one byte too long,
+    // then exactly as long as sun_path holds.
+    let scratch = Scratch::new("disc-long");
+    let name = "wayland-0";
+    let base_len = scratch.path().as_os_str().len() + "/".len() + "/rt/".len() + name.len();
+    let pad = SUN_PATH_MAX + 1 - base_len;
+    let deep = scratch.path().join("p".repeat(pad));
+    std::fs::create_dir(&deep).unwrap();
+    let (rt, mut env) = with_runtime_dir(&deep);
+    env.wayland_display = Some(name.into());
+    assert_eq!(rt.join(name).as_os_str().len(), SUN_PATH_MAX + 1);
+    let w = why(find(scratch.path(), env), "WAYLAND_DISPLAY=");
+    assert!(w.contains(&format!("sun_path holds {SUN_PATH_MAX}")), "{w}");
+
+    let deep = scratch.path().join("p".repeat(pad - 1));
+    std::fs::create_dir(&deep).unwrap();
+    let (rt, mut env) = with_runtime_dir(&deep);
+    env.wayland_display = Some(name.into());
+    assert_eq!(rt.join(name).as_os_str().len(), SUN_PATH_MAX);
+    let w = why(find(scratch.path(), env), "WAYLAND_DISPLAY=");
+    assert!(
+        w.contains("ENOENT"),
+        "a path that fits was not dialled: {w}"
+    );
+}
+
+#[test]
+fn wayland_socket_is_adopted_only_as_a_plain_descriptor_number() {
+    let scratch = Scratch::new("disc-ws");
+    let (ours, _peer) = UnixStream::pair().unwrap();
+    let n = ours.as_raw_fd();
+    let env_with = |v: String| {
+        let mut env = Environment::clean(Roots::under(&scratch.path().join("nowhere")));
+        env.wayland_socket = Some(v.into());
+        env
+    };
+    let (found, _) = find(scratch.path(), env_with(n.to_string())).unwrap();
+    assert_eq!(found.endpoint, Endpoint::Fd(n));
+    assert_eq!(found.source, "WAYLAND_SOCKET");
+    assert!(
+        found.stream.is_none(),
+        "an inherited socket is left to the client"
+    );
+    // "+N" parses as N, but is not what a parent sets: ignored, like anything not all digits.
+    for v in [format!("+{n}"), format!("{n}x"), String::new()] {
+        let w = why(find(scratch.path(), env_with(v.clone())), "WAYLAND_SOCKET=");
+        assert!(w.contains("not a decimal descriptor number"), "{v:?}: {w}");
+    }
+    // A descriptor that is not a Unix stream socket is never adopted.
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let w = why(
+        find(scratch.path(), env_with(file.as_raw_fd().to_string())),
+        "WAYLAND_SOCKET=",
+    );
+    assert!(w.contains("ignored (nothing adopted)"), "{w}");
+}
+
+#[test]
+fn waysock_state_fd_is_followed_only_for_the_display_asked_for() {
+    let scratch = Scratch::new("disc-sfd");
+    let display = unique("wayland-sfd");
+    let abs = abstract_display_name(uid(), &format!("{display}-x"));
+    let _ours = abstract_listener(&abs, None);
+    let state = StateFd::create().unwrap();
+    let rec = Record::for_process(
+        &display,
+        Endpoint::Abstract(abs.clone()),
+        std::process::id(),
+        None,
+    )
+    .unwrap();
+    state.publish(&rec).unwrap();
+    let discovery = || {
+        let env = Environment::clean(Roots::under(&scratch.path().join("nowhere")));
+        Discovery::new(env)
+            .registry(Registry::in_dir(scratch.path(), uid()))
+            .state_fd(Some(state.raw().to_string().into()))
+    };
+    let (found, _) = discovery().find().unwrap();
+    assert_eq!(found.endpoint, Endpoint::Abstract(abs.clone()));
+    assert_eq!(found.source, "WAYSOCK_STATE_FD");
+    let (found, _) = discovery().display(Some(display.clone())).find().unwrap();
+    assert_eq!(found.source, "WAYSOCK_STATE_FD");
+    // Asked for another display: the record is not used (and nothing else answers).
+    let w = why(
+        discovery().display(Some(unique("wayland-other"))).find(),
+        "WAYSOCK_STATE_FD",
+    );
+    assert!(
+        w.contains(&format!("holds {display}, not the display asked for")),
+        "{w}"
+    );
 }
