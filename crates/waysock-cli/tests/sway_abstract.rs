@@ -34,8 +34,11 @@ fn sway_comes_up_on_abstract_with_everything_read_only() {
     let script = format!(
         r#"
 as_user() {{ setpriv --reuid={uid} --regid={uid} --init-groups env -u XDG_RUNTIME_DIR HOME={home} "$@"; }}
-as_user env WLR_BACKENDS=headless WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
-  {bin} run -- sway -c /dev/null >{logs}/run.out 2>{logs}/run.err &
+# In the background, `exec` so that $RUN is waysock run itself, not a subshell around it
+# (SIGTERM to a subshell would end the subshell with 143 and never reach run).
+(exec setpriv --reuid={uid} --regid={uid} --init-groups env -u XDG_RUNTIME_DIR HOME={home} \
+  WLR_BACKENDS=headless WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
+  {bin} run -- sway -c /dev/null >{logs}/run.out 2>{logs}/run.err) &
 RUN=$!
 i=0
 until grep -q 'is up on' {logs}/run.err; do
@@ -76,6 +79,12 @@ kill -TERM $RUN; wait $RUN; echo "run=$?"
         "wayland-info through `waysock exec` saw no wl_compositor\n{context}"
     );
     assert!(run.stdout().contains("exec=0"), "{context}");
+    // SIGTERM to waysock run is forwarded; sway ends cleanly on it (status 0) and run passes
+    // that on. 143 would mean run died of the signal itself, not forwarding it.
+    assert!(
+        run.stdout().contains("run=0\n"),
+        "waysock run did not pass on sway's clean exit\n{context}"
+    );
     assert!(
         !run.stdout().contains("tmp writable"),
         "the sandbox was not read-only\n{context}"
