@@ -108,20 +108,7 @@ pub(crate) fn tune(tcp: &TcpStream) -> io::Result<()> {
 /// connection) rather than the listener? Then the bridge waits and goes on: no peer can make
 /// it exit.
 pub(crate) fn transient(e: &io::Error) -> bool {
-    use rustix::io::Errno;
-    let transient = [
-        Errno::MFILE,
-        Errno::NFILE,
-        Errno::NOBUFS,
-        Errno::NOMEM,
-        Errno::CONNABORTED,
-        Errno::PROTO,
-        Errno::PERM,
-        Errno::INTR,
-        Errno::AGAIN,
-    ];
-    e.raw_os_error()
-        .is_some_and(|n| transient.iter().any(|t| t.raw_os_error() == n))
+    waysock::classify::accept_is_transient(e)
 }
 
 /// Dials the compositor end and authenticates: a connection ready for [`session::run`].

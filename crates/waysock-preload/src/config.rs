@@ -68,7 +68,7 @@ impl Config {
 
     /// Is `uid` allowed to connect to a mapped listener?
     pub fn allows(&self, uid: u32) -> bool {
-        uid == self.uid || self.allow_uids.contains(&uid)
+        waysock_rules::peer_allowed(uid, self.uid, &self.allow_uids)
     }
 
     /// What `path` maps to: only names directly inside [`Config::dir`].
@@ -83,7 +83,7 @@ impl Config {
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
             return None;
         }
-        let display = |n: &[u8]| n.starts_with(b"wayland-") && n.len() > b"wayland-".len();
+        let display = waysock_rules::is_display_name;
         if let Some(base) = name.strip_suffix(b".lock") {
             // Only display locks: any other lock file (xtables.lock, …) is someone else's.
             let abs = abstract_name(self.uid, base);
@@ -101,14 +101,9 @@ impl Config {
     }
 }
 
-/// The abstract name for display `name` of `uid`: `wayland-UID-N` for `wayland-N`,
-/// `wayland-UID-NAME` otherwise (the same rule as `waysock::Binder`).
-pub fn abstract_name(uid: u32, name: &[u8]) -> Vec<u8> {
-    let suffix = name.strip_prefix(b"wayland-").unwrap_or(name);
-    let mut v = format!("wayland-{uid}-").into_bytes();
-    v.extend_from_slice(suffix);
-    v
-}
+/// The abstract name for display `name` of `uid` (the rule lives in `waysock_rules`, which the
+/// library uses too).
+pub use waysock_rules::abstract_name;
 
 #[cfg(test)]
 mod tests {

@@ -72,11 +72,8 @@ fn is_mapped_listener(fd: c_int, uid: u32) -> bool {
         return false;
     }
     let n = (len as usize - family - 1).min(a.sun_path.len() - 1);
-    let mut prefix = Line::new();
-    prefix.text("wayland-");
-    prefix.int(uid as i64);
-    prefix.text("-");
-    let want = prefix.as_slice();
+    let prefix = waysock_rules::abstract_prefix(uid);
+    let want = prefix.as_bytes();
     n >= want.len()
         && a.sun_path[1..1 + want.len()]
             .iter()
@@ -179,9 +176,8 @@ type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_
 type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
 type UnlinkFn = unsafe extern "C" fn(*const c_char) -> c_int;
 
-/// Does the server at the other end of connected `fd` run as an allowed uid? Abstract names
-/// can be bound by anyone first, so a client must not trust whoever answers.
-fn peer_allowed(cfg: &Config, fd: c_int) -> (bool, i64) {
+/// The credentials of the process at the other end of connected `fd` (`SO_PEERCRED`).
+fn peer_cred(fd: c_int) -> Option<libc::ucred> {
     // SAFETY: ucred is plain old data; zeroed is valid.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::ucred>() as socklen_t;
@@ -195,10 +191,16 @@ fn peer_allowed(cfg: &Config, fd: c_int) -> (bool, i64) {
             &mut len,
         )
     };
-    if r != 0 {
-        return (false, -1);
+    (r == 0).then_some(cred)
+}
+
+/// Does the server at the other end of connected `fd` run as an allowed uid? Abstract names
+/// can be bound by anyone first, so a client must not trust whoever answers.
+fn peer_allowed(cfg: &Config, fd: c_int) -> (bool, i64) {
+    match peer_cred(fd) {
+        Some(cred) => (cfg.allows(cred.uid), cred.uid as i64),
+        None => (false, -1),
     }
-    (cfg.allows(cred.uid), cred.uid as i64)
 }
 
 /// Shared by `bind` and `connect`: map the address, call `real` with the abstract one.
@@ -223,8 +225,8 @@ unsafe fn socket_call(
             let r = unsafe { real(fd, addr, len) };
             let e = errno();
             let unusable = match call {
-                "bind" => [libc::EROFS, libc::EACCES, libc::EPERM, libc::ENOENT].contains(&e),
-                _ => [libc::ENOENT, libc::ECONNREFUSED].contains(&e),
+                "bind" => waysock_rules::bind_place_unusable(e),
+                _ => waysock_rules::connect_nothing_there(e),
             };
             if r == 0 || !unusable {
                 set_errno(e);
@@ -317,20 +319,8 @@ fn filter_peer(listener: c_int, fd: c_int) -> Option<c_int> {
     if fd < 0 || !is_mapped_listener(listener, cfg.uid) {
         return None;
     }
-    // SAFETY: ucred is plain old data; zeroed is valid.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as socklen_t;
-    // SAFETY: `cred`/`len` are a valid buffer for SO_PEERCRED on the fd accept just returned.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    let allowed = r == 0 && cfg.allows(cred.uid);
+    let cred = peer_cred(fd);
+    let allowed = cred.is_some_and(|c| cfg.allows(c.uid));
     if cfg.debug || (!allowed && cfg.warn) {
         let mut l = Line::new();
         l.text("[waysock] accept(fd=");
@@ -338,12 +328,12 @@ fn filter_peer(listener: c_int, fd: c_int) -> Option<c_int> {
         l.text(") = ");
         l.int(fd as i64);
         l.text(", peer uid ");
-        l.int(if r == 0 { cred.uid as i64 } else { -1 });
+        l.int(cred.map_or(-1, |c| c.uid as i64));
         if allowed {
             l.text(": ok\n");
         } else {
             l.text(", pid ");
-            l.int(cred.pid as i64);
+            l.int(cred.map_or(-1, |c| c.pid as i64));
             l.text(": REFUSED (not uid ");
             l.int(cfg.uid as i64);
             l.text("; waysock run --allow-uid UID admits others)\n");

@@ -70,6 +70,7 @@ impl Line {
     }
 
     /// The bytes so far.
+    #[cfg(test)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }

@@ -5,9 +5,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use crate::classify;
 use crate::endpoint::{unix_in, Endpoint};
 use crate::errno::Errno;
-use crate::explain;
 use crate::inherited::{self, Selection};
 use crate::lock::{self, Claim, DisplayLock, Peek};
 use crate::report::{Choice, Failure, Outcome, Report};
@@ -342,12 +342,15 @@ impl Binder {
     /// The names to try, in order. A directory prepared for a stock compositor needs a free
     /// name among the ones it will try itself (weston and sway never try `wayland-0`).
     fn names(&self, mode: Mode) -> Vec<String> {
-        match (&self.display, mode) {
-            (Some(d), _) => vec![d.clone()],
-            (None, Mode::Prepare) => crate::names::stock_names().collect(),
-            (None, _) if self.for_stock => crate::names::stock_names().collect(),
-            (None, _) => crate::names::default_names().collect(),
-        }
+        use crate::names::DisplayNames;
+        let default = if mode == Mode::Prepare || self.for_stock {
+            DisplayNames::STOCK
+        } else {
+            DisplayNames::ALL
+        };
+        DisplayNames::asked(self.display.as_deref(), default)
+            .iter()
+            .collect()
     }
 
     fn walk(&self, mode: Mode, report: &mut Report) -> Result<Option<Won>, String> {
@@ -484,7 +487,7 @@ impl Binder {
                     },
                 ),
                 Err(e) => {
-                    let mut f = explain::failure(e, Path::new(&candidate), self.env.uid);
+                    let mut f = classify::failure(e, Path::new(&candidate), self.env.uid);
                     f.path = None;
                     if !f.fatal {
                         f.cause = format!(
@@ -648,7 +651,7 @@ impl Binder {
                         continue;
                     }
                     Claim::Failed { step, error } => {
-                        let f = explain::failure(error, &dir.path.join(name), uid);
+                        let f = classify::failure(error, &dir.path.join(name), uid);
                         let (fatal, cause) = (f.fatal, f.cause.clone());
                         report.push(s, &candidate, step, Outcome::Failed(f));
                         return if fatal { Step::Stop(cause) } else { Step::Next };
@@ -678,7 +681,7 @@ impl Binder {
                         continue;
                     }
                     Err(error) => {
-                        let f = explain::failure(error, &dir.path.join(name), uid);
+                        let f = classify::failure(error, &dir.path.join(name), uid);
                         let (fatal, cause) = (f.fatal, f.cause.clone());
                         report.push(s, &candidate, "lock", Outcome::Failed(f));
                         return if fatal { Step::Stop(cause) } else { Step::Next };

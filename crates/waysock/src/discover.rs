@@ -81,7 +81,7 @@ fn format_tried(t: &[Tried]) -> String {
 /// Connects to `ep` and checks it is ours to use: for abstract sockets, the server must run
 /// as our uid. The error names why (`ENOENT`, `ECONNREFUSED`, `EACCES`, or "served by uid N").
 pub fn accepts(ep: &Endpoint) -> Result<UnixStream, String> {
-    let why = |e: sys::SysError| describe_connect_error(e.errno);
+    let why = |e: sys::SysError| connect_error(e.errno);
     match ep {
         Endpoint::Unix(p) => sys::unix_connect(sys::UnixAddr::Path(p))
             .map(UnixStream::from)
@@ -103,18 +103,7 @@ pub fn accepts(ep: &Endpoint) -> Result<UnixStream, String> {
     }
 }
 
-/// A person's words for a failed `connect`.
-pub fn describe_connect_error(e: Errno) -> String {
-    match e {
-        Errno::NOENT => "no such file (ENOENT)".into(),
-        Errno::CONNREFUSED => {
-            "connection refused (ECONNREFUSED): nothing listens, a stale socket".into()
-        }
-        Errno::ACCES | Errno::PERM => format!("permission denied ({})", e.name()),
-        Errno::NOTDIR => "a path component is not a directory (ENOTDIR)".into(),
-        other => format!("{}", other),
-    }
-}
+pub use crate::classify::connect_error;
 
 /// Finds the display a client should use.
 #[derive(Debug, Clone)]
@@ -541,7 +530,7 @@ impl Discovery {
                         why: if e.errno == Errno::LOOP {
                             "a symlink: not followed".into()
                         } else {
-                            describe_connect_error(e.errno)
+                            connect_error(e.errno)
                         },
                     });
                     continue;

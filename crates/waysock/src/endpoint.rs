@@ -229,10 +229,10 @@ impl serde::Serialize for Endpoint {
 }
 
 /// The abstract socket name for display `name` of `uid`: `wayland-UID-N` for `wayland-N`,
-/// `wayland-UID-NAME` for any other name. Shared by the binder, discovery and the shim.
+/// `wayland-UID-NAME` for any other name (the rule lives in `waysock_rules`, shared with the
+/// shim).
 pub fn abstract_display_name(uid: u32, name: &str) -> String {
-    let suffix = name.strip_prefix("wayland-").unwrap_or(name);
-    format!("wayland-{uid}-{suffix}")
+    String::from_utf8_lossy(&waysock_rules::abstract_name(uid, name.as_bytes())).into_owned()
 }
 
 /// Builds a `unix:` endpoint from a directory and a name, checking `sun_path`.

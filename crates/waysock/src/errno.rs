@@ -1,135 +1,151 @@
-//! `errno` as a value: names, messages, and the decision table of SPEC §2.
+//! `errno` as a typed value ([`rustix::io::Errno`] underneath): its name and message. What an
+//! errno *means* for a given call is decided in one place, [`crate::classify`].
 
 use std::fmt;
 
-/// An OS error number, kept as a value so a diagnosis can tell `ENOENT` from `EACCES` from
-/// `EROFS` long after the failing call returned.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Errno(pub i32);
+use rustix::io::Errno as E;
 
-/// `(errno, name)` for every errno that the strategies can meet. Values are Linux's
-/// (x86_64 / aarch64 share them for this set).
-const NAMES: &[(i32, &str)] = &[
-    (1, "EPERM"),
-    (2, "ENOENT"),
-    (3, "ESRCH"),
-    (4, "EINTR"),
-    (5, "EIO"),
-    (6, "ENXIO"),
-    (9, "EBADF"),
-    (11, "EAGAIN"),
-    (12, "ENOMEM"),
-    (13, "EACCES"),
-    (14, "EFAULT"),
-    (16, "EBUSY"),
-    (17, "EEXIST"),
-    (18, "EXDEV"),
-    (19, "ENODEV"),
-    (20, "ENOTDIR"),
-    (21, "EISDIR"),
-    (22, "EINVAL"),
-    (23, "ENFILE"),
-    (24, "EMFILE"),
-    (26, "ETXTBSY"),
-    (28, "ENOSPC"),
-    (30, "EROFS"),
-    (36, "ENAMETOOLONG"),
-    (38, "ENOSYS"),
-    (40, "ELOOP"),
-    (88, "ENOTSOCK"),
-    (91, "EPROTOTYPE"),
-    (93, "EPROTONOSUPPORT"),
-    (95, "EOPNOTSUPP"),
-    (97, "EAFNOSUPPORT"),
-    (98, "EADDRINUSE"),
-    (99, "EADDRNOTAVAIL"),
-    (104, "ECONNRESET"),
-    (106, "EISCONN"),
-    (107, "ENOTCONN"),
-    (110, "ETIMEDOUT"),
-    (111, "ECONNREFUSED"),
-    (122, "EDQUOT"),
+/// An `errno` value, printed by its C name (`EROFS`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(E);
+
+/// The C names of the values waysock meets (others print as `E<number>`).
+const NAMES: &[(E, &str)] = &[
+    (E::PERM, "EPERM"),
+    (E::NOENT, "ENOENT"),
+    (E::SRCH, "ESRCH"),
+    (E::INTR, "EINTR"),
+    (E::IO, "EIO"),
+    (E::NXIO, "ENXIO"),
+    (E::BADF, "EBADF"),
+    (E::AGAIN, "EAGAIN"),
+    (E::NOMEM, "ENOMEM"),
+    (E::ACCESS, "EACCES"),
+    (E::FAULT, "EFAULT"),
+    (E::BUSY, "EBUSY"),
+    (E::EXIST, "EEXIST"),
+    (E::XDEV, "EXDEV"),
+    (E::NODEV, "ENODEV"),
+    (E::NOTDIR, "ENOTDIR"),
+    (E::ISDIR, "EISDIR"),
+    (E::INVAL, "EINVAL"),
+    (E::NFILE, "ENFILE"),
+    (E::MFILE, "EMFILE"),
+    (E::TXTBSY, "ETXTBSY"),
+    (E::NOSPC, "ENOSPC"),
+    (E::ROFS, "EROFS"),
+    (E::NAMETOOLONG, "ENAMETOOLONG"),
+    (E::NOSYS, "ENOSYS"),
+    (E::LOOP, "ELOOP"),
+    (E::NOTSOCK, "ENOTSOCK"),
+    (E::PROTOTYPE, "EPROTOTYPE"),
+    (E::PROTONOSUPPORT, "EPROTONOSUPPORT"),
+    (E::OPNOTSUPP, "EOPNOTSUPP"),
+    (E::AFNOSUPPORT, "EAFNOSUPPORT"),
+    (E::ADDRINUSE, "EADDRINUSE"),
+    (E::ADDRNOTAVAIL, "EADDRNOTAVAIL"),
+    (E::CONNABORTED, "ECONNABORTED"),
+    (E::CONNRESET, "ECONNRESET"),
+    (E::NOBUFS, "ENOBUFS"),
+    (E::ISCONN, "EISCONN"),
+    (E::NOTCONN, "ENOTCONN"),
+    (E::TIMEDOUT, "ETIMEDOUT"),
+    (E::CONNREFUSED, "ECONNREFUSED"),
+    (E::PROTO, "EPROTO"),
+    (E::DQUOT, "EDQUOT"),
 ];
 
+#[allow(missing_docs)] // each constant is the C name without its leading E
 impl Errno {
-    /// `EACCES`.
-    pub const ACCES: Errno = Errno(13);
-    /// `EPERM`.
-    pub const PERM: Errno = Errno(1);
-    /// `ENOENT`.
-    pub const NOENT: Errno = Errno(2);
-    /// `EROFS`.
-    pub const ROFS: Errno = Errno(30);
-    /// `EADDRINUSE`.
-    pub const ADDRINUSE: Errno = Errno(98);
-    /// `ENAMETOOLONG`.
-    pub const NAMETOOLONG: Errno = Errno(36);
-    /// `ELOOP`.
-    pub const LOOP: Errno = Errno(40);
-    /// `ENOTDIR`.
-    pub const NOTDIR: Errno = Errno(20);
-    /// `EEXIST`.
-    pub const EXIST: Errno = Errno(17);
-    /// `EWOULDBLOCK` (= `EAGAIN` on Linux).
-    pub const WOULDBLOCK: Errno = Errno(11);
-    /// `ECONNREFUSED`.
-    pub const CONNREFUSED: Errno = Errno(111);
-    /// `EINVAL`.
-    pub const INVAL: Errno = Errno(22);
-    /// `EISDIR`.
-    pub const ISDIR: Errno = Errno(21);
-    /// `ENXIO`.
-    pub const NXIO: Errno = Errno(6);
-    /// `EBADF`.
-    pub const BADF: Errno = Errno(9);
+    pub const ACCES: Errno = Errno(E::ACCESS);
+    pub const PERM: Errno = Errno(E::PERM);
+    pub const NOENT: Errno = Errno(E::NOENT);
+    pub const ROFS: Errno = Errno(E::ROFS);
+    pub const ADDRINUSE: Errno = Errno(E::ADDRINUSE);
+    pub const NAMETOOLONG: Errno = Errno(E::NAMETOOLONG);
+    pub const LOOP: Errno = Errno(E::LOOP);
+    pub const NOTDIR: Errno = Errno(E::NOTDIR);
+    pub const EXIST: Errno = Errno(E::EXIST);
+    pub const WOULDBLOCK: Errno = Errno(E::WOULDBLOCK);
+    pub const CONNREFUSED: Errno = Errno(E::CONNREFUSED);
+    pub const INVAL: Errno = Errno(E::INVAL);
+    pub const ISDIR: Errno = Errno(E::ISDIR);
+    pub const NXIO: Errno = Errno(E::NXIO);
+    pub const BADF: Errno = Errno(E::BADF);
+    pub const MFILE: Errno = Errno(E::MFILE);
+    pub const NFILE: Errno = Errno(E::NFILE);
+    pub const NOMEM: Errno = Errno(E::NOMEM);
+    pub const NOSPC: Errno = Errno(E::NOSPC);
+    pub const DQUOT: Errno = Errno(E::DQUOT);
+    pub const OPNOTSUPP: Errno = Errno(E::OPNOTSUPP);
+    pub const PROTONOSUPPORT: Errno = Errno(E::PROTONOSUPPORT);
+    pub const AFNOSUPPORT: Errno = Errno(E::AFNOSUPPORT);
+    pub const INTR: Errno = Errno(E::INTR);
+    pub const AGAIN: Errno = Errno(E::AGAIN);
+    pub const NOBUFS: Errno = Errno(E::NOBUFS);
+    pub const CONNABORTED: Errno = Errno(E::CONNABORTED);
+    pub const PROTO: Errno = Errno(E::PROTO);
+    pub const NOTSOCK: Errno = Errno(E::NOTSOCK);
+}
 
-    /// The symbolic name (`"EROFS"`), or `"E<number>"` for one outside the table.
+impl Errno {
+    /// The typed value.
+    pub fn get(self) -> E {
+        self.0
+    }
+
+    /// The raw number (for comparing with `std::io::Error::raw_os_error`).
+    pub fn raw(self) -> i32 {
+        self.0.raw_os_error()
+    }
+
+    /// From a raw number.
+    pub fn from_raw(n: i32) -> Errno {
+        Errno(E::from_raw_os_error(n))
+    }
+
+    /// From an `io::Error` (`EIO` if it carries no errno).
+    pub fn from_io(e: &std::io::Error) -> Errno {
+        Errno(E::from_io_error(e).unwrap_or(E::IO))
+    }
+
+    /// `EROFS`, or `E<number>` for one without a name here.
     pub fn name(self) -> String {
         NAMES
             .iter()
-            .find(|(n, _)| *n == self.0)
+            .find(|(e, _)| *e == self.0)
             .map(|(_, s)| (*s).to_string())
-            .unwrap_or_else(|| format!("E{}", self.0))
+            .unwrap_or_else(|| format!("E{}", self.raw()))
     }
 
-    /// Looks a symbolic name up (`"EROFS"` → `Errno(30)`).
+    /// By C name (`"EROFS"`).
     pub fn from_name(name: &str) -> Option<Errno> {
         NAMES
             .iter()
             .find(|(_, s)| *s == name)
-            .map(|(n, _)| Errno(*n))
+            .map(|(e, _)| Errno(*e))
     }
 
-    /// The C library's message, e.g. "Read-only file system".
+    /// The C library's message (`Read-only file system`).
     pub fn message(self) -> String {
-        let text = std::io::Error::from_raw_os_error(self.0).to_string();
+        let text = std::io::Error::from(self.0).to_string();
         // std appends " (os error N)"; the name already identifies it.
         match text.rfind(" (os error") {
             Some(i) => text[..i].to_string(),
             None => text,
         }
     }
-
-    /// What the strategy chain does after this errno (SPEC §2, "errno decisions").
-    pub fn decision(self) -> Decision {
-        match self.0 {
-            // EMFILE, ENFILE, ENOMEM: the process itself is out of resources.
-            24 | 23 | 12 => Decision::Stop,
-            98 => Decision::NextName,
-            _ => Decision::NextCandidate,
-        }
-    }
 }
 
-impl From<rustix::io::Errno> for Errno {
-    fn from(e: rustix::io::Errno) -> Self {
-        Errno(e.raw_os_error())
+impl From<E> for Errno {
+    fn from(e: E) -> Self {
+        Errno(e)
     }
 }
 
 impl From<Errno> for std::io::Error {
     fn from(e: Errno) -> Self {
-        std::io::Error::from_raw_os_error(e.0)
+        std::io::Error::from(e.0)
     }
 }
 
@@ -151,74 +167,18 @@ impl serde::Serialize for Errno {
     }
 }
 
-/// What to do after a failed syscall (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// This candidate cannot work; try the next one.
-    NextCandidate,
-    /// The name is taken; try the next display number in the same place.
-    NextName,
-    /// No other candidate can help (out of fds or memory): stop the chain.
-    Stop,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip() {
-        for (n, s) in NAMES {
-            assert_eq!(Errno(*n).name(), *s);
-            assert_eq!(Errno::from_name(s), Some(Errno(*n)));
+        for (e, s) in NAMES {
+            assert_eq!(Errno(*e).name(), *s);
+            assert_eq!(Errno::from_name(s), Some(Errno(*e)));
         }
-        assert_eq!(Errno(4095).name(), "E4095");
-    }
-
-    #[test]
-    fn names_match_the_platform() {
-        // The table is hand-written; check it against rustix's constants.
-        use rustix::io::Errno as R;
-        for (r, name) in [
-            (R::ROFS, "EROFS"),
-            (R::ACCESS, "EACCES"),
-            (R::NAMETOOLONG, "ENAMETOOLONG"),
-            (R::ADDRINUSE, "EADDRINUSE"),
-            (R::CONNREFUSED, "ECONNREFUSED"),
-            (R::DQUOT, "EDQUOT"),
-            (R::OPNOTSUPP, "EOPNOTSUPP"),
-            (R::AFNOSUPPORT, "EAFNOSUPPORT"),
-            (R::LOOP, "ELOOP"),
-            (R::MFILE, "EMFILE"),
-        ] {
-            assert_eq!(Errno::from(r).name(), name);
-        }
-    }
-
-    #[test]
-    fn decision_table_follows_the_spec() {
-        for name in [
-            "EACCES",
-            "EPERM",
-            "EROFS",
-            "ENOENT",
-            "ENAMETOOLONG",
-            "EINVAL",
-            "EOPNOTSUPP",
-            "ENXIO",
-            "EPROTONOSUPPORT",
-            "EAFNOSUPPORT",
-            "ENOSPC",
-            "EDQUOT",
-        ] {
-            let e = Errno::from_name(name).unwrap();
-            assert_eq!(e.decision(), Decision::NextCandidate, "{name}");
-        }
-        for name in ["EMFILE", "ENFILE", "ENOMEM"] {
-            let e = Errno::from_name(name).unwrap();
-            assert_eq!(e.decision(), Decision::Stop, "{name}");
-        }
-        assert_eq!(Errno::ADDRINUSE.decision(), Decision::NextName);
+        assert_eq!(Errno::from_raw(4095).name(), "E4095");
+        assert_eq!(Errno::ROFS.raw(), 30);
     }
 
     #[test]

@@ -31,10 +31,10 @@
 #![deny(missing_docs)]
 
 mod binder;
+pub mod classify;
 pub mod discover;
 mod endpoint;
 mod errno;
-mod explain;
 mod inherited;
 mod lock;
 pub mod names;
@@ -48,11 +48,12 @@ mod sys;
 pub mod trust;
 
 pub use binder::{BindError, Binder, Bound, Prepared, MAX_DISPLAY_NUMBER};
+pub use classify::Decision;
 pub use discover::{Discovery, Found, Tried};
 pub use endpoint::{
     abstract_display_name, unix_in, Endpoint, EndpointError, ACCEPTED_FORMS, SUN_PATH_MAX,
 };
-pub use errno::{Decision, Errno};
+pub use errno::Errno;
 pub use inherited::listen_fds_close_on_exec;
 pub use inherited::LISTEN_FDS_START;
 pub use lock::{remove_stale_display, DisplayLock};

@@ -199,7 +199,7 @@ pub(crate) fn claim(dir: &UsableDir, name: &str) -> Claim {
                     step: "bind",
                     error: SysError {
                         syscall: "dup",
-                        errno: Errno(e.raw_os_error().unwrap_or(0)),
+                        errno: Errno::from_io(&e),
                     },
                 });
             }
@@ -261,7 +261,7 @@ fn acquire(dir: &OwnedFd, lock_name: &str) -> Result<Option<(OwnedFd, FileInfo)>
         if info.kind != FileType::RegularFile {
             return Err(SysError {
                 syscall: "open",
-                errno: Errno(rustix::io::Errno::INVAL.raw_os_error()),
+                errno: Errno::INVAL,
             });
         }
         if !sys::try_lock(&fd)? {

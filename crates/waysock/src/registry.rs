@@ -229,7 +229,7 @@ impl Registry {
             .map_err(|e| RegistryError::Sys {
                 syscall: "read",
                 path: self.path.clone(),
-                errno: Errno(e.raw_os_error().unwrap_or(0)),
+                errno: Errno::from_io(&e),
             })?;
         Ok(text.lines().filter_map(Record::parse).collect())
     }
@@ -341,7 +341,7 @@ impl Registry {
             return Err(RegistryError::Sys {
                 syscall: "write",
                 path: tmp_path,
-                errno: Errno(e.raw_os_error().unwrap_or(0)),
+                errno: Errno::from_io(&e),
             });
         }
         if let Err(e) = rustix::fs::renameat(&dfd, tmp_name.as_str(), &dfd, name) {

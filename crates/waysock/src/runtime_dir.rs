@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustix::fs::FileType;
 
+use crate::classify;
 use crate::endpoint::SUN_PATH_MAX;
 use crate::errno::Errno;
-use crate::explain;
 use crate::report::Failure;
 use crate::sys::{self, SysError};
 
@@ -110,7 +110,7 @@ fn open_usable_inner(
     created: &mut Vec<PathBuf>,
 ) -> Step<(OwnedFd, Vec<String>)> {
     let uid = opts.uid;
-    let fail = |step, e: SysError, p: &Path| (step, explain::failure(e, p, uid));
+    let fail = |step, e: SysError, p: &Path| (step, classify::failure(e, p, uid));
     if !path.is_absolute() {
         return Err((
             "verify",
@@ -124,7 +124,7 @@ fn open_usable_inner(
     // The socket path must fit sun_path: checked first, it needs no syscall.
     let socket_len = path.as_os_str().len() + 1 + opts.longest_name.len();
     if socket_len > SUN_PATH_MAX {
-        let mut f = explain::failure(
+        let mut f = classify::failure(
             SysError {
                 syscall: "check",
                 errno: Errno::NAMETOOLONG,
@@ -289,17 +289,18 @@ fn open_parent(
         Ok(fd) => Ok(fd),
         Err(e) if e.errno == Errno::NOENT && create > 0 => {
             let (Some(grand), Some(name)) = (parent.parent(), parent.file_name()) else {
-                return Err(("open", explain::failure(e, parent, uid)));
+                return Err(("open", classify::failure(e, parent, uid)));
             };
             let gfd = open_parent(grand, create - 1, uid, created)?;
             match sys::mkdir_at(&gfd, name, 0o700) {
                 Ok(()) => created.push(parent.to_path_buf()),
                 Err(e) if e.errno == Errno::EXIST => {}
-                Err(e) => return Err(("create", explain::failure(e, parent, uid))),
+                Err(e) => return Err(("create", classify::failure(e, parent, uid))),
             }
             let fd = sys::open_dir_at(&gfd, name, true)
-                .map_err(|e| ("open", explain::failure(e, parent, uid)))?;
-            let info = sys::fstat(&fd).map_err(|e| ("verify", explain::failure(e, parent, uid)))?;
+                .map_err(|e| ("open", classify::failure(e, parent, uid)))?;
+            let info =
+                sys::fstat(&fd).map_err(|e| ("verify", classify::failure(e, parent, uid)))?;
             if info.uid != uid {
                 return Err((
                     "verify",
@@ -317,7 +318,7 @@ fn open_parent(
             }
             Ok(fd)
         }
-        Err(e) => Err(("open", explain::failure(e, parent, uid))),
+        Err(e) => Err(("open", classify::failure(e, parent, uid))),
     }
 }
 
@@ -328,7 +329,7 @@ fn open_parent(
 /// the name is looked at again with `lstat` (relative to the parent fd we opened, never
 /// following it) to tell a symlink from a file.
 fn planted(e: SysError, parent: &OwnedFd, path: &Path, uid: u32) -> (&'static str, Failure) {
-    let mut f = explain::failure(e, path, uid);
+    let mut f = classify::failure(e, path, uid);
     let kind = path
         .file_name()
         .and_then(|leaf| sys::lstat_at(parent, leaf).ok().flatten())
