@@ -1,9 +1,9 @@
 //! `waysock bridge`: Wayland over a byte stream (TCP), with the file descriptors the protocol
 //! passes translated, and both ends authenticated before any Wayland byte moves.
 //!
-//! - [`protocol`]: signature tables generated at build time from the protocol XML
-//!   (`wayland.xml` and the wayland-protocols), so the codec knows every argument, which
-//!   arguments carry file descriptors and which create objects.
+//! - [`protocol`]: signature tables (checked in, generated from the protocol XML of Smithay's
+//!   protocol crates: core, wayland-protocols, wlr, misc, KDE), so the codec knows every
+//!   argument, which arguments carry file descriptors and which create objects.
 //! - [`codec`]: strict framing and argument decoding of Wayland messages, and the
 //!   per-connection object map (ids → interfaces) that tells which message is which.
 //! - [`auth`]: the token file and the challenge-response both ends run first; the secret never

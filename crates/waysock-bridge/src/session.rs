@@ -23,7 +23,7 @@
 //! - `wl_registry.global` events for globals whose buffers cannot cross (linux-dmabuf,
 //!   `wl_drm`, explicit sync) are dropped, so clients fall back to `wl_shm`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -47,6 +47,8 @@ pub const FILTERED_GLOBALS: &[&str] = &[
     "wp_linux_drm_syncobj_manager_v1",
     "zwlr_export_dmabuf_manager_v1",
     "wp_drm_lease_device_v1",
+    // Its one request passes a listening socket, which cannot cross a byte stream.
+    "wp_security_context_manager_v1",
 ];
 
 /// Largest memory object copied once (keymaps are tens of KiB); it must fit one frame.
@@ -616,7 +618,10 @@ fn translate_out(
                             out.rewrite = Some(m);
                         }
                     }
-                    _ => out.forward = false,
+                    _ => {
+                        note_hidden(name, known.is_some());
+                        out.forward = false;
+                    }
                 }
             }
         }
@@ -1421,6 +1426,27 @@ fn pump_in_frames(
                 }
             }
         }
+    }
+}
+
+/// Names each hidden global once per process (at `info`, i.e. `waysock bridge -v`): every
+/// session sees the same globals, and a log line per client would drown the rest.
+fn note_hidden(name: &[u8], filtered: bool) {
+    static SEEN: Mutex<BTreeSet<Vec<u8>>> = Mutex::new(BTreeSet::new());
+    let first = SEEN
+        .lock()
+        .map(|mut seen| seen.insert(name.to_vec()))
+        .unwrap_or(false);
+    if first {
+        let why = if filtered {
+            "its objects pass descriptors the bridge cannot translate"
+        } else {
+            "the bridge has no signatures for its interface"
+        };
+        tracing::info!(
+            "hiding global {} from clients: {why}",
+            String::from_utf8_lossy(name)
+        );
     }
 }
 
