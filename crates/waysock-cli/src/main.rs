@@ -54,6 +54,13 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            // A value our own parsers refused (`--strategy`, `--endpoint`, …): said the way
+            // waysock says usage errors, naming the flag.
+            if let Some(refused) =
+                std::error::Error::source(&e).and_then(|s| s.downcast_ref::<cmd::Usage>())
+            {
+                return cmd::usage(refused);
+            }
             // --help and --version are not errors; everything else is a usage error (2).
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();

@@ -14,12 +14,12 @@ use waysock_bridge::auth::Token;
 pub struct Args {
     /// Where to listen: tcp:ADDR:PORT on the compositor's host, or unix:/PATH | abstract:NAME
     /// where clients connect.
-    #[arg(long, value_name = "E")]
-    listen: String,
+    #[arg(long, value_name = "E", value_parser = super::endpoint("--listen"))]
+    listen: Endpoint,
     /// Where to connect: the compositor's endpoint (unix:, abstract:, or a display name) when
     /// listening on TCP, or tcp:ADDR:PORT of the compositor end.
-    #[arg(long, value_name = "E")]
-    connect: String,
+    #[arg(long, value_name = "E", value_parser = super::endpoint("--connect"))]
+    connect: Endpoint,
     /// The shared secret: a file of 16+ bytes, mode 0600, the same on both ends
     /// (`head -c 32 /dev/urandom > F; chmod 600 F`).
     #[arg(long, value_name = "F")]
@@ -35,18 +35,7 @@ pub struct Args {
 
 /// Runs the bridge until it fails or is killed.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let parse = |flag: &str, v: &str| {
-        v.parse::<Endpoint>()
-            .map_err(|e| super::usage(format!("--{flag}: {e}")))
-    };
-    let listen = match parse("listen", &args.listen) {
-        Ok(e) => e,
-        Err(code) => return Ok(code),
-    };
-    let connect = match parse("connect", &args.connect) {
-        Ok(e) => e,
-        Err(code) => return Ok(code),
-    };
+    let (listen, connect) = (args.listen, args.connect);
     let token = match Token::load(&args.token_file) {
         Ok(t) => Arc::new(t),
         Err(e) => return Ok(super::usage(e)),

@@ -14,8 +14,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Strategy order to diagnose (comma-separated); default: WAYSOCK_STRATEGIES or the full chain.
-    #[arg(long, value_name = "S,..")]
-    strategy: Option<String>,
+    #[arg(long, value_name = "S,..", value_parser = super::parse_chain)]
+    strategy: Option<super::Chain>,
     /// Diagnose this display name instead of the first free wayland-N.
     #[arg(long, value_name = "NAME")]
     display: Option<String>,
@@ -56,7 +56,7 @@ fn preload() -> Preload {
 
 /// Runs the diagnosis. Exit 0 when some strategy works, 1 when none does.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let chain = match super::strategies(args.strategy.as_deref()) {
+    let chain = match super::strategies(args.strategy) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };

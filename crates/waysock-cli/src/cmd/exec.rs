@@ -17,8 +17,8 @@ pub struct Args {
     #[arg(long, value_name = "NAME", conflicts_with = "endpoint")]
     display: Option<String>,
     /// Connect to exactly this endpoint (unix:/PATH, abstract:NAME, fd:N, or a display name).
-    #[arg(long, value_name = "E")]
-    endpoint: Option<String>,
+    #[arg(long, value_name = "E", value_parser = super::endpoint("--endpoint"))]
+    endpoint: Option<Endpoint>,
     /// With --endpoint tcp:ADDR:PORT: the token file shared with that bridge (mode 0600).
     #[arg(long, value_name = "F")]
     token_file: Option<std::path::PathBuf>,
@@ -34,11 +34,7 @@ pub struct Args {
 
 /// Runs `exec`: does not return on success.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let endpoint = match args.endpoint.as_deref().map(str::parse::<Endpoint>) {
-        None => None,
-        Some(Ok(e)) => Some(e),
-        Some(Err(e)) => return Ok(super::usage(format!("--endpoint: {e}"))),
-    };
+    let endpoint = args.endpoint;
     if let Some(Endpoint::Tcp(addr)) = &endpoint {
         return exec_over_tcp(*addr, args.token_file.as_deref(), &args.command);
     }

@@ -15,11 +15,48 @@ use std::process::ExitCode;
 
 use waysock::{Endpoint, Environment, Found, Strategy};
 
-/// Parses `--strategy a,b` (or `WAYSOCK_STRATEGIES`) into a chain; a bad list is a usage
-/// error (the `Err` is the exit code to return, after the message was printed).
-pub fn strategies(flag: Option<&str>) -> Result<Vec<Strategy>, ExitCode> {
+/// A value refused by one of our clap `value_parser`s. `main` prints it as `waysock: TEXT`
+/// and exits 2 before any subcommand runs; the text names the flag (`--strategy: …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The strategy order given with `--strategy a,b` (a newtype, so that clap takes the list as
+/// one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain(pub Vec<Strategy>);
+
+/// clap `value_parser` of `--strategy`.
+pub fn parse_chain(list: &str) -> Result<Chain, Usage> {
+    Strategy::parse_list(list)
+        .map(Chain)
+        .map_err(|e| Usage(format!("--strategy: {e}")))
+}
+
+/// A clap `value_parser` for an endpoint flag: its errors name `flag` (`--listen: …`).
+pub fn endpoint(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<Endpoint, Usage> + Clone + Send + Sync + 'static {
+    move |value| {
+        value
+            .parse::<Endpoint>()
+            .map_err(|e| Usage(format!("{flag}: {e}")))
+    }
+}
+
+/// The chain to use: `--strategy` if given, else `WAYSOCK_STRATEGIES` (checked here, at the
+/// start of the subcommand: a bad list is a usage error; the `Err` is the exit code to
+/// return, after the message was printed), else the full chain.
+pub fn strategies(flag: Option<Chain>) -> Result<Vec<Strategy>, ExitCode> {
     match flag {
-        Some(list) => Strategy::parse_list(list).map_err(|e| usage(format!("--strategy: {e}"))),
+        Some(Chain(chain)) => Ok(chain),
         None => waysock::Environment::strategies_from_process()
             .map_err(|e| usage(format!("WAYSOCK_STRATEGIES: {e}"))),
     }
@@ -101,4 +138,24 @@ impl Handoff {
 fn unreachable_handoff(ep: &Endpoint) -> Handoff {
     // Discovery only returns a stream-less Found for an inherited fd.
     panic!("waysock: discovery returned {ep} without a connection (bug)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_are_refused_with_the_flag_named() {
+        assert_eq!(
+            parse_chain("private-tmp, abstract"),
+            Ok(Chain(vec![Strategy::PrivateTmp, Strategy::Abstract]))
+        );
+        let e = parse_chain("bogus").unwrap_err().0;
+        assert!(e.starts_with("--strategy: "), "{e}");
+        assert!(e.contains("unknown strategy"), "{e}");
+        let parse = endpoint("--listen");
+        assert!(parse("abstract:wayland-7").is_ok());
+        let e = parse("bogus:x").unwrap_err().0;
+        assert!(e.starts_with("--listen: "), "{e}");
+    }
 }

@@ -45,8 +45,8 @@ use super::quote;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Strategy order (comma-separated); default: WAYSOCK_STRATEGIES or the full chain.
-    #[arg(long, value_name = "S,..")]
-    strategy: Option<String>,
+    #[arg(long, value_name = "S,..", value_parser = super::parse_chain)]
+    strategy: Option<super::Chain>,
     /// Wait for the compositor to bind exactly this name (pass the compositor its own flag
     /// for it, e.g. weston --socket=NAME).
     #[arg(long, value_name = "NAME")]
@@ -76,7 +76,7 @@ pub struct Args {
 
 /// Runs the compositor; returns its exit status (128+signal if killed).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let chain = match super::strategies(args.strategy.as_deref()) {
+    let chain = match super::strategies(args.strategy) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
