@@ -486,3 +486,100 @@ fn state_fd_regular_file_and_garbage_are_refused() {
     // Unchanged.
     assert_eq!(std::fs::metadata(&path).unwrap().size(), 34);
 }
+
+#[test]
+fn symlink_at_the_lock_path_is_never_followed_even_to_a_private_file_of_ours() {
+    // The target passes every ownership and mode check: only O_NOFOLLOW refuses it.
+    let (s, dir, reg) = setup("reg-symlink-lock-0600");
+    let (_l, ep) = listener(&dir, "wayland-1");
+    let target = dir.join("victim");
+    std::fs::write(&target, "precious\n").unwrap();
+    set_mode(&target, 0o600);
+    symlink(
+        &target,
+        dir.join(format!("waysock-{}.registry.lock", uid())),
+    )
+    .unwrap();
+    let before = snapshot(s.path());
+    match reg.publish(&record("wayland-1", &ep, me(), 1_000)) {
+        Err(RegistryError::Sys { errno, .. }) => assert_eq!(errno.name(), "ELOOP"),
+        other => panic!("locked through a symlink: {other:?}"),
+    }
+    assert_eq!(snapshot(s.path()), before);
+    assert!(!reg.path().exists());
+}
+
+/// The temporary file `update` writes before renaming it over the registry.
+fn tmp_path(dir: &Path) -> PathBuf {
+    dir.join(format!(".waysock-{}.registry.tmp.{}", uid(), me()))
+}
+
+#[test]
+fn a_temporary_file_left_by_a_dead_writer_of_ours_is_replaced() {
+    let (_s, dir, reg) = setup("reg-tmp-stale");
+    let (_l, ep) = listener(&dir, "wayland-1");
+    std::fs::write(tmp_path(&dir), "half a line").unwrap();
+    set_mode(&tmp_path(&dir), 0o600);
+    reg.publish(&record("wayland-1", &ep, me(), 1_000)).unwrap();
+    assert!(!tmp_path(&dir).exists());
+    assert_eq!(displays(&reg.read().unwrap()), ["wayland-1"]);
+}
+
+#[test]
+fn a_symlink_at_the_temporary_path_is_never_followed_nor_removed() {
+    let (s, dir, reg) = setup("reg-tmp-symlink");
+    let (_l, ep) = listener(&dir, "wayland-1");
+    let target = dir.join("victim");
+    std::fs::write(&target, "precious\n").unwrap();
+    set_mode(&target, 0o600);
+    symlink(&target, tmp_path(&dir)).unwrap();
+    let before: Vec<String> = snapshot(s.path())
+        .into_iter()
+        .filter(|l| !l.contains(".registry.lock"))
+        .collect();
+    assert!(reg.publish(&record("wayland-1", &ep, me(), 1_000)).is_err());
+    let after: Vec<String> = snapshot(s.path())
+        .into_iter()
+        .filter(|l| !l.contains(".registry.lock"))
+        .collect();
+    assert_eq!(after, before, "the symlink or its target was changed");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+}
+
+#[test]
+fn a_temporary_file_of_another_uid_is_left_alone() {
+    let name = "a_temporary_file_of_another_uid_is_left_alone";
+    if !waysock_testkit::is_root() {
+        return waysock_testkit::skip(name, "needs root to chown a file to another uid");
+    }
+    let (_s, dir, reg) = setup("reg-tmp-owner");
+    let (_l, ep) = listener(&dir, "wayland-1");
+    std::fs::write(tmp_path(&dir), "theirs").unwrap();
+    std::os::unix::fs::chown(tmp_path(&dir), Some(1001), Some(1001)).unwrap();
+    assert!(reg.publish(&record("wayland-1", &ep, me(), 1_000)).is_err());
+    assert_eq!(std::fs::read_to_string(tmp_path(&dir)).unwrap(), "theirs");
+    assert_eq!(std::fs::metadata(tmp_path(&dir)).unwrap().uid(), 1001);
+}
+
+#[test]
+fn a_record_with_an_empty_or_spaced_field_has_no_line() {
+    let (_s, dir, _reg) = setup("reg-line");
+    let (_l, ep) = listener(&dir, "wayland-1");
+    assert!(record("wayland-1", &ep, me(), 1_000).to_line().is_some());
+    assert!(record("", &ep, me(), 1_000).to_line().is_none());
+    assert!(record("wayland 1", &ep, me(), 1_000).to_line().is_none());
+    let spaced = Endpoint::Unix(dir.join("a b"));
+    assert!(record("wayland-1", &spaced, me(), 1_000)
+        .to_line()
+        .is_none());
+}
+
+#[test]
+fn a_record_is_stamped_with_the_current_time() {
+    let before = waysock::registry::now();
+    let r = Record::for_process("wayland-1", Endpoint::Abstract("x".into()), me(), None).unwrap();
+    let after = waysock::registry::now();
+    // The clock is the system's: only that the stamp is taken from it, between two readings.
+    assert!(before > 1_600_000_000, "{before}");
+    assert!((before..=after).contains(&r.unix_time), "{}", r.unix_time);
+}
