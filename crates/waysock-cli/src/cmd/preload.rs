@@ -12,8 +12,10 @@ use waysock::Environment;
 pub const SHIM: &str = "libwaysock_preload.so";
 
 /// Where the shim is: `WAYSOCK_PRELOAD_LIB`, next to this binary, in its `deps/` (a cargo
-/// build tree), or in `../lib/waysock/` (an install). Whichever it is must pass [`vet_shim`]:
-/// it is loaded into the compositor and runs as us.
+/// build tree), in `../lib/waysock/` or `/usr/lib/waysock/` (an install); a file found there
+/// must pass [`vet_shim`]: it is loaded into the compositor and runs as us. Without any such
+/// file, the copy built into this binary is used ([`embedded_shim`]): `cargo install` gives a
+/// `waysock` that needs no file beside it.
 ///
 /// In a cargo build tree both of the first two can exist, and only `cargo build` refreshes the
 /// copy next to the binary: `cargo test` rebuilds `deps/` alone. The newer of the two wins, so
@@ -45,18 +47,82 @@ pub fn shim_path() -> Result<PathBuf, String> {
         (true, true) if modified(&candidates[1]) > modified(&candidates[0]) => Some(&candidates[1]),
         _ => candidates.iter().find(|p| p.is_file()),
     };
-    let found = found
-        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
-        .ok_or_else(|| {
+    let Some(found) = found.map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())) else {
+        return embedded_shim().map_err(|why| {
             format!(
-                "{SHIM} not found next to {} (build it: cargo build --release --workspace; or set \
-                 WAYSOCK_PRELOAD_LIB)",
+                "{SHIM} not found next to {}, and the copy built into waysock cannot be handed \
+                 over: {why} (or set WAYSOCK_PRELOAD_LIB)",
                 exe.display()
             )
-        })?;
+        });
+    };
     vet_shim(&found, uid)
         .map(|()| found.clone())
         .map_err(|why| format!("{}: refused: {why}", found.display()))
+}
+
+/// The shim built together with this binary (see `build.rs`).
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libwaysock_preload.so"));
+
+/// The lowest descriptor number the embedded shim's memfd takes: far above what `run` and
+/// `exec` hand to children (stdio, `LISTEN_FDS` from 3, `WAYLAND_SOCKET`), so no `dup2` into a
+/// child's low descriptors replaces it.
+const MEMFD_MIN_FD: i32 = 200;
+
+/// The built-in shim as a path a dynamic loader can open: `/proc/self/fd/N`, where `N` is a
+/// sealed memfd holding [`EMBEDDED`] that is inherited across `exec` (no `FD_CLOEXEC`), so in
+/// the compositor (or client) started with it, `/proc/self/fd/N` is the same sealed file.
+///
+/// Trusted by construction: we made the memfd and sealed it (no write, shrink, grow, or new
+/// seals), so nobody, not even we, can change its content after the seals; nothing is read
+/// from a file anyone else could have written. Made once per process.
+pub fn embedded_shim() -> Result<PathBuf, String> {
+    static MEMFD: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    MEMFD.get_or_init(seal_embedded).clone()
+}
+
+fn seal_embedded() -> Result<PathBuf, String> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let fd = rustix::fs::memfd_create(SHIM, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(|e| format!("memfd_create: {e}"))?;
+    let mut written = 0;
+    while written < EMBEDDED.len() {
+        match rustix::io::write(&fd, &EMBEDDED[written..]) {
+            Ok(0) => return Err("writing the memfd: no progress".into()),
+            Ok(n) => written += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("writing the memfd: {e}")),
+        }
+    }
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )
+    .map_err(|e| format!("sealing the memfd: {e}"))?;
+    // Moved high (see MEMFD_MIN_FD), then made inheritable: the loader of the program we
+    // start opens it by number.
+    let high = rustix::io::fcntl_dupfd_cloexec(&fd, MEMFD_MIN_FD)
+        .map_err(|e| format!("moving the memfd: {e}"))?;
+    drop(fd);
+    rustix::io::fcntl_setfd(&high, rustix::io::FdFlags::empty())
+        .map_err(|e| format!("making the memfd inheritable: {e}"))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", high.as_raw_fd()));
+    // The loader needs /proc to reach it; a sandbox without /proc gets a reason, not a
+    // compositor that silently runs without the shim.
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() == EMBEDDED.len() as u64 => {}
+        Ok(_) => return Err(format!("{} is not the memfd just made", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "{} cannot be opened ({e}); is /proc mounted?",
+                path.display()
+            ))
+        }
+    }
+    // Kept open for the life of this process (and inherited by what it starts).
+    let _ = high.into_raw_fd();
+    Ok(path)
 }
 
 /// May `path` be loaded into a compositor running as `uid`? It must be a regular file (not a
@@ -262,6 +328,41 @@ mod tests {
         let sh = std::fs::read("/bin/sh").unwrap();
         assert!(has_interp(&sh));
         assert!(blockers(OsStr::new("sh")).is_empty());
+    }
+
+    #[test]
+    fn the_embedded_shim_is_a_sealed_inheritable_copy() {
+        use std::io::Write;
+        let path = embedded_shim().expect("the embedded shim");
+        assert_eq!(embedded_shim().unwrap(), path, "made once");
+        let n: i32 = path
+            .to_str()
+            .and_then(|p| p.strip_prefix("/proc/self/fd/"))
+            .and_then(|n| n.parse().ok())
+            .expect("a /proc/self/fd path");
+        assert!(n >= MEMFD_MIN_FD);
+        // Inherited by children: no O_CLOEXEC (octal 02000000) in its flags.
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{n}")).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap();
+        assert_eq!(flags & 0o2000000, 0, "{info}");
+        // Seals belong to the file, so a second open of it shows them.
+        let file = std::fs::File::open(&path).unwrap();
+        let seals = rustix::fs::fcntl_get_seals(&file).unwrap();
+        let all = rustix::fs::SealFlags::WRITE
+            | rustix::fs::SealFlags::SHRINK
+            | rustix::fs::SealFlags::GROW
+            | rustix::fs::SealFlags::SEAL;
+        assert!(seals.contains(all), "{seals:?}");
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, EMBEDDED);
+        assert!(contains(&bytes, b"WAYSOCK_PRELOAD_DIR"));
+        if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&path) {
+            assert!(w.write_all(b"x").is_err(), "the sealed shim was writable");
+        }
     }
 
     #[test]
