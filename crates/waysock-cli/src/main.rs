@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 mod logger;
@@ -48,6 +48,10 @@ enum Command {
     /// both ends authenticated with a shared token file, the traffic encrypted and
     /// authenticated (ChaCha20-Poly1305).
     Bridge(cmd::bridge::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(cmd::completions::Args),
+    /// Print the manual page (roff) on stdout: `waysock manpage | man -l -`.
+    Manpage(cmd::manpage::Args),
 }
 
 fn main() -> ExitCode {
@@ -85,5 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Env(args) => cmd::env::run(args),
         Command::Ls(args) => cmd::ls::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Manpage(args) => cmd::manpage::run(args, Cli::command()),
     }
 }

@@ -1,11 +1,13 @@
 //! One module per subcommand, and the little they share.
 
 pub mod bridge;
+pub mod completions;
 pub mod doctor;
 pub mod env;
 pub mod envfile;
 pub mod exec;
 pub mod ls;
+pub mod manpage;
 pub mod preload;
 pub mod run;
 
