@@ -58,6 +58,13 @@ stop_run() {
   wait $RP; rc=$?
   say run_status; echo $rc
 }
+# What waysock (or the compositor it started) left in the shared places: its private dirs,
+# display sockets and locks, not what others make there (Xwayland's /tmp/.X11-unix, mount(8)'s
+# /run/mount). The per-user registry stays by design.
+leftovers() {
+  find /tmp /run /dev/shm -mindepth 1 \( -path '*waysock*' -o -name 'wayland-*' \) \
+    ! -name '*.registry' ! -name '*.registry.lock' 2>/dev/null | sort
+}
 # waysock exec [ARGS] -- wayland-info: "STATUS wl_compositor" when it saw the global.
 info() {
   timeout 10 "$W" exec "$@" -- wayland-info >"$O/info.out" 2>"$O/info.err"; rc=$?
@@ -74,8 +81,7 @@ handed() { "$W" exec "$@" -- sh -c 'echo "${XDG_RUNTIME_DIR-unset} ${WAYLAND_DIS
 "#;
 
 const EPILOGUE: &str = r#"
-# /run/mount is mount(8)'s own (utab), made by the sandbox's mounts.
-say leftovers; find /tmp /run /dev/shm -mindepth 1 ! -path '/run/mount*' ! -name '*.registry' ! -name '*.registry.lock' 2>/dev/null | sort
+say leftovers; leftovers
 say registry; cat /dev/shm/waysock-*.registry 2>/dev/null
 say runlog; cat "$O/run.log" 2>/dev/null
 "#;
@@ -796,7 +802,7 @@ fn sigterm_right_after_start_leaves_nothing_behind() {
              "$W" run --ready-timeout 30 -- sleep 30 2>/dev/null & rp=$!
              sleep $d; kill -TERM $rp; wait $rp; rc=$?
              echo "$d $rc"
-             left=$(find /tmp /run /dev/shm -mindepth 1 ! -path '/run/mount*' ! -name '*.registry' ! -name '*.registry.lock' 2>/dev/null)
+             left=$(leftovers)
              [ -z "$left" ] || echo "after $d: $left"
            done"#,
     );

@@ -668,7 +668,8 @@ pub fn wayland_info(runtime_dir: &Path, display: &str) -> Result<Run, String> {
 /// `/var/tmp/waysock-bin-PID/`, made once per test process. Sandboxes mount tmpfs over `/tmp`,
 /// `/run`, `/dev/shm` and `HOME`, any of which may hold the build tree (CI clones anywhere);
 /// `/var/tmp` is never masked, and the copy is reachable for the unprivileged test user.
-/// Copies left by test processes that are gone are removed.
+/// The copy is removed when this test process exits; copies left by test processes that are
+/// gone (killed before their cleaner ran) are removed too.
 pub fn relocated(bin: &str) -> &'static Path {
     static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     COPY.get_or_init(|| {
@@ -684,6 +685,7 @@ pub fn relocated(bin: &str) -> &'static Path {
         }
         let dir = Path::new("/var/tmp").join(format!("waysock-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create /var/tmp copy dir");
+        remove_when_gone(&dir);
         set_mode(&dir, 0o755);
         let src = Path::new(bin);
         let name = src.file_name().expect("binary name");
@@ -705,6 +707,22 @@ pub fn relocated(bin: &str) -> &'static Path {
         }
         dst
     })
+}
+
+/// Removes `dir` once this test process has exited, however it ends (the test harness has no
+/// teardown hook): a detached `sh` (started in the background by one we wait for) polls for our
+/// pid, then deletes the copy. Its stdio is closed, so cargo never waits for it. If it cannot
+/// start, the next run's sweep in [`relocated`] removes the copy.
+fn remove_when_gone(dir: &Path) {
+    let script = r#"(while [ -d "/proc/$1" ]; do sleep 0.5; done; rm -rf -- "$2") &"#;
+    let _ = std::process::Command::new("/bin/sh")
+        .args(["-c", script, "sh"])
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// Splits a script's stdout at its marker lines (`@@name` alone on a line) into named
