@@ -7,7 +7,7 @@
 //! directory must be ours (and 0700 for the private ones), an abstract socket must be served by
 //! our own uid (`SO_PEERCRED`), since anyone can bind an abstract name first.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -16,18 +16,11 @@ use rustix::fs::FileType;
 
 use crate::endpoint::{Endpoint, SUN_PATH_MAX};
 use crate::errno::Errno;
+use crate::names::DisplayNames;
 use crate::registry::{Registry, StateFd};
-use crate::strategy::{Environment, Strategy};
+use crate::report::{Attempt, Failure, Outcome, Report, Source};
+use crate::strategy::{Environment, Finder, Strategy};
 use crate::sys;
-
-/// One place looked at, and why it did not answer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Tried {
-    /// What was looked at (`WAYLAND_DISPLAY=wayland-0`, `/tmp/waysock-1000`, …).
-    pub place: String,
-    /// Why it did not answer (no such file, refused, permission, stale, not ours…).
-    pub why: String,
-}
 
 /// A display that answered.
 #[derive(Debug)]
@@ -46,7 +39,7 @@ pub struct Found {
 pub enum DiscoverError {
     /// Every place was tried.
     #[error("no Wayland display answered; tried:\n{}", format_tried(.0))]
-    NothingAnswered(Vec<Tried>),
+    NothingAnswered(Vec<Attempt>),
     /// An explicit endpoint that the client side cannot use directly.
     #[error("{0}")]
     Unsupported(String),
@@ -63,7 +56,7 @@ pub enum DiscoverError {
 
 impl DiscoverError {
     /// The places tried.
-    pub fn tried(&self) -> &[Tried] {
+    pub fn tried(&self) -> &[Attempt] {
         match self {
             DiscoverError::NothingAnswered(t) => t,
             DiscoverError::Unsupported(_) | DiscoverError::BadDisplay { .. } => &[],
@@ -71,35 +64,55 @@ impl DiscoverError {
     }
 }
 
-fn format_tried(t: &[Tried]) -> String {
+fn format_tried(t: &[Attempt]) -> String {
     t.iter()
-        .map(|t| format!("  {}: {}", t.place, t.why))
+        .map(|t| format!("  {}: {}", t.candidate, t.why()))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
+/// Why a display endpoint cannot be used by a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// `connect` failed.
+    #[error("{}", crate::classify::connect_error(*.0))]
+    Io(Errno),
+    /// An abstract name served by another user: anyone can bind a name first.
+    #[error("served by uid {uid}, not by us (uid {us}): refused, it could be an impostor")]
+    NotOurs {
+        /// The server's uid.
+        uid: u32,
+        /// Ours.
+        us: u32,
+    },
+    /// `SO_PEERCRED` failed on the connection.
+    #[error("cannot read the server's credentials: {0}")]
+    Credentials(Errno),
+    /// Not an address a client dials (`fd:`, `tcp:`, a bare display name).
+    #[error("{0} is not a socket address a client can dial directly")]
+    NotDialable(Endpoint),
+}
+
 /// Connects to `ep` and checks it is ours to use: for abstract sockets, the server must run
-/// as our uid. The error names why (`ENOENT`, `ECONNREFUSED`, `EACCES`, or "served by uid N").
-pub fn accepts(ep: &Endpoint) -> Result<UnixStream, String> {
-    let why = |e: sys::SysError| connect_error(e.errno);
+/// as our uid ([`crate::peer`]). The error names why (`ENOENT`, `ECONNREFUSED`, `EACCES`, or
+/// "served by uid N").
+pub fn accepts(ep: &Endpoint) -> Result<UnixStream, ConnectError> {
+    let io = |e: sys::SysError| ConnectError::Io(e.errno);
     match ep {
         Endpoint::Unix(p) => sys::unix_connect(sys::UnixAddr::Path(p))
             .map(UnixStream::from)
-            .map_err(why),
+            .map_err(io),
         Endpoint::Abstract(name) => {
-            let fd = sys::unix_connect(sys::UnixAddr::Abstract(name.as_bytes())).map_err(why)?;
-            let me = sys::euid();
-            match sys::peer_uid(&fd) {
-                Ok(uid) if uid == me => Ok(UnixStream::from(fd)),
-                Ok(uid) => Err(format!(
-                    "served by uid {uid}, not by us (uid {me}): refused, it could be an impostor"
-                )),
-                Err(e) => Err(format!("cannot read the server's credentials: {}", e.errno)),
+            let fd = sys::unix_connect(sys::UnixAddr::Abstract(name.as_bytes())).map_err(io)?;
+            match crate::peer::check(&fd, sys::euid(), &[]) {
+                Ok(_) => Ok(UnixStream::from(fd)),
+                Err(crate::peer::PeerError::Refused { uid, us }) => {
+                    Err(ConnectError::NotOurs { uid, us })
+                }
+                Err(crate::peer::PeerError::Unknown(e)) => Err(ConnectError::Credentials(e)),
             }
         }
-        other => Err(format!(
-            "{other} is not a socket address a client can dial directly"
-        )),
+        other => Err(ConnectError::NotDialable(other.clone())),
     }
 }
 
@@ -151,10 +164,11 @@ impl Discovery {
         self
     }
 
-    /// Looks everywhere, in order; the first display that answers wins.
-    pub fn find(&self) -> Result<(Found, Vec<Tried>), DiscoverError> {
-        let mut tried = Vec::new();
+    /// Looks everywhere, in order; the first display that answers wins. Every place looked
+    /// at is recorded as an [`Attempt`], as the chain records binding.
+    pub fn find(&self) -> Result<(Found, Vec<Attempt>), DiscoverError> {
         self.check_names()?;
+        let mut tried = Report::new(self.env.uid);
         if let Some(ep) = &self.endpoint {
             return self.explicit(ep, tried);
         }
@@ -163,28 +177,25 @@ impl Discovery {
             .or_else(|| self.wayland_display(&mut tried))
             .or_else(|| self.in_state_fd(&mut tried))
             .or_else(|| self.in_registry(&mut tried))
-            .or_else(|| self.in_directories(&mut tried))
-            .or_else(|| self.in_abstract(&mut tried));
+            .or_else(|| self.in_chain(&mut tried));
         match found {
-            Some(f) => Ok((f, tried)),
-            None => Err(DiscoverError::NothingAnswered(tried)),
+            Some(f) => Ok((f, tried.attempts)),
+            None => Err(DiscoverError::NothingAnswered(tried.attempts)),
         }
     }
 
     fn explicit(
         &self,
         ep: &Endpoint,
-        mut tried: Vec<Tried>,
-    ) -> Result<(Found, Vec<Tried>), DiscoverError> {
+        mut tried: Report,
+    ) -> Result<(Found, Vec<Attempt>), DiscoverError> {
+        let src = Source::EndpointFlag;
         let resolved = match ep {
             Endpoint::Display(name) => match self.runtime_dir() {
                 Ok(dir) => Endpoint::Unix(dir.join(name)),
                 Err(why) => {
-                    tried.push(Tried {
-                        place: ep.to_string(),
-                        why,
-                    });
-                    return Err(DiscoverError::NothingAnswered(tried));
+                    skip(&mut tried, src, &ep.to_string(), why);
+                    return Err(DiscoverError::NothingAnswered(tried.attempts));
                 }
             },
             Endpoint::Fd(n) => {
@@ -195,14 +206,11 @@ impl Discovery {
                             source: "--endpoint".into(),
                             stream: None,
                         },
-                        tried,
+                        tried.attempts,
                     )),
                     Err(p) => {
-                        tried.push(Tried {
-                            place: ep.to_string(),
-                            why: format!("fd {n} {p}"),
-                        });
-                        Err(DiscoverError::NothingAnswered(tried))
+                        skip(&mut tried, src, &ep.to_string(), format!("fd {n} {p}"));
+                        Err(DiscoverError::NothingAnswered(tried.attempts))
                     }
                 }
             }
@@ -214,31 +222,15 @@ impl Discovery {
             }
             other => other.clone(),
         };
-        if let Endpoint::Unix(p) = &resolved {
-            if let Err(d) = crate::trust::check_socket_path(p, self.env.uid) {
-                tried.push(Tried {
-                    place: resolved.to_string(),
-                    why: format!("not trusted: {}", d.cause),
-                });
-                return Err(DiscoverError::NothingAnswered(tried));
-            }
-        }
-        match accepts(&resolved) {
-            Ok(s) => Ok((
-                Found {
-                    endpoint: resolved,
-                    source: "--endpoint".into(),
-                    stream: Some(s),
-                },
-                tried,
-            )),
-            Err(why) => {
-                tried.push(Tried {
-                    place: resolved.to_string(),
-                    why,
-                });
-                Err(DiscoverError::NothingAnswered(tried))
-            }
+        match self.try_endpoint(
+            src,
+            resolved.to_string(),
+            resolved,
+            "--endpoint",
+            &mut tried,
+        ) {
+            Some(found) => Ok((found, tried.attempts)),
+            None => Err(DiscoverError::NothingAnswered(tried.attempts)),
         }
     }
 
@@ -265,7 +257,7 @@ impl Discovery {
         Ok(())
     }
 
-    /// `XDG_RUNTIME_DIR` if it names an existing directory.
+    /// `XDG_RUNTIME_DIR` if it names a trusted directory of ours.
     fn runtime_dir(&self) -> Result<PathBuf, String> {
         let Some(d) = self.env.xdg_runtime_dir.as_ref().filter(|d| !d.is_empty()) else {
             return Err("XDG_RUNTIME_DIR is not set".into());
@@ -305,18 +297,17 @@ impl Discovery {
         }
     }
 
-    fn wayland_socket(&self, tried: &mut Vec<Tried>) -> Option<Found> {
+    fn wayland_socket(&self, tried: &mut Report) -> Option<Found> {
         let v = self.env.wayland_socket.as_ref()?;
+        let src = Source::WaylandSocket;
         let place = format!("WAYLAND_SOCKET={}", v.to_string_lossy());
         let n = v
             .to_str()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<i32>().ok());
         let Some(n) = n else {
-            tried.push(Tried {
-                place,
-                why: "not a decimal descriptor number: ignored (nothing adopted)".into(),
-            });
+            let why = "not a decimal descriptor number: ignored (nothing adopted)";
+            skip(tried, src, &place, why.into());
             return None;
         };
         match sys::validate_unix_stream(n, false) {
@@ -326,30 +317,40 @@ impl Discovery {
                 stream: None,
             }),
             Err(p) => {
-                tried.push(Tried {
-                    place,
-                    why: format!("fd {n} {p}: ignored (nothing adopted)"),
-                });
+                skip(
+                    tried,
+                    src,
+                    &place,
+                    format!("fd {n} {p}: ignored (nothing adopted)"),
+                );
                 None
             }
         }
     }
 
+    /// Connects to `ep` if it is ours to use; records why not.
     fn try_endpoint(
         &self,
+        src: Source,
         place: String,
         ep: Endpoint,
         source: &str,
-        tried: &mut Vec<Tried>,
+        tried: &mut Report,
     ) -> Option<Found> {
         if let Endpoint::Unix(p) = &ep {
+            let len = p.as_os_str().len();
+            if len > SUN_PATH_MAX {
+                let why = format!("path is {len} bytes; sun_path holds {SUN_PATH_MAX}");
+                skip(tried, src, &place, why);
+                return None;
+            }
             // A path from the environment, the registry or the user: every directory on the
             // way must be one nobody else can rearrange, and the socket ours or root's.
             if let Err(d) = crate::trust::check_socket_path(p, self.env.uid) {
-                tried.push(Tried {
-                    place,
-                    why: format!("not trusted: {}", d.cause),
-                });
+                let f =
+                    Failure::policy(Some(d.path), format!("not trusted: {}", d.cause), d.remedy)
+                        .security();
+                tried.push(src, &place, "verify", Outcome::Failed(f));
                 return None;
             }
         }
@@ -360,54 +361,48 @@ impl Discovery {
                 stream: Some(s),
             }),
             Err(why) => {
-                tried.push(Tried { place, why });
+                tried.push(
+                    src,
+                    &place,
+                    "connect",
+                    Outcome::Skipped {
+                        reason: why.to_string(),
+                    },
+                );
                 None
             }
         }
     }
 
-    /// [`Discovery::try_endpoint`] for a path, refusing one that does not fit `sun_path`.
-    fn try_path(
-        &self,
-        place: String,
-        p: PathBuf,
-        source: &str,
-        tried: &mut Vec<Tried>,
-    ) -> Option<Found> {
-        let len = p.as_os_str().len();
-        if len > SUN_PATH_MAX {
-            tried.push(Tried {
-                place,
-                why: format!("path is {len} bytes; sun_path holds {SUN_PATH_MAX}"),
-            });
-            return None;
-        }
-        self.try_endpoint(place, Endpoint::Unix(p), source, tried)
-    }
-
-    fn wayland_display(&self, tried: &mut Vec<Tried>) -> Option<Found> {
+    fn wayland_display(&self, tried: &mut Report) -> Option<Found> {
         let name: OsString = match (&self.display, &self.env.wayland_display) {
             (Some(d), _) => d.into(),
             (None, Some(d)) if !d.is_empty() => d.clone(),
             _ => return None,
         };
-        let label = if self.display.is_some() {
-            "--display"
+        let (src, label) = if self.display.is_some() {
+            (Source::DisplayFlag, "--display")
         } else {
-            "WAYLAND_DISPLAY"
+            (Source::WaylandDisplay, "WAYLAND_DISPLAY")
         };
         let place = format!("{label}={}", name.to_string_lossy());
         if name.as_bytes().first() == Some(&b'/') {
-            return self.try_path(place, PathBuf::from(&name), label, tried);
+            return self.try_endpoint(
+                src,
+                place,
+                Endpoint::Unix(PathBuf::from(&name)),
+                label,
+                tried,
+            );
         }
         match self.runtime_dir() {
             Ok(dir) => {
                 let p = dir.join(&name);
                 let place = format!("{place} under XDG_RUNTIME_DIR ({})", p.display());
-                self.try_path(place, p, label, tried)
+                self.try_endpoint(src, place, Endpoint::Unix(p), label, tried)
             }
             Err(why) => {
-                tried.push(Tried { place, why });
+                skip(tried, src, &place, why);
                 None
             }
         }
@@ -417,41 +412,36 @@ impl Discovery {
         self.display.as_deref().is_none_or(|d| d == display)
     }
 
-    fn in_state_fd(&self, tried: &mut Vec<Tried>) -> Option<Found> {
+    fn in_state_fd(&self, tried: &mut Report) -> Option<Found> {
         let v = self.state_fd.as_ref()?;
+        let src = Source::StateFd;
         match StateFd::read_inherited(v) {
             Ok(rec) if self.wanted(&rec.display) => self.try_endpoint(
+                src,
                 format!("WAYSOCK_STATE_FD ({})", rec.endpoint),
                 rec.endpoint,
                 "WAYSOCK_STATE_FD",
                 tried,
             ),
             Ok(rec) => {
-                tried.push(Tried {
-                    place: "WAYSOCK_STATE_FD".into(),
-                    why: format!("holds {}, not the display asked for", rec.display),
-                });
+                let why = format!("holds {}, not the display asked for", rec.display);
+                skip(tried, src, "WAYSOCK_STATE_FD", why);
                 None
             }
             Err(why) => {
-                tried.push(Tried {
-                    place: "WAYSOCK_STATE_FD".into(),
-                    why,
-                });
+                skip(tried, src, "WAYSOCK_STATE_FD", why.to_string());
                 None
             }
         }
     }
 
-    fn in_registry(&self, tried: &mut Vec<Tried>) -> Option<Found> {
+    fn in_registry(&self, tried: &mut Report) -> Option<Found> {
+        let src = Source::Registry;
         let place = format!("registry {}", self.registry.path().display());
         let records = match self.registry.read() {
             Ok(r) => r,
             Err(e) => {
-                tried.push(Tried {
-                    place,
-                    why: e.to_string(),
-                });
+                skip(tried, src, &place, e.to_string());
                 return None;
             }
         };
@@ -460,10 +450,7 @@ impl Discovery {
             .filter(|r| self.wanted(&r.display))
             .collect();
         if records.is_empty() {
-            tried.push(Tried {
-                place,
-                why: "no records".into(),
-            });
+            skip(tried, src, &place, "no records".into());
             return None;
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.unix_time));
@@ -473,164 +460,37 @@ impl Discovery {
                 r.display, r.endpoint, r.pid
             );
             if !r.process_alive() {
-                tried.push(Tried {
-                    place,
-                    why: "its compositor is gone (pid not running with the recorded start time)"
-                        .into(),
-                });
+                let why = "its compositor is gone (pid not running with the recorded start time)";
+                skip(tried, src, &place, why.into());
                 continue;
             }
-            if let Some(f) = self.try_endpoint(place, r.endpoint.clone(), "registry", tried) {
+            if let Some(f) = self.try_endpoint(src, place, r.endpoint.clone(), "registry", tried) {
                 return Some(f);
             }
         }
         None
     }
 
-    fn names(&self) -> Vec<String> {
-        match &self.display {
-            Some(d) => vec![d.clone()],
-            None => (0..=crate::MAX_DISPLAY_NUMBER)
-                .map(|n| format!("wayland-{n}"))
-                .collect(),
-        }
-    }
-
-    fn in_directories(&self, tried: &mut Vec<Tried>) -> Option<Found> {
+    /// The chain's own places, in its order: each strategy looks where it would have put a
+    /// display (an absolute `--display` names one socket, looked at above).
+    fn in_chain(&self, tried: &mut Report) -> Option<Found> {
         if self.display.as_deref().is_some_and(|d| d.starts_with('/')) {
             return None;
         }
-        let mut seen = Vec::new();
-        for s in Strategy::DEFAULT_CHAIN
-            .into_iter()
-            .filter(|s| s.is_directory())
-        {
-            let Ok(dir) = self.env.directory_for(s) else {
-                continue;
-            };
-            if let Some(id) = crate::runtime_dir::identity(&dir) {
-                if seen.contains(&id) {
-                    continue;
-                }
-                seen.push(id);
-            }
-            let place = format!("{s} {}", dir.display());
-            if let Err(d) = crate::trust::check_directory_chain(&dir, self.env.uid) {
-                tried.push(Tried {
-                    place,
-                    why: format!("not trusted: {}", d.cause),
-                });
-                continue;
-            }
-            let dfd = match sys::open_dir(&dir, true) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    tried.push(Tried {
-                        place,
-                        why: if e.errno == Errno::LOOP {
-                            "a symlink: not followed".into()
-                        } else {
-                            connect_error(e.errno)
-                        },
-                    });
-                    continue;
-                }
-            };
-            match sys::fstat(&dfd) {
-                Ok(i) if i.uid != self.env.uid => {
-                    tried.push(Tried {
-                        place,
-                        why: format!("belongs to uid {}: not trusted", i.uid),
-                    });
-                    continue;
-                }
-                // Runtime dirs too: a socket in a dir others can write may be planted.
-                Ok(i) if i.perm & 0o077 != 0 => {
-                    tried.push(Tried {
-                        place,
-                        why: format!("mode {:04o} is not private: not trusted", i.perm),
-                    });
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tried.push(Tried {
-                        place,
-                        why: e.errno.to_string(),
-                    });
-                    continue;
-                }
-            }
-            let mut stale = Vec::new();
-            for name in self.names() {
-                match sys::lstat_at(&dfd, OsStr::new(&name)) {
-                    Ok(Some(i)) if i.kind == FileType::Socket => {}
-                    _ => continue,
-                }
-                let p = dir.join(&name);
-                if p.as_os_str().len() > SUN_PATH_MAX {
-                    continue;
-                }
-                match accepts(&Endpoint::Unix(p.clone())) {
-                    Ok(stream) => {
-                        return Some(Found {
-                            endpoint: Endpoint::Unix(p),
-                            source: s.name().into(),
-                            stream: Some(stream),
-                        })
-                    }
-                    Err(why) => stale.push(format!("{name}: {why}")),
-                }
-            }
-            tried.push(Tried {
-                place,
-                why: if stale.is_empty() {
-                    "no Wayland socket in it".into()
-                } else {
-                    stale.join("; ")
-                },
-            });
-        }
-        None
-    }
-
-    fn in_abstract(&self, tried: &mut Vec<Tried>) -> Option<Found> {
-        if self.display.as_deref().is_some_and(|d| d.starts_with('/')) {
-            return None;
-        }
-        let uid = self.env.uid;
-        let mut refused = Vec::new();
-        for name in self.names() {
-            let ep = Endpoint::Abstract(crate::endpoint::abstract_display_name(uid, &name));
-            match accepts(&ep) {
-                Ok(s) => {
-                    return Some(Found {
-                        endpoint: ep,
-                        source: "abstract".into(),
-                        stream: Some(s),
-                    })
-                }
-                Err(why) if why.contains("ECONNREFUSED") => {}
-                Err(why) => refused.push(format!("{ep}: {why}")),
-            }
-        }
-        let range = match &self.display {
-            Some(d) => format!(
-                "abstract:wayland-{uid}-{}",
-                d.strip_prefix("wayland-").unwrap_or(d)
-            ),
-            None => format!("abstract:wayland-{uid}-0..{}", crate::MAX_DISPLAY_NUMBER),
+        let mut finder = Finder {
+            env: &self.env,
+            names: DisplayNames::asked(self.display.as_deref(), DisplayNames::ALL),
+            seen: Vec::new(),
         };
-        tried.push(Tried {
-            place: range,
-            why: if refused.is_empty() {
-                "nothing listening".into()
-            } else {
-                refused.join("; ")
-            },
-        });
-        None
+        Strategy::DEFAULT_CHAIN
+            .into_iter()
+            .find_map(|s| s.place().find(&mut finder, tried))
     }
+}
+
+/// Records a place that had nothing for us.
+fn skip(tried: &mut Report, src: Source, place: &str, reason: String) {
+    tried.push(src, place, "connect", Outcome::Skipped { reason });
 }
 
 /// The directory of a filesystem endpoint, if it is a usable `XDG_RUNTIME_DIR` for a client:

@@ -35,9 +35,9 @@ pub mod classify;
 pub mod discover;
 mod endpoint;
 mod errno;
-mod inherited;
 mod lock;
 pub mod names;
+pub mod peer;
 pub mod probe;
 pub mod registry;
 mod report;
@@ -49,17 +49,16 @@ pub mod trust;
 
 pub use binder::{BindError, Binder, Bound, Prepared, MAX_DISPLAY_NUMBER};
 pub use classify::Decision;
-pub use discover::{Discovery, Found, Tried};
+pub use discover::{ConnectError, Discovery, Found};
 pub use endpoint::{
     abstract_display_name, unix_in, Endpoint, EndpointError, ACCEPTED_FORMS, SUN_PATH_MAX,
 };
 pub use errno::Errno;
-pub use inherited::listen_fds_close_on_exec;
-pub use inherited::LISTEN_FDS_START;
 pub use lock::{remove_stale_display, DisplayLock};
 pub use registry::{Record, Registry};
-pub use report::{Attempt, Choice, Failure, Outcome, Report};
-pub use strategy::{Environment, Roots, Strategy, StrategyError};
+pub use report::{Attempt, Choice, Failure, Outcome, Report, Source};
+pub use strategy::inherited::{listen_fds_close_on_exec, LISTEN_FDS_START};
+pub use strategy::{Environment, NoDirectory, Roots, Strategy, StrategyError};
 pub use sys::{
     set_inheritable, set_inheritable_raw, terminate_with_parent, validate_unix_stream, FdProblem,
 };

@@ -10,11 +10,86 @@ use crate::endpoint::Endpoint;
 use crate::errno::Errno;
 use crate::strategy::Strategy;
 
+/// Where an attempt looked: a strategy of the chain or, for a client, one of the places
+/// discovery reads before the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A strategy of the chain (binding, and discovery in the chain's places).
+    Strategy(Strategy),
+    /// `WAYLAND_SOCKET`.
+    WaylandSocket,
+    /// `WAYLAND_DISPLAY`.
+    WaylandDisplay,
+    /// `--display`.
+    DisplayFlag,
+    /// `--endpoint`.
+    EndpointFlag,
+    /// `WAYSOCK_STATE_FD`.
+    StateFd,
+    /// The per-user registry.
+    Registry,
+}
+
+impl Source {
+    /// Its name in tables and JSON (a strategy's own name for strategies).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Strategy(s) => s.name(),
+            Source::WaylandSocket => "WAYLAND_SOCKET",
+            Source::WaylandDisplay => "WAYLAND_DISPLAY",
+            Source::DisplayFlag => "--display",
+            Source::EndpointFlag => "--endpoint",
+            Source::StateFd => "WAYSOCK_STATE_FD",
+            Source::Registry => "registry",
+        }
+    }
+
+    /// The strategy, when it is one.
+    pub fn strategy(self) -> Option<Strategy> {
+        match self {
+            Source::Strategy(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<Strategy> for Source {
+    fn from(s: Strategy) -> Self {
+        Source::Strategy(s)
+    }
+}
+
+impl PartialEq<Strategy> for Source {
+    fn eq(&self, other: &Strategy) -> bool {
+        *self == Source::Strategy(*other)
+    }
+}
+
+impl PartialOrd<Strategy> for Source {
+    /// Chain order, for strategies; nothing else is ordered against one.
+    fn partial_cmp(&self, other: &Strategy) -> Option<std::cmp::Ordering> {
+        self.strategy().map(|s| s.cmp(other))
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// One step of one strategy on one candidate, and how it ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
-    /// The strategy that made the attempt.
-    pub strategy: Strategy,
+    /// Where it looked: the strategy that made the attempt (or, for a client, the variable or
+    /// registry it read).
+    pub strategy: Source,
     /// What was tried: a directory, an abstract name, `LISTEN_FDS`.
     pub candidate: String,
     /// The phase that decided the outcome: `open`, `create`, `verify`, `probe`, `lock`,
@@ -44,6 +119,18 @@ pub enum Outcome {
     },
     /// Tried and failed.
     Failed(Failure),
+}
+
+impl Attempt {
+    /// Why it did not work, in one line (the skip's reason or the failure's cause); empty for
+    /// a success.
+    pub fn why(&self) -> &str {
+        match &self.outcome {
+            Outcome::Ok { .. } => "",
+            Outcome::Skipped { reason } => reason,
+            Outcome::Failed(f) => &f.cause,
+        }
+    }
 }
 
 /// A decoded failure: the call, its errno, what it means here, and what to do.
@@ -118,11 +205,12 @@ impl Report {
 
     pub(crate) fn push(
         &mut self,
-        strategy: Strategy,
+        strategy: impl Into<Source>,
         candidate: &str,
         step: &'static str,
         outcome: Outcome,
     ) {
+        let strategy = strategy.into();
         match &outcome {
             Outcome::Ok { endpoint, .. } => {
                 tracing::debug!(%strategy, candidate, step, %endpoint, "ok")

@@ -132,8 +132,7 @@ pub fn compositor(env: &Environment) -> Prediction {
             Some(Errno::ACCES),
         );
     };
-    for n in 1..=crate::MAX_DISPLAY_NUMBER {
-        let name = format!("wayland-{n}");
+    for name in crate::names::DisplayNames::STOCK.iter() {
         let path = dir.join(&name);
         let lock_name = format!("{name}.lock");
         match sys::open_lock_at(&dfd, OsStr::new(&lock_name), false) {

@@ -14,7 +14,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
 use waysock::discover::DiscoverError;
 use waysock::registry::{Registry, StateFd};
 use waysock::{
-    abstract_display_name, Discovery, Endpoint, Environment, Record, Roots, Tried, SUN_PATH_MAX,
+    abstract_display_name, Attempt, Discovery, Endpoint, Environment, Record, Roots, SUN_PATH_MAX,
 };
 use waysock_testkit::{intruder, is_root, skip, unique, Scratch};
 
@@ -96,7 +96,8 @@ fn an_abstract_display_served_by_another_uid_is_refused() {
 
     // The check itself.
     let why = waysock::discover::accepts(&Endpoint::Abstract(abs.clone()))
-        .expect_err("a listener of another uid was accepted");
+        .expect_err("a listener of another uid was accepted")
+        .to_string();
     assert!(
         why.contains(&format!("served by uid {other}")) && why.contains("refused"),
         "{why}"
@@ -112,13 +113,13 @@ fn an_abstract_display_served_by_another_uid_is_refused() {
             let place = e
                 .tried()
                 .iter()
-                .find(|t| t.place.starts_with("abstract:"))
+                .find(|t| t.candidate.starts_with("abstract:"))
                 .unwrap_or_else(|| panic!("the abstract namespace was not tried:\n{e}"));
             assert!(
-                place.why.contains(&format!("served by uid {other}")),
+                place.why().contains(&format!("served by uid {other}")),
                 "{}: {}",
-                place.place,
-                place.why
+                place.candidate,
+                place.why()
             );
         }
     }
@@ -151,9 +152,9 @@ fn an_abstract_display_nobody_serves_is_not_found() {
     let place = e
         .tried()
         .iter()
-        .find(|t| t.place.starts_with("abstract:"))
+        .find(|t| t.candidate.starts_with("abstract:"))
         .unwrap_or_else(|| panic!("the abstract namespace was not tried:\n{e}"));
-    assert_eq!(place.why, "nothing listening", "{}", place.place);
+    assert_eq!(place.why(), "nothing listening", "{}", place.candidate);
 }
 
 // ---- the places before the abstract namespace ---------------------------------------------
@@ -170,23 +171,26 @@ fn with_runtime_dir(base: &Path) -> (PathBuf, Environment) {
     (rt, env)
 }
 
-fn find(base: &Path, env: Environment) -> Result<(waysock::Found, Vec<Tried>), DiscoverError> {
+fn find(base: &Path, env: Environment) -> Result<(waysock::Found, Vec<Attempt>), DiscoverError> {
     Discovery::new(env)
         .registry(Registry::in_dir(base, uid()))
         .find()
 }
 
 /// Why `place_prefix` did not answer, from a discovery that found nothing.
-fn why(result: Result<(waysock::Found, Vec<Tried>), DiscoverError>, place_prefix: &str) -> String {
+fn why(
+    result: Result<(waysock::Found, Vec<Attempt>), DiscoverError>,
+    place_prefix: &str,
+) -> String {
     match result {
         Ok((found, _)) => panic!("found {} ({})", found.endpoint, found.source),
         Err(e) => e
             .tried()
             .iter()
-            .find(|t| t.place.starts_with(place_prefix))
+            .find(|t| t.candidate.starts_with(place_prefix))
             .unwrap_or_else(|| panic!("{place_prefix} was not tried:\n{e}"))
-            .why
-            .clone(),
+            .why()
+            .to_string(),
     }
 }
 
@@ -232,7 +236,7 @@ fn an_empty_wayland_display_is_not_a_place() {
     assert!(
         !e.tried()
             .iter()
-            .any(|t| t.place.starts_with("WAYLAND_DISPLAY")),
+            .any(|t| t.candidate.starts_with("WAYLAND_DISPLAY")),
         "{e}"
     );
 }

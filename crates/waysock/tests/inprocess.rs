@@ -267,7 +267,7 @@ fn abstract_socket_serves_a_real_wayland_client() {
     assert_eq!(found.endpoint, Endpoint::Abstract(abs.clone()));
     assert_eq!(found.source, "abstract");
     assert!(
-        tried.iter().any(|t| t.place.contains("registry")),
+        tried.iter().any(|t| t.candidate.contains("registry")),
         "the registry comes before abstract: {tried:?}"
     );
     assert_sees_output(&talk(found.stream.unwrap()));

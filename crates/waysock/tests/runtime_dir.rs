@@ -442,7 +442,7 @@ fn diagnose_leaves_nothing_behind() {
         .attempts
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Ok { .. }))
-        .map(|a| a.strategy)
+        .filter_map(|a| a.strategy.strategy())
         .collect();
     assert_eq!(
         ok,

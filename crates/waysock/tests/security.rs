@@ -273,7 +273,7 @@ fn discovery_never_follows_a_name_to_another_users_socket() {
     let err = Discovery::new(abs)
         .find()
         .expect_err("untrusted socket used");
-    let why = &err.tried()[0].why;
+    let why = err.tried()[0].why();
     assert!(why.starts_with("not trusted"), "{why}");
     assert!(
         listener.accept().is_err(),

@@ -43,7 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .display(args.display)
         .endpoint(endpoint)
         .state_fd(std::env::var_os("WAYSOCK_STATE_FD"));
-    let (found, tried) = match discovery.find() {
+    // Each place looked at is logged as discovery records it (-vv), like doctor's attempts.
+    let (found, _) = match discovery.find() {
         Ok(x) => x,
         Err(e @ waysock::discover::DiscoverError::BadDisplay { .. }) => {
             return Ok(super::usage(format!("exec: {e}")))
@@ -53,9 +54,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    for t in &tried {
-        tracing::debug!(place = %t.place, why = %t.why, "not there");
-    }
     tracing::info!(endpoint = %found.endpoint, source = %found.source, "connecting client");
     let (program, rest) = args
         .command

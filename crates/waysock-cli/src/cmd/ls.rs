@@ -113,8 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     // Abstract displays of ours nobody published (the registry may be unusable there).
-    for n in 0..=waysock::MAX_DISPLAY_NUMBER {
-        let display = format!("wayland-{n}");
+    for display in waysock::names::DisplayNames::ALL.iter() {
         let ep = Endpoint::Abstract(waysock::abstract_display_name(env.uid, &display));
         if entries.iter().any(|e| e.endpoint == ep) {
             continue;

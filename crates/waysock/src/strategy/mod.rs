@@ -1,9 +1,30 @@
-//! The strategies of SPEC §2, their names, and the environment they read.
+//! The strategy chain: an ordered list of strategies, each one module that owns how it is
+//! claimed (bound for real), probed (tried, leaving nothing behind), prepared for a stock
+//! compositor, and found by clients.
+//!
+//! - [`inherited`]: `LISTEN_FDS` (systemd socket activation);
+//! - [`directory`]: the directory strategies (runtime dir, `/run/user/$UID`, the private
+//!   fallback dirs, `$HOME/.local/run`): one type, many places;
+//! - [`abstract_ns`]: abstract names `wayland-$UID-N`.
+//!
+//! Adding a strategy: a variant below (its name, its place in [`Strategy::DEFAULT_CHAIN`]),
+//! a file implementing [`Place`], and one line in [`Strategy::place`].
+
+pub(crate) mod abstract_ns;
+pub(crate) mod directory;
+pub mod inherited;
 
 use std::ffi::OsString;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::str::FromStr;
+
+use crate::discover::Found;
+use crate::endpoint::Endpoint;
+use crate::lock::DisplayLock;
+use crate::names::DisplayNames;
+use crate::report::{Outcome, Report};
 
 /// One way of getting a listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -235,29 +256,139 @@ impl Environment {
     }
 
     /// The directory a directory strategy would use (before any check).
-    pub fn directory_for(&self, s: Strategy) -> Result<PathBuf, String> {
-        let private = format!("waysock-{}", self.uid);
-        match s {
-            Strategy::RuntimeDir => match &self.xdg_runtime_dir {
-                None => Err("XDG_RUNTIME_DIR is not set".into()),
-                Some(v) if v.is_empty() => Err("XDG_RUNTIME_DIR is set but empty".into()),
-                Some(v) => Ok(PathBuf::from(v)),
-            },
-            Strategy::UserRun => Ok(self.roots.user_run.join(self.uid.to_string())),
-            Strategy::PrivateTmp => Ok(self.roots.tmp.join(private)),
-            Strategy::PrivateRun => Ok(self.roots.run.join(private)),
-            Strategy::PrivateShm => Ok(self.roots.shm.join(private)),
-            Strategy::PrivateVarrun => Ok(self.roots.varrun.join(private)),
-            Strategy::Home => match &self.home {
-                None => Err("HOME is not set".into()),
-                Some(v) if v.is_empty() => Err("HOME is set but empty".into()),
-                Some(v) => Ok(PathBuf::from(v).join(".local/run")),
-            },
-            Strategy::Inherited | Strategy::Abstract => {
-                Err(format!("{s} does not use a directory"))
-            }
+    pub fn directory_for(&self, s: Strategy) -> Result<PathBuf, NoDirectory> {
+        match s.place().directory() {
+            Some(d) => d.locate(self).map_err(|reason| NoDirectory { reason }),
+            None => Err(NoDirectory {
+                reason: format!("{s} does not use a directory"),
+            }),
         }
     }
+}
+
+/// Why a strategy has no directory here (`HOME is not set`, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct NoDirectory {
+    /// In words.
+    pub reason: String,
+}
+
+impl Strategy {
+    /// The module that implements this strategy.
+    pub(crate) fn place(self) -> &'static dyn Place {
+        match self {
+            Strategy::Inherited => &inherited::INHERITED,
+            Strategy::RuntimeDir => &directory::RUNTIME_DIR,
+            Strategy::UserRun => &directory::USER_RUN,
+            Strategy::PrivateTmp => &directory::PRIVATE_TMP,
+            Strategy::PrivateRun => &directory::PRIVATE_RUN,
+            Strategy::PrivateShm => &directory::PRIVATE_SHM,
+            Strategy::PrivateVarrun => &directory::PRIVATE_VARRUN,
+            Strategy::Home => &directory::HOME,
+            Strategy::Abstract => &abstract_ns::ABSTRACT,
+        }
+    }
+}
+
+/// What one walk of the chain shares between strategies.
+pub(crate) struct Ctx<'a> {
+    /// The environment the chain reads.
+    pub env: &'a Environment,
+    /// The names to try, in order.
+    pub names: DisplayNames,
+    /// Tighten a too-permissive runtime dir we own (`--fix-perms`).
+    pub fix_perms: bool,
+    /// Directories already tried by an earlier strategy (`/var/run` is `/run`).
+    pub seen: Vec<(Strategy, DirId)>,
+}
+
+/// A directory's identity for de-duplication: its parent's dev/ino and its leaf name.
+pub(crate) type DirId = (u64, u64, std::ffi::OsString);
+
+/// How one strategy ended inside a walk.
+pub(crate) enum Step<T> {
+    /// It worked.
+    Won(T),
+    /// It did not; the report says why. Try the next.
+    Next,
+    /// Nothing else can work either (out of descriptors or memory).
+    Stop(String),
+}
+
+/// A socket a strategy bound for real: it owns the listener and, in a directory, the lock.
+pub(crate) struct Claimed {
+    pub strategy: Strategy,
+    pub endpoint: Endpoint,
+    pub client_endpoint: Endpoint,
+    pub listener: OwnedFd,
+    pub lock: Option<DisplayLock>,
+    pub runtime_dir: Option<PathBuf>,
+}
+
+/// What a probe found would work. It owns nothing: whatever it made was released again.
+pub(crate) struct Probed {
+    pub strategy: Strategy,
+    pub endpoint: Endpoint,
+}
+
+/// A directory kept for a stock compositor to bind in.
+pub(crate) struct PreparedDir {
+    pub strategy: Strategy,
+    pub endpoint: Endpoint,
+    pub dir: PathBuf,
+    pub created: Vec<PathBuf>,
+}
+
+/// What a client looking for a display shares between strategies.
+pub(crate) struct Finder<'a> {
+    /// The environment read.
+    pub env: &'a Environment,
+    /// The names to look for.
+    pub names: DisplayNames,
+    /// Directories already looked in.
+    pub seen: Vec<DirId>,
+}
+
+/// One strategy.
+pub(crate) trait Place: Sync {
+    /// Which one.
+    fn strategy(&self) -> Strategy;
+
+    /// Its directory, when it is a directory strategy.
+    fn directory(&self) -> Option<&directory::Directory> {
+        None
+    }
+
+    /// Binds for real.
+    fn claim(&self, cx: &mut Ctx<'_>, report: &mut Report) -> Step<Claimed>;
+
+    /// What [`Place::claim`] would do now, leaving nothing behind.
+    fn probe(&self, cx: &mut Ctx<'_>, report: &mut Report) -> Step<Probed>;
+
+    /// Finds (and keeps) a directory where a stock compositor can bind its own socket. Only
+    /// directory strategies can; the others say why not.
+    fn prepare(&self, cx: &mut Ctx<'_>, report: &mut Report) -> Step<PreparedDir> {
+        let _ = cx;
+        report.push(
+            self.strategy(),
+            "-",
+            "select",
+            Outcome::Skipped {
+                reason: self.not_for_stock().into(),
+            },
+        );
+        Step::Next
+    }
+
+    /// Why a stock compositor cannot use this strategy by itself.
+    fn not_for_stock(&self) -> &'static str {
+        "a stock compositor binds its own socket in a directory"
+    }
+
+    /// Looks for a display of ours that a client can reach here; every place looked at is
+    /// recorded.
+    fn find(&self, finder: &mut Finder<'_>, attempts: &mut Report) -> Option<Found>;
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@ use std::ffi::OsStr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::report::Failure;
-use crate::strategy::Environment;
+use super::{Claimed, Ctx, Finder, Place, PreparedDir, Probed, Step};
+use crate::discover::Found;
+use crate::endpoint::Endpoint;
+use crate::report::{Failure, Outcome, Report};
+use crate::strategy::{Environment, Strategy};
 use crate::sys;
 
 /// `SD_LISTEN_FDS_START`.
@@ -136,4 +139,123 @@ pub(crate) fn adopt(fd: RawFd) -> Result<OwnedFd, String> {
         ));
     }
     sys::adopt_listening_fd(fd)
+}
+
+/// The inherited strategy.
+pub(crate) struct Inherited;
+
+/// The one instance the chain uses.
+pub(crate) static INHERITED: Inherited = Inherited;
+
+const CANDIDATE: &str = "LISTEN_FDS";
+
+impl Inherited {
+    /// The validated fd, or `None` after recording why not.
+    fn selected(&self, env: &Environment, report: &mut Report) -> Option<RawFd> {
+        let s = Strategy::Inherited;
+        match select(env) {
+            Selection::NotApplicable(reason) => {
+                report.push(s, CANDIDATE, "select", Outcome::Skipped { reason });
+                None
+            }
+            Selection::Invalid(f) => {
+                report.push(s, CANDIDATE, "select", Outcome::Failed(f));
+                None
+            }
+            Selection::Fd(fd) => Some(fd),
+        }
+    }
+
+    /// The inherited socket's own address (what clients dial), read without owning the fd.
+    fn addresses(fd: RawFd) -> (Endpoint, Option<String>) {
+        let local = sys::local_endpoint_raw(fd);
+        let note = local.as_ref().map(|e| format!("listening on {e}"));
+        (local.unwrap_or(Endpoint::Fd(fd)), note)
+    }
+}
+
+impl Place for Inherited {
+    fn strategy(&self) -> Strategy {
+        Strategy::Inherited
+    }
+
+    fn claim(&self, cx: &mut Ctx<'_>, report: &mut Report) -> Step<Claimed> {
+        let Some(fd) = self.selected(cx.env, report) else {
+            return Step::Next;
+        };
+        let candidate = format!("fd {fd}");
+        let (client_endpoint, note) = Self::addresses(fd);
+        let listener = match adopt(fd) {
+            Ok(owned) => owned,
+            Err(cause) => {
+                let f = Failure::policy(
+                    None,
+                    cause,
+                    "start waysock once per socket activation".into(),
+                );
+                report.push(Strategy::Inherited, &candidate, "adopt", Outcome::Failed(f));
+                return Step::Next;
+            }
+        };
+        let endpoint = Endpoint::Fd(fd);
+        report.push(
+            Strategy::Inherited,
+            &candidate,
+            "adopt",
+            Outcome::Ok {
+                endpoint: endpoint.clone(),
+                note,
+            },
+        );
+        Step::Won(Claimed {
+            strategy: Strategy::Inherited,
+            endpoint,
+            client_endpoint,
+            listener,
+            lock: None,
+            runtime_dir: None,
+        })
+    }
+
+    fn probe(&self, cx: &mut Ctx<'_>, report: &mut Report) -> Step<Probed> {
+        let Some(fd) = self.selected(cx.env, report) else {
+            return Step::Next;
+        };
+        let (_, note) = Self::addresses(fd);
+        let endpoint = Endpoint::Fd(fd);
+        report.push(
+            Strategy::Inherited,
+            &format!("fd {fd}"),
+            "adopt",
+            Outcome::Ok {
+                endpoint: endpoint.clone(),
+                note,
+            },
+        );
+        Step::Won(Probed {
+            strategy: Strategy::Inherited,
+            endpoint,
+        })
+    }
+
+    fn prepare(&self, _cx: &mut Ctx<'_>, report: &mut Report) -> Step<PreparedDir> {
+        report.push(
+            Strategy::Inherited,
+            CANDIDATE,
+            "select",
+            Outcome::Skipped {
+                reason: self.not_for_stock().into(),
+            },
+        );
+        Step::Next
+    }
+
+    fn not_for_stock(&self) -> &'static str {
+        "a stock compositor binds its own socket; it cannot adopt LISTEN_FDS"
+    }
+
+    /// Listening sockets handed to a compositor are not for clients.
+    fn find(&self, _finder: &mut Finder<'_>, _report: &mut Report) -> Option<Found> {
+        None
+    }
 }
