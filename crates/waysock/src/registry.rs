@@ -18,6 +18,7 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -264,6 +265,25 @@ impl Registry {
         }
     }
 
+    /// Removes temporary files named `prefix*` that are regular files of ours (left by a
+    /// writer that died); never another uid's file, a symlink or anything else.
+    fn remove_leftovers(&self, dfd: &OwnedFd, dir: &Path, prefix: &str) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if !name.as_bytes().starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            if let Ok(Some(info)) = sys::lstat_at(dfd, &name) {
+                if info.uid == self.uid && info.kind == FileType::RegularFile {
+                    let _ = sys::unlink_at(dfd, &name);
+                }
+            }
+        }
+    }
+
     /// Runs `f` on the current records under the registry lock and writes what it returns,
     /// pruning dead records on the way.
     fn update(&self, f: impl FnOnce(Vec<Record>) -> Vec<Record>) -> Result<(), RegistryError> {
@@ -283,13 +303,12 @@ impl Registry {
             errno: e.into(),
         })?;
         self.check_ours(&lock, &lock_path)?;
-        rustix::fs::flock(&lock, FlockOperation::LockExclusive).map_err(|e| {
-            RegistryError::Sys {
+        rustix::io::retry_on_intr(|| rustix::fs::flock(&lock, FlockOperation::LockExclusive))
+            .map_err(|e| RegistryError::Sys {
                 syscall: "flock",
                 path: lock_path.clone(),
                 errno: e.into(),
-            }
-        })?;
+            })?;
         let current = self.read()?;
         let kept: Vec<Record> = f(current).into_iter().filter(Record::is_live).collect();
         let mut text = String::new();
@@ -299,40 +318,24 @@ impl Registry {
                 text.push('\n');
             }
         }
-        let tmp_name = format!(".{}.tmp.{}", name.to_string_lossy(), sys::pid());
+        // Every writer holds the lock: a temporary file of ours seen now was left by one that
+        // died mid-write. Removed (only regular files of our uid; anything else is left).
+        let tmp_prefix = format!(".{}.tmp.", name.to_string_lossy());
+        self.remove_leftovers(&dfd, dir, &tmp_prefix);
+        // Not guessable: a name planted in advance by someone else cannot block the write.
+        let tmp_name = format!("{tmp_prefix}{}", random_suffix());
         let tmp_path = dir.join(&tmp_name);
-        let open_tmp = || {
-            rustix::fs::openat(
-                &dfd,
-                tmp_name.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-        };
-        let tmp = match open_tmp() {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::EXIST) => {
-                // Left by an earlier process with our pid that died mid-write: remove it only
-                // if it is ours, then try once more.
-                if let Ok(Some(info)) = sys::lstat_at(&dfd, OsStr::new(&tmp_name)) {
-                    if info.uid == self.uid && info.kind == FileType::RegularFile {
-                        let _ = sys::unlink_at(&dfd, OsStr::new(&tmp_name));
-                    }
-                }
-                open_tmp().map_err(|e| RegistryError::Sys {
-                    syscall: "open",
-                    path: tmp_path.clone(),
-                    errno: e.into(),
-                })?
-            }
-            Err(e) => {
-                return Err(RegistryError::Sys {
-                    syscall: "open",
-                    path: tmp_path,
-                    errno: e.into(),
-                })
-            }
-        };
+        let tmp = rustix::fs::openat(
+            &dfd,
+            tmp_name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| RegistryError::Sys {
+            syscall: "open",
+            path: tmp_path.clone(),
+            errno: e.into(),
+        })?;
         let mut file = std::fs::File::from(tmp);
         let written = file.write_all(text.as_bytes());
         drop(file);
@@ -418,25 +421,56 @@ impl StateFd {
 
     /// Reads the record from an inherited `WAYSOCK_STATE_FD`. It must be a memfd sealed against
     /// writes (so nobody can change it after `run` wrote it); anything else is refused.
-    pub fn read_inherited(value: &OsStr) -> Result<Record, String> {
+    pub fn read_inherited(value: &OsStr) -> Result<Record, StateFdError> {
         let text = value.to_string_lossy();
         let raw: RawFd = text
             .parse()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| format!("WAYSOCK_STATE_FD={text:?} is not a descriptor number"))?;
+            .ok_or_else(|| StateFdError::NotANumber(text.to_string()))?;
         let (seals, content) =
-            sys::read_sealed(raw).map_err(|e| format!("WAYSOCK_STATE_FD={raw}: {e}"))?;
+            sys::read_sealed(raw).map_err(|why| StateFdError::Unreadable { fd: raw, why })?;
         if !seals.contains(SealFlags::WRITE) {
-            return Err(format!(
-                "WAYSOCK_STATE_FD={raw} is not sealed yet (the display is not ready)"
-            ));
+            return Err(StateFdError::NotSealed(raw));
         }
         let text = String::from_utf8_lossy(&content);
         text.lines()
             .find_map(Record::parse)
-            .ok_or_else(|| format!("WAYSOCK_STATE_FD={raw} holds no valid record"))
+            .ok_or(StateFdError::NoRecord(raw))
     }
+}
+
+/// Why `WAYSOCK_STATE_FD` gives no record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateFdError {
+    /// Not a descriptor number.
+    #[error("WAYSOCK_STATE_FD={0:?} is not a descriptor number")]
+    NotANumber(String),
+    /// Not an open, sealable memfd.
+    #[error("WAYSOCK_STATE_FD={fd}: {why}")]
+    Unreadable {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Not sealed against writing yet.
+    #[error("WAYSOCK_STATE_FD={0} is not sealed yet (the display is not ready)")]
+    NotSealed(RawFd),
+    /// Sealed, but without a valid record line.
+    #[error("WAYSOCK_STATE_FD={0} holds no valid record")]
+    NoRecord(RawFd),
+}
+
+/// 16 hex digits from the kernel's random source (the pid and a counter if it fails).
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        b = (u64::from(sys::pid()) << 32 | n).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -92,14 +92,20 @@ pub fn open_dir_at(dir: impl AsFd, name: &OsStr, nofollow: bool) -> SysResult<Ow
     if nofollow {
         flags |= OFlags::NOFOLLOW;
     }
-    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err("open"))
+    retry(|| rustix::fs::openat(&dir, name, flags, Mode::empty())).map_err(err("open"))
+}
+
+/// Runs a call again when a signal interrupted it (`EINTR`): a signal handled elsewhere in
+/// the process (run's signal thread, a library user's handler) must not turn into a failure.
+fn retry<T>(f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    rustix::io::retry_on_intr(f)
 }
 
 /// `openat(dirfd, name, O_PATH|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC)`: a handle on a directory
 /// for walking and `fstat`, which needs only search permission on the way there.
 pub fn open_path_dir_at(dir: impl AsFd, name: &OsStr) -> SysResult<OwnedFd> {
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err("open"))
+    retry(|| rustix::fs::openat(&dir, name, flags, Mode::empty())).map_err(err("open"))
 }
 
 /// `readlinkat(dirfd, name)`.
@@ -164,7 +170,7 @@ pub fn open_lock_at(dir: impl AsFd, name: &OsStr, create: bool) -> SysResult<Own
     if create {
         flags |= OFlags::CREATE;
     }
-    rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o660)).map_err(err("open"))
+    retry(|| rustix::fs::openat(&dir, name, flags, Mode::from_raw_mode(0o660))).map_err(err("open"))
 }
 
 /// `flock(fd, LOCK_EX|LOCK_NB)`: `Ok(true)` when acquired, `Ok(false)` when another open file
@@ -269,7 +275,7 @@ pub fn unix_connect(addr: UnixAddr<'_>) -> SysResult<OwnedFd> {
     )
     .map_err(err("socket"))?;
     let sa = addr.to_sockaddr().map_err(err("connect"))?;
-    rustix::net::connect(&fd, &sa).map_err(err("connect"))?;
+    retry(|| rustix::net::connect(&fd, &sa)).map_err(err("connect"))?;
     rustix::io::ioctl_fionbio(&fd, false).map_err(err("ioctl"))?;
     Ok(fd)
 }

@@ -37,7 +37,7 @@ fn setup(base: &Path) -> (Environment, PathBuf) {
 fn find(
     base: &Path,
     env: Environment,
-) -> Result<(waysock::Found, Vec<waysock::Tried>), waysock::discover::DiscoverError> {
+) -> Result<(waysock::Found, Vec<waysock::Attempt>), waysock::discover::DiscoverError> {
     Discovery::new(env)
         .registry(Registry::in_dir(base, uid()))
         .find()
@@ -50,10 +50,10 @@ fn why_private_tmp(base: &Path, env: Environment) -> String {
         Err(e) => e
             .tried()
             .iter()
-            .find(|t| t.place.starts_with("private-tmp"))
+            .find(|t| t.candidate.starts_with("private-tmp"))
             .unwrap_or_else(|| panic!("private-tmp was not tried:\n{e}"))
-            .why
-            .clone(),
+            .why()
+            .to_string(),
     }
 }
 

@@ -460,11 +460,15 @@ fn state_fd_round_trip_and_seal() {
 fn state_fd_unsealed_memfd_is_refused() {
     let fd = StateFd::create().unwrap();
     let raw = fd.raw().to_string();
-    let e = StateFd::read_inherited(OsStr::new(&raw)).unwrap_err();
+    let e = StateFd::read_inherited(OsStr::new(&raw))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not sealed"), "{e}");
     // Written but not sealed (what a forger would hand on) is refused as well.
     rustix::io::pwrite(fd.as_fd(), b"wayland-1 unix:/x/wayland-1 1 1 1\n", 0).unwrap();
-    let e = StateFd::read_inherited(OsStr::new(&raw)).unwrap_err();
+    let e = StateFd::read_inherited(OsStr::new(&raw))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not sealed"), "{e}");
 }
 
@@ -475,13 +479,19 @@ fn state_fd_regular_file_and_garbage_are_refused() {
     std::fs::write(&path, "wayland-1 unix:/x/wayland-1 1 1 1\n").unwrap();
     let file = std::fs::File::open(&path).unwrap();
     let raw = file.as_raw_fd().to_string();
-    let e = StateFd::read_inherited(OsStr::new(&raw)).unwrap_err();
+    let e = StateFd::read_inherited(OsStr::new(&raw))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a sealable memfd"), "{e}");
     for bad in ["abc", "-1", "", "3x"] {
-        let e = StateFd::read_inherited(OsStr::new(bad)).unwrap_err();
+        let e = StateFd::read_inherited(OsStr::new(bad))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a descriptor number"), "{bad:?}: {e}");
     }
-    let e = StateFd::read_inherited(OsStr::new("99999")).unwrap_err();
+    let e = StateFd::read_inherited(OsStr::new("99999"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not an open descriptor"), "{e}");
     // Unchanged.
     assert_eq!(std::fs::metadata(&path).unwrap().size(), 34);
@@ -509,9 +519,20 @@ fn symlink_at_the_lock_path_is_never_followed_even_to_a_private_file_of_ours() {
     assert!(!reg.path().exists());
 }
 
-/// The temporary file `update` writes before renaming it over the registry.
+/// A temporary file's name as `update` makes them (`.NAME.tmp.` and a random suffix), here
+/// with a suffix someone could have guessed: the old, predictable one (our pid).
 fn tmp_path(dir: &Path) -> PathBuf {
     dir.join(format!(".waysock-{}.registry.tmp.{}", uid(), me()))
+}
+
+/// The temporary files in `dir` now.
+fn tmp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".registry.tmp."))
+        .collect()
 }
 
 #[test]
@@ -523,6 +544,7 @@ fn a_temporary_file_left_by_a_dead_writer_of_ours_is_replaced() {
     reg.publish(&record("wayland-1", &ep, me(), 1_000)).unwrap();
     assert!(!tmp_path(&dir).exists());
     assert_eq!(displays(&reg.read().unwrap()), ["wayland-1"]);
+    assert!(tmp_files(&dir).is_empty(), "{:?}", tmp_files(&dir));
 }
 
 #[test]
@@ -537,10 +559,14 @@ fn a_symlink_at_the_temporary_path_is_never_followed_nor_removed() {
         .into_iter()
         .filter(|l| !l.contains(".registry.lock"))
         .collect();
-    assert!(reg.publish(&record("wayland-1", &ep, me(), 1_000)).is_err());
+    // The temporary name is not guessable: a planted name blocks nothing.
+    reg.publish(&record("wayland-1", &ep, me(), 1_000)).unwrap();
+    assert_eq!(displays(&reg.read().unwrap()), ["wayland-1"]);
     let after: Vec<String> = snapshot(s.path())
         .into_iter()
-        .filter(|l| !l.contains(".registry.lock"))
+        .filter(|l| {
+            !l.contains(".registry.lock") && !l.starts_with(&format!("waysock-{}.registry ", uid()))
+        })
         .collect();
     assert_eq!(after, before, "the symlink or its target was changed");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
@@ -556,7 +582,9 @@ fn a_temporary_file_of_another_uid_is_left_alone() {
     let (_l, ep) = listener(&dir, "wayland-1");
     std::fs::write(tmp_path(&dir), "theirs").unwrap();
     std::os::unix::fs::chown(tmp_path(&dir), Some(1001), Some(1001)).unwrap();
-    assert!(reg.publish(&record("wayland-1", &ep, me(), 1_000)).is_err());
+    // Not guessable, so not blocked; and another uid's file is never removed.
+    reg.publish(&record("wayland-1", &ep, me(), 1_000)).unwrap();
+    assert_eq!(displays(&reg.read().unwrap()), ["wayland-1"]);
     assert_eq!(std::fs::read_to_string(tmp_path(&dir)).unwrap(), "theirs");
     assert_eq!(std::fs::metadata(tmp_path(&dir)).unwrap().uid(), 1001);
 }

@@ -70,11 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if !is_abstract {
                     return Ok(()); // the socket file's directory permissions apply
                 }
-                match rustix::net::sockopt::socket_peercred(s) {
-                    Ok(c) if c.uid.as_raw() == uid => Ok(()),
-                    Ok(c) => Err(format!("peer uid {} is not ours ({uid})", c.uid.as_raw())),
-                    Err(e) => Err(format!("SO_PEERCRED: {e}")),
-                }
+                waysock::peer::check(s, uid, &[])
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             })?;
             Ok(ExitCode::SUCCESS)
         }
