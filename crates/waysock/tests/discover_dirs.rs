@@ -148,3 +148,34 @@ fn a_socket_path_longer_than_sun_path_is_skipped() {
         "no Wayland socket in it"
     );
 }
+
+#[test]
+fn a_missing_private_dir_is_named_as_missing() {
+    let scratch = Scratch::new("dd-missing");
+    let (env, private) = setup(scratch.path());
+    std::fs::remove_dir(&private).unwrap();
+    assert_eq!(
+        why_private_tmp(scratch.path(), env),
+        "no such file (ENOENT)"
+    );
+}
+
+#[test]
+fn a_symlinked_private_dir_is_never_followed() {
+    // The target passes every check (ours, 0700, a live socket in it): only the symlink is
+    // wrong.
+    let scratch = Scratch::new("dd-symlink");
+    let (env, private) = setup(scratch.path());
+    let target = scratch.path().join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    set_mode(&target, 0o700);
+    let planted = UnixListener::bind(target.join("wayland-0")).unwrap();
+    std::fs::remove_dir(&private).unwrap();
+    std::os::unix::fs::symlink(&target, &private).unwrap();
+    let why = why_private_tmp(scratch.path(), env);
+    assert!(!why.is_empty());
+    assert!(
+        !was_dialled(&planted),
+        "a socket behind a symlink was dialled"
+    );
+}
