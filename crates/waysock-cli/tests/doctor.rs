@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use waysock_testkit::{
-    namespaces, program, run_command, set_mode, skip, test_user, Run, Sandbox, Scratch, TEST_USER,
+    program, relocated, run_command, skip, test_user, Needs, Out, Run, Sandbox, Scratch, Script,
+    Stage, TEST_USER,
 };
 
 /// The binary under test, copied where no sandbox mount hides it (see `relocated`).
@@ -24,85 +25,51 @@ fn bin() -> String {
 }
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A prepared namespace: a scratch tmpfs at `m`, `HOME=m/home`, the binary at `bin`.
+/// A prepared namespace: a [`Stage`] with `HOME=$M/home`, and the binary under test as `$W`.
 struct Ns {
-    _scratch: Scratch,
-    /// The scratch tmpfs mount point (inside the namespace).
-    m: String,
-    /// The waysock binary as the command sees it.
-    bin: String,
-    sandbox: Sandbox,
+    stage: Stage,
+    script: Script,
 }
 
 /// Probes for mount namespaces (and the test user when `user` is set); `None` after reporting
-/// the skip.
+/// the skip. With `user`, the script runs as the test user on its own copy of the binary
+/// (the build dir may not be reachable for another user).
 fn ns(test: &str, user: bool) -> Option<Ns> {
-    if let Err(why) = namespaces() {
-        skip(test, &why);
+    let mut needs = Needs::new(test).namespaces();
+    if user {
+        needs = needs.test_user();
+    }
+    if !needs.met() {
         return None;
     }
-    if user {
-        if let Err(why) = test_user() {
-            skip(test, &why);
-            return None;
-        }
-    }
-    let scratch = Scratch::new("cli");
-    // The test user must be able to reach the mount point below it.
-    set_mode(scratch.path(), 0o755);
-    let m = scratch.path().join("m");
-    std::fs::create_dir(&m).unwrap();
-    let m = m.display().to_string();
-    let mut sandbox = Sandbox::new()
-        .env_clear()
-        .env("HOME", format!("{m}/home"))
-        .sh(format!("mount -t tmpfs -o mode=755 none {m}"))
-        .sh(format!("mkdir -m 755 {m}/home {m}/bin"));
+    let mut stage = Stage::new("cli").home();
     let mut bin_path = bin();
     if user {
-        // The build dir may not be reachable for another user: give it its own copy.
-        sandbox = sandbox
-            .sh(format!(
-                "cp {bin_path} {m}/bin/waysock && chmod 755 {m}/bin/waysock"
-            ))
-            .sh(format!("chown {TEST_USER}: {m}/home"))
-            .as_user(TEST_USER);
-        bin_path = format!("{m}/bin/waysock");
+        stage = stage
+            .install(relocated(env!("CARGO_BIN_EXE_waysock")))
+            .owned_by(TEST_USER)
+            .with(|s| s.as_user(TEST_USER));
+        bin_path = format!("{}/bin/waysock", stage.m());
     }
-    Some(Ns {
-        _scratch: scratch,
-        m,
-        bin: bin_path,
-        sandbox,
-    })
+    let stage = stage.with(|s| s.env("W", bin_path));
+    let script = Script::new(test).limit(LIMIT);
+    Some(Ns { stage, script })
 }
 
 impl Ns {
+    /// The scratch tmpfs mount point (inside the namespace).
+    fn m(&self) -> &str {
+        self.stage.m()
+    }
+
     fn with(mut self, f: impl FnOnce(Sandbox) -> Sandbox) -> Self {
-        self.sandbox = f(self.sandbox);
+        self.stage = self.stage.with(f);
         self
     }
 
     /// Runs a shell script; `$W` is the waysock binary.
-    fn script(&self, script: &str) -> Run {
-        self.sandbox
-            .clone()
-            .env("W", &self.bin)
-            .run("sh", &["-c", script], LIMIT)
-    }
-}
-
-/// Splits `stdout` at the marker lines `@@name` the scripts print.
-fn section<'a>(run: &'a Run, out: &'a str, name: &str) -> &'a str {
-    let start = out
-        .find(&format!("@@{name}\n"))
-        .unwrap_or_else(|| panic!("no @@{name} section\n{}", run.context()))
-        + name.len()
-        + 3;
-    let rest = &out[start..];
-    match rest.find("\n@@") {
-        Some(end) => &rest[..end + 1],
-        None => rest,
+    fn script(&self, script: &str) -> Out {
+        self.script.run(self.stage.sandbox(), script)
     }
 }
 
@@ -151,21 +118,21 @@ fn read_only_tmp_and_run_choose_private_shm_and_leave_nothing() {
     let name = "read_only_tmp_and_run_choose_private_shm_and_leave_nothing";
     let Some(ns) = ns(name, false) else { return };
     let ns = ns.with(|s| s.read_only("/tmp").read_only("/run").tmpfs("/dev/shm"));
-    let run = ns.script(
+    let out = ns.script(
         r#"echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc
            echo @@shm; find /dev/shm
            echo @@human; "$W" doctor; rc=$?; echo @@rc2; echo $rc
            echo @@shm2; find /dev/shm"#,
     );
-    let out = run.stdout();
-    assert_eq!(section(&run, &out, "rc").trim(), "0", "{}", run.context());
-    let v = json(&run, section(&run, &out, "json"));
+    let run = out.run();
+    assert_eq!(out.sec("rc"), "0", "{}", run.context());
+    let v = out.json("json");
     assert_eq!(v["uid"], euid());
-    let tmp = failed(&run, &v, "private-tmp");
+    let tmp = failed(run, &v, "private-tmp");
     assert_eq!(tmp["errno"], "EROFS", "{}", run.context());
     assert_eq!(tmp["syscall"], "mkdir");
     assert!(tmp["cause"].as_str().unwrap().contains("read-only"));
-    assert_eq!(failed(&run, &v, "private-run")["errno"], "EROFS");
+    assert_eq!(failed(run, &v, "private-run")["errno"], "EROFS");
     assert_eq!(v["choice"]["strategy"], "private-shm", "{}", run.context());
     assert_eq!(
         v["choice"]["endpoint"],
@@ -173,11 +140,11 @@ fn read_only_tmp_and_run_choose_private_shm_and_leave_nothing() {
     );
     // Probe mode: no socket, no lock, no directory left in /dev/shm.
     for shm in ["shm", "shm2"] {
-        let listing = section(&run, &out, shm);
+        let listing = out.sec(shm);
         assert_eq!(listing.trim(), "/dev/shm", "{shm}: {}", run.context());
     }
-    assert_eq!(section(&run, &out, "rc2").trim(), "0");
-    let human = section(&run, &out, "human");
+    assert_eq!(out.sec("rc2"), "0");
+    let human = out.sec("human");
     assert!(human.contains("read-only"), "{human}");
     assert!(human.contains("EROFS"), "{human}");
     assert!(human.contains("fix:"), "{human}");
@@ -195,20 +162,20 @@ fn read_only_tmp_and_run_choose_private_shm_and_leave_nothing() {
 fn everything_read_only_chooses_abstract() {
     let name = "everything_read_only_chooses_abstract";
     let Some(ns) = ns(name, false) else { return };
-    let home = format!("{}/home", ns.m);
+    let home = format!("{}/home", ns.m());
     let ns = ns.with(|s| {
         s.read_only("/tmp")
             .read_only("/run")
             .read_only("/dev/shm")
             .read_only(&home)
     });
-    let run = ns.script(r#"echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc"#);
-    let out = run.stdout();
-    assert_eq!(section(&run, &out, "rc").trim(), "0", "{}", run.context());
-    let v = json(&run, section(&run, &out, "json"));
+    let out = ns.script(r#"echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc"#);
+    let run = out.run();
+    assert_eq!(out.sec("rc"), "0", "{}", run.context());
+    let v = out.json("json");
     for s in ["private-tmp", "private-run", "private-shm", "home"] {
         assert_eq!(
-            failed(&run, &v, s)["errno"],
+            failed(run, &v, s)["errno"],
             "EROFS",
             "{s}\n{}",
             run.context()
@@ -235,7 +202,7 @@ fn everything_read_only_chooses_abstract() {
 fn runtime_dir_of_another_user_falls_back() {
     let name = "runtime_dir_of_another_user_falls_back";
     let Some(ns) = ns(name, true) else { return };
-    let rt = format!("{}/rt", ns.m);
+    let rt = format!("{}/rt", ns.m());
     let ns = ns.with(|s| {
         s.sh(format!("mkdir -m 700 {rt}")) // root's, 0700
             .tmpfs("/tmp")
@@ -243,13 +210,13 @@ fn runtime_dir_of_another_user_falls_back() {
             .tmpfs("/dev/shm")
             .env("XDG_RUNTIME_DIR", &rt)
     });
-    let run = ns.script(r#"echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc"#);
-    let out = run.stdout();
-    assert_eq!(section(&run, &out, "rc").trim(), "0", "{}", run.context());
-    let v = json(&run, section(&run, &out, "json"));
+    let out = ns.script(r#"echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc"#);
+    let run = out.run();
+    assert_eq!(out.sec("rc"), "0", "{}", run.context());
+    let v = out.json("json");
     let uid = uid_of_user();
     assert_eq!(v["uid"], uid);
-    let f = failed(&run, &v, "runtime-dir");
+    let f = failed(run, &v, "runtime-dir");
     let cause = f["cause"].as_str().unwrap();
     assert!(
         f["errno"] == "EACCES" || cause.contains("belongs to uid 0"),
@@ -267,7 +234,7 @@ fn runtime_dir_of_another_user_falls_back() {
 fn long_runtime_dir_records_enametoolong() {
     let name = "long_runtime_dir_records_enametoolong";
     let Some(ns) = ns(name, false) else { return };
-    let rt = format!("{}/{}/{}", ns.m, "d".repeat(60), "e".repeat(60));
+    let rt = format!("{}/{}/{}", ns.m(), "d".repeat(60), "e".repeat(60));
     assert!(rt.len() > 100);
     let ns = ns.with(|s| {
         s.sh(format!("mkdir -p -m 700 {rt}"))
@@ -277,7 +244,7 @@ fn long_runtime_dir_records_enametoolong() {
             .env("XDG_RUNTIME_DIR", &rt)
     });
     let weston = program("weston").is_ok();
-    let run = ns.script(&format!(
+    let out = ns.script(&format!(
         r#"echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc
            echo @@weston
            if {weston}; then
@@ -285,10 +252,10 @@ fn long_runtime_dir_records_enametoolong() {
                >/dev/null 2>&1; echo $?
            fi"#
     ));
-    let out = run.stdout();
-    assert_eq!(section(&run, &out, "rc").trim(), "0", "{}", run.context());
-    let v = json(&run, section(&run, &out, "json"));
-    let f = failed(&run, &v, "runtime-dir");
+    let run = out.run();
+    assert_eq!(out.sec("rc"), "0", "{}", run.context());
+    let v = out.json("json");
+    let f = failed(run, &v, "runtime-dir");
     assert_eq!(f["errno"], "ENAMETOOLONG", "{}", run.context());
     assert!(f["cause"].as_str().unwrap().contains("sun_path"));
     assert_eq!(v["choice"]["strategy"], "private-tmp", "{}", run.context());
@@ -297,12 +264,12 @@ fn long_runtime_dir_records_enametoolong() {
     assert_eq!(c["works"], false, "{}", run.context());
     assert_eq!(c["errno"], "ENAMETOOLONG", "{}", run.context());
     // ... and it really does: it exits by itself, with an error.
-    weston_exited_with_an_error(name, weston, &run, &out);
+    weston_exited_with_an_error(name, weston, &out);
 }
 
 /// The prediction "weston would exit" checked against weston itself (its status is the
 /// script's `weston` section; 124 is the timeout's: still running); skipped loudly without it.
-fn weston_exited_with_an_error(name: &str, weston: bool, run: &Run, out: &str) {
+fn weston_exited_with_an_error(name: &str, weston: bool, out: &Out) {
     if !weston {
         skip(
             name,
@@ -310,11 +277,11 @@ fn weston_exited_with_an_error(name: &str, weston: bool, run: &Run, out: &str) {
         );
         return;
     }
-    let code = section(run, out, "weston").trim().to_string();
+    let code = out.sec("weston").to_string();
     assert!(
         code != "0" && code != "124",
         "prediction said weston exits; it exited {code}\n{}",
-        run.context()
+        out.context()
     );
 }
 
@@ -329,7 +296,7 @@ fn symlink_planted_at_private_dir_is_a_security_warning() {
         ("victim-0700", TEST_USER, "700"),
     ] {
         let Some(ns) = ns(name, true) else { return };
-        let target = format!("{}/target", ns.m);
+        let target = format!("{}/target", ns.m());
         let ns = ns.with(|s| {
             s.tmpfs("/tmp")
                 .read_only("/run")
@@ -338,22 +305,17 @@ fn symlink_planted_at_private_dir_is_a_security_warning() {
                 .sh(format!("chown {owner}: {target} && chmod {mode} {target}"))
                 .sh(format!("ln -s {target} /tmp/waysock-{uid}"))
         });
-        let run = ns.script(&format!(
+        let out = ns.script(&format!(
             r#"echo @@before; stat -c '%n %a %u %y %z' {target} {target}/keep
                echo @@json; "$W" doctor --json; rc=$?; echo @@rc; echo $rc
                echo @@human; "$W" doctor
                echo @@after; stat -c '%n %a %u %y %z' {target} {target}/keep; ls -A {target}
                echo @@link; readlink /tmp/waysock-{uid}"#
         ));
-        let out = run.stdout();
-        assert_eq!(
-            section(&run, &out, "rc").trim(),
-            "0",
-            "{label}\n{}",
-            run.context()
-        );
-        let v = json(&run, section(&run, &out, "json"));
-        let f = failed(&run, &v, "private-tmp");
+        let run = out.run();
+        assert_eq!(out.sec("rc"), "0", "{label}\n{}", run.context());
+        let v = out.json("json");
+        let f = failed(run, &v, "private-tmp");
         assert_eq!(f["security"], true, "{label}\n{}", run.context());
         assert!(
             f["cause"].as_str().unwrap().contains("symlink"),
@@ -366,17 +328,22 @@ fn symlink_planted_at_private_dir_is_a_security_warning() {
             "{label}\n{}",
             run.context()
         );
-        let human = section(&run, &out, "human");
+        let human = out.sec("human");
         assert!(human.contains("SECURITY"), "{label}\n{human}");
         assert!(human.contains("Security warnings (1)"), "{label}\n{human}");
         // The target is untouched (same mode, owner, mtime and ctime: nothing was created in
         // it, even briefly), and the symlink is still there.
-        let before = section(&run, &out, "before");
+        let before = out.sec("before");
         assert!(before.contains("/keep "), "{label}\n{}", run.context());
-        let after = section(&run, &out, "after");
-        assert!(after.starts_with(before), "{label}\n{}", run.context());
-        assert!(after.ends_with("\nkeep\n"), "{label}\n{}", run.context());
-        assert_eq!(section(&run, &out, "link").trim(), target);
+        let after = out.sec("after");
+        // Sections are trimmed: `before` is whole lines, then `ls -A` lists only `keep`.
+        assert!(
+            after.starts_with(&format!("{before}\n")),
+            "{label}\n{}",
+            run.context()
+        );
+        assert!(after.ends_with("\nkeep"), "{label}\n{}", run.context());
+        assert_eq!(out.sec("link"), target);
     }
 }
 
@@ -502,7 +469,7 @@ fn stock_prediction_says_weston_exits_without_xdg_runtime_dir_and_it_does() {
     let Some(ns) = ns(name, false) else { return };
     let ns = ns.with(|s| s.tmpfs("/tmp").tmpfs("/run").tmpfs("/dev/shm"));
     let weston = program("weston").is_ok();
-    let run = ns.script(&format!(
+    let out = ns.script(&format!(
         r#"echo @@json; "$W" doctor --json; echo @@human; "$W" doctor
            echo @@weston
            if {weston}; then
@@ -510,8 +477,8 @@ fn stock_prediction_says_weston_exits_without_xdg_runtime_dir_and_it_does() {
                >/dev/null 2>&1; echo $?
            fi"#
     ));
-    let out = run.stdout();
-    let v = json(&run, section(&run, &out, "json"));
+    let run = out.run();
+    let v = out.json("json");
     let c = &v["stock"]["compositor"];
     assert_eq!(c["works"], false, "{}", run.context());
     assert!(
@@ -523,14 +490,14 @@ fn stock_prediction_says_weston_exits_without_xdg_runtime_dir_and_it_does() {
         run.context()
     );
     assert_eq!(v["stock"]["client"]["works"], false);
-    let human = section(&run, &out, "human");
+    let human = out.sec("human");
     assert!(
         human.contains("compositor FAIL weston would exit"),
         "{human}"
     );
     // waysock itself still has a place: the first fallback.
     assert_eq!(v["choice"]["strategy"], "private-tmp", "{}", run.context());
-    weston_exited_with_an_error(name, weston, &run, &out);
+    weston_exited_with_an_error(name, weston, &out);
 }
 
 #[test]
@@ -540,7 +507,7 @@ fn stock_prediction_names_wayland_1_and_weston_takes_it() {
     if let Err(why) = program("weston").and(program("wayland-info")) {
         return skip(name, &why);
     }
-    let rt = format!("{}/rt", ns.m);
+    let rt = format!("{}/rt", ns.m());
     let ns = ns.with(|s| {
         s.sh(format!("mkdir -m 700 {rt}"))
             .tmpfs("/tmp")
@@ -548,7 +515,7 @@ fn stock_prediction_names_wayland_1_and_weston_takes_it() {
             .tmpfs("/dev/shm")
             .env("XDG_RUNTIME_DIR", &rt)
     });
-    let run = ns.script(
+    let out = ns.script(
         r#"echo @@json; "$W" doctor --json
            timeout 30 weston --backend=headless-backend.so --idle-time=0 --no-config \
              >/dev/null 2>&1 &
@@ -559,15 +526,15 @@ fn stock_prediction_names_wayland_1_and_weston_takes_it() {
            echo @@json2; "$W" doctor --json
            kill $pid; wait $pid || true"#,
     );
-    let out = run.stdout();
-    let v = json(&run, section(&run, &out, "json"));
+    let run = out.run();
+    let v = out.json("json");
     let c = &v["stock"]["compositor"];
     assert_eq!(c["works"], true, "{}", run.context());
     assert_eq!(c["endpoint"], format!("unix:{rt}/wayland-1"));
     assert_eq!(v["choice"]["endpoint"], format!("unix:{rt}/wayland-0"));
-    assert_eq!(section(&run, &out, "info").trim(), "1", "{}", run.context());
+    assert_eq!(out.sec("info"), "1", "{}", run.context());
     // With weston running: it would take wayland-2 next, waysock still wayland-0.
-    let v = json(&run, section(&run, &out, "json2"));
+    let v = out.json("json2");
     assert_eq!(
         v["stock"]["compositor"]["endpoint"],
         format!("unix:{rt}/wayland-2"),

@@ -8,30 +8,23 @@
 //! Every wait in a script is bounded; the code before the fixes hung or reached the
 //! intruder's socket, and each script records that instead of hanging the suite.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
+use waysock_testkit::script::prelude;
 use waysock_testkit::{
-    intruder, namespaces, program, run_command, skip, test_user, Run, Sandbox, Scratch, INTRUDER,
-    TEST_USER,
+    built_shim, intruder, relocated, test_user, Needs, Out, Script, Stage, INTRUDER, TEST_USER,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Shell functions every script gets after [`prelude::BASE`].
 const PRELUDE: &str = r#"
-set -u
-cd /
-O="$M/out"
-WESTON="weston --backend=headless-backend.so --idle-time=0 --no-config"
-say() { echo "@@$1"; }
 # The status of the command just before, as section $1.
 status() { r=$?; say "$1"; echo $r; }
 V() { setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
 # V in the background (`VB … &`): the subshell becomes the command, so $! is its pid.
 VB() { exec setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
 I() { setpriv --reuid="$INTRUDER" --regid="$INTRUDER" --init-groups env HOME=/ "$@"; }
-alive() { st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ]; }
 # Waits at most $2 tenths of a second for pid $1 to end.
 wait_end() { i=0; while alive "$1" && [ $i -lt "$2" ]; do sleep 0.1; i=$((i+1)); done; }
 # Waits at most 10 s for the path to exist.
@@ -49,117 +42,57 @@ bait() {
 }
 "#;
 
-/// A finished script.
-struct Out {
-    test: &'static str,
-    run: Run,
-    sections: BTreeMap<String, String>,
-}
-
-impl Out {
-    fn fail(&self, what: &str) -> ! {
-        panic!("{}: {what}\n{}", self.test, self.run.context())
-    }
-
-    fn sec(&self, name: &str) -> &str {
-        match self.sections.get(name) {
-            Some(s) => s,
-            None => self.fail(&format!("no @@{name} section")),
-        }
-    }
-
-    fn eq(&self, name: &str, want: &str) -> &Self {
-        if self.sec(name) != want {
-            self.fail(&format!(
-                "@@{name} is {:?}, expected {want:?}",
-                self.sec(name)
-            ));
-        }
-        self
-    }
-
-    fn contains(&self, name: &str, needle: &str) -> &Self {
-        if !self.sec(name).contains(needle) {
-            self.fail(&format!("@@{name} does not contain {needle:?}"));
-        }
-        self
-    }
-
-    fn absent(&self, name: &str) -> &Self {
-        if let Some(s) = self.sections.get(name) {
-            self.fail(&format!("@@{name} is present: {s:?}"));
-        }
-        self
-    }
-}
-
-/// The victim's and the intruder's uids, and a sandbox ready for a script; `None` after
-/// reporting a skip.
+/// The victim's and the intruder's uids, and a stage ready for a script.
 struct World {
-    test: &'static str,
-    _scratch: Scratch,
-    sandbox: Sandbox,
+    stage: Stage,
+    script: Script,
     victim: u32,
     intruder: u32,
 }
 
+/// The world for `test`, which needs `programs` besides namespaces, `setpriv`, `socat` and
+/// both users; `None` after reporting a skip.
+///
+/// A [`Stage`] with private pid and network namespaces, fresh tmpfs over `/tmp`, `/run` and
+/// `/dev/shm`, `$M/home` and `$M/out` the victim's, and copies of waysock (`$W`) and the shim
+/// in `$M/bin`.
 fn world(test: &'static str, programs: &[&str]) -> Option<World> {
-    if let Err(why) = namespaces() {
-        skip(test, &why);
+    let met = Needs::new(test)
+        .namespaces()
+        .programs(programs)
+        .programs(&["setpriv", "socat"])
+        .test_user()
+        .intruder()
+        .met();
+    if !met {
         return None;
     }
-    for p in programs.iter().chain(&["setpriv", "socat"]) {
-        if let Err(why) = program(p) {
-            skip(test, &why);
-            return None;
-        }
+    let (victim, intruder) = (test_user().ok()?.0, intruder().ok()?.0);
+    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
+    let mut stage = Stage::new("hardening")
+        .private_tmp()
+        .owned_by(TEST_USER)
+        .install(bin);
+    if let Some(shim) = built_shim(bin) {
+        stage = stage.install(&shim);
     }
-    let (victim, intruder) = match (test_user(), intruder()) {
-        (Ok((v, _)), Ok((i, _))) => (v, i),
-        (Err(why), _) | (_, Err(why)) => {
-            skip(test, &why);
-            return None;
-        }
-    };
-    let bin = waysock_testkit::relocated(env!("CARGO_BIN_EXE_waysock"));
-    let shim = bin.with_file_name("libwaysock_preload.so");
-    let scratch = Scratch::new("hardening");
-    waysock_testkit::set_mode(scratch.path(), 0o755);
-    let m = scratch.path().join("m");
-    std::fs::create_dir(&m).unwrap();
-    let m = m.display().to_string();
-    let sandbox = Sandbox::new()
-        .private_pids()
-        .private_network()
-        .env_clear()
-        .env("M", &m)
-        .env("W", format!("{m}/bin/waysock"))
-        .env("VICTIM", TEST_USER)
-        .env("INTRUDER", INTRUDER)
-        .env("VU", victim.to_string())
-        .env("IU", intruder.to_string())
-        .tmpfs("/tmp")
-        .tmpfs("/run")
-        .tmpfs("/dev/shm")
-        .sh(format!("mount -t tmpfs -o mode=755 none {m}"))
-        .sh(format!("mkdir -m 755 {m}/home {m}/bin {m}/out"))
-        .sh(format!("chown {TEST_USER}: {m}/home {m}/out"))
-        .sh(format!(
-            "cp {} {m}/bin/waysock && chmod 755 {m}/bin/waysock",
-            bin.display()
-        ))
-        .sh(if Path::new(&shim).exists() {
-            format!(
-                "cp {} {m}/bin/ && chmod 755 {m}/bin/libwaysock_preload.so",
-                shim.display()
-            )
-        } else {
-            "true".into()
-        });
+    let w = format!("{}/bin/waysock", stage.m());
+    let stage = stage.with(|s| {
+        s.private_pids()
+            .private_network()
+            .env("W", w)
+            .env("VICTIM", TEST_USER)
+            .env("INTRUDER", INTRUDER)
+            .env("VU", victim.to_string())
+            .env("IU", intruder.to_string())
+    });
+    let script = Script::new(test)
+        .prelude(prelude::BASE)
+        .prelude(PRELUDE)
+        .limit(LIMIT + Duration::from_secs(5));
     Some(World {
-        test,
-        _scratch: scratch,
-        sandbox,
+        stage,
+        script,
         victim,
         intruder,
     })
@@ -167,17 +100,7 @@ fn world(test: &'static str, programs: &[&str]) -> Option<World> {
 
 impl World {
     fn script(&self, body: &str) -> Out {
-        let script = format!("{PRELUDE}\n{body}\n");
-        let run = run_command(
-            self.sandbox.command("sh", &["-c", &script]),
-            LIMIT + Duration::from_secs(5),
-        );
-        let sections = waysock_testkit::sections(&run.stdout());
-        Out {
-            test: self.test,
-            run,
-            sections,
-        }
+        self.script.run(self.stage.sandbox(), body)
     }
 }
 
@@ -374,12 +297,12 @@ say weston; pgrep -x weston || echo none
 "#,
     );
     let rc = out
-        .run
+        .run()
         .stdout()
         .lines()
         .filter(|l| l.starts_with("@@rc"))
         .count();
-    assert_eq!(rc, 3, "{}", out.run.context());
+    assert_eq!(rc, 3, "{}", out.context());
     out.contains(
         "log /tmp/libwaysock_preload.so",
         &format!("refused: it belongs to uid {}", w.intruder),
@@ -475,7 +398,7 @@ say log; cat "$O/run.log"
         doctor["run_choice"]["strategy"],
         "private-run",
         "{}",
-        out.run.context()
+        out.context()
     );
 }
 

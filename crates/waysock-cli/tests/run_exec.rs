@@ -12,35 +12,28 @@
 //! what is left. It prints sections (`@@name` lines) that the test asserts on; a failure
 //! prints the whole run (argv, environment, status, stdout with weston's log, stderr).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use waysock_testkit::script::prelude;
 use waysock_testkit::{
-    namespaces, program, run_command, set_mode, skip, snapshot, test_user, Run, Sandbox, Scratch,
-    TEST_USER,
+    program, relocated, run_command, set_mode, skip, snapshot, test_user, Needs, Out, Sandbox,
+    Script, Stage, TEST_USER,
 };
 
 /// The binary under test, copied where no sandbox mount hides it (see `relocated`).
-fn bin() -> String {
-    waysock_testkit::relocated(env!("CARGO_BIN_EXE_waysock"))
-        .display()
-        .to_string()
+fn bin() -> &'static std::path::Path {
+    relocated(env!("CARGO_BIN_EXE_waysock"))
 }
+
 /// The whole script, compositor and clients included; killed (with everything in its pid
 /// namespace) after this.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Shell functions every script gets. `$W` is waysock, `$M` the scratch tmpfs, `$O` the log dir.
+/// Shell functions every script gets after [`prelude::BASE`]. `$W` is waysock, `$M` the
+/// scratch tmpfs, `$O` the log dir.
 const PRELUDE: &str = r#"
-set -u
-cd /
-O="$M/out"
-WESTON="weston --backend=headless-backend.so --idle-time=0 --no-config"
 export O WESTON
-say() { echo "@@$1"; }
-# Running and not a zombie (kill -0 succeeds on a zombie).
-alive() { st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ]; }
 # waysock run ARGS in the background; waits at most 15 s for its --print-env file.
 start_run() {
   "$W" run --print-env "$O/env" "$@" >"$O/run.log" 2>&1 &
@@ -86,168 +79,88 @@ say registry; cat /dev/shm/waysock-*.registry 2>/dev/null
 say runlog; cat "$O/run.log" 2>/dev/null
 "#;
 
-/// A prepared sandbox for one case.
-struct Case {
-    test: &'static str,
-    scratch: Scratch,
-    m: String,
-    sandbox: Sandbox,
-}
-
 /// What a case needs besides namespaces.
 #[derive(Clone, Copy, PartialEq)]
-enum Needs {
+enum Want {
     Weston,
     Sway,
     Nothing,
 }
 
-/// Probes for what `test` needs; `None` after reporting the skip. `user`: run the script as
+/// A prepared stage for one case; `None` after reporting the skip. `user`: run the script as
 /// the unprivileged test user.
-fn case(test: &'static str, user: bool, needs: Needs) -> Option<Case> {
-    if let Err(why) = namespaces() {
-        skip(test, &why);
+///
+/// Every case is one [`Stage`] with fresh tmpfs over `/tmp`, `/run` and `/dev/shm`,
+/// `HOME=$M/home`, the binary at `$W=$M/bin/waysock` (the build dir may not be reachable for
+/// another user) and a private pid namespace.
+fn case(test: &'static str, user: bool, needs: Want) -> Option<Case> {
+    let as_user = user || needs == Want::Sway;
+    let programs: &[&str] = match needs {
+        Want::Weston => &["weston", "wayland-info", "weston-simple-shm", "timeout"],
+        Want::Sway => &["sway", "wayland-info", "timeout"],
+        Want::Nothing => &[],
+    };
+    let mut probe = Needs::new(test).namespaces().programs(programs);
+    if as_user {
+        probe = probe.test_user();
+    }
+    if !probe.met() {
         return None;
     }
-    let programs: &[&str] = match needs {
-        Needs::Weston => &["weston", "wayland-info", "weston-simple-shm", "timeout"],
-        Needs::Sway => &["sway", "wayland-info", "timeout"],
-        Needs::Nothing => &[],
-    };
-    for p in programs {
-        if let Err(why) = program(p) {
-            skip(test, &why);
-            return None;
-        }
+    let mut stage = Stage::new("run").private_tmp().home().install(bin());
+    let w = format!("{}/bin/waysock", stage.m());
+    stage = stage.with(|s| s.private_pids().env("W", w));
+    if as_user {
+        stage = stage.owned_by(TEST_USER).with(|s| s.as_user(TEST_USER));
     }
-    if user || needs == Needs::Sway {
-        if let Err(why) = test_user() {
-            skip(test, &why);
-            return None;
-        }
-    }
-    let scratch = Scratch::new("run");
-    // The test user must be able to reach the mount point below it.
-    set_mode(scratch.path(), 0o755);
-    let m = scratch.path().join("m");
-    std::fs::create_dir(&m).unwrap();
-    let m = m.display().to_string();
-    let mut sandbox = Sandbox::new()
-        .private_pids()
-        .env_clear()
-        .env("HOME", format!("{m}/home"))
-        .env("M", &m)
-        .env("W", format!("{m}/bin/waysock"))
-        .tmpfs("/tmp")
-        .tmpfs("/run")
-        .tmpfs("/dev/shm")
-        .sh(format!("mount -t tmpfs -o mode=755 none {m}"))
-        .sh(format!("mkdir -m 755 {m}/home {m}/bin {m}/out"))
-        // The build dir may not be reachable for another user: every case uses a copy.
-        .sh(format!(
-            "cp {} {m}/bin/waysock && chmod 755 {m}/bin/waysock",
-            bin()
-        ));
-    if user || needs == Needs::Sway {
-        sandbox = sandbox
-            .sh(format!("chown {TEST_USER}: {m}/home {m}/out"))
-            .as_user(TEST_USER);
-    }
+    let script = Script::new(test)
+        .prelude(prelude::BASE)
+        .prelude(PRELUDE)
+        .epilogue(EPILOGUE)
+        .limit(LIMIT + Duration::from_secs(5));
     Some(Case {
         test,
-        scratch,
-        m,
-        sandbox,
+        stage,
+        script,
     })
+}
+
+/// One case: its stage and script template.
+struct Case {
+    test: &'static str,
+    stage: Stage,
+    script: Script,
 }
 
 impl Case {
     fn with(mut self, f: impl FnOnce(Sandbox) -> Sandbox) -> Self {
-        self.sandbox = f(self.sandbox);
+        self.stage = self.stage.with(f);
         self
+    }
+
+    /// The scratch tmpfs mount point inside the sandbox.
+    fn m(&self) -> &str {
+        self.stage.m()
     }
 
     /// Runs `body` between the prelude and the epilogue.
     fn script(&self, body: &str) -> Out {
-        let script = format!("{PRELUDE}\n{body}\n{EPILOGUE}");
-        let run = run_command(
-            self.sandbox.command("sh", &["-c", &script]),
-            LIMIT + Duration::from_secs(5),
-        );
-        Out::new(self.test, run)
+        self.script.run(self.stage.sandbox(), body)
     }
 }
 
-/// A finished script and its `@@` sections.
-struct Out {
-    test: &'static str,
-    run: Run,
-    sections: BTreeMap<String, String>,
-}
-
-impl Out {
-    fn new(test: &'static str, run: Run) -> Out {
-        let mut sections = BTreeMap::new();
-        let mut current: Option<String> = None;
-        for line in run.stdout().lines() {
-            if let Some(name) = line.strip_prefix("@@") {
-                current = Some(name.to_string());
-                sections.insert(name.to_string(), String::new());
-            } else if let Some(name) = &current {
-                let s = sections.get_mut(name).unwrap();
-                s.push_str(line);
-                s.push('\n');
-            }
-        }
-        Out {
-            test,
-            run,
-            sections,
-        }
-    }
-
-    fn fail(&self, what: &str) -> ! {
-        panic!("{}: {what}\n{}", self.test, self.run.context())
-    }
-
-    /// A section, trimmed.
-    fn sec(&self, name: &str) -> &str {
-        match self.sections.get(name) {
-            Some(s) => s.trim(),
-            None => self.fail(&format!("no @@{name} section")),
-        }
-    }
-
-    fn eq(&self, name: &str, want: &str) -> &Self {
-        if self.sec(name) != want {
-            self.fail(&format!(
-                "@@{name} is {:?}, expected {want:?}",
-                self.sec(name)
-            ));
-        }
-        self
-    }
-
-    fn contains(&self, name: &str, needle: &str) -> &Self {
-        if !self.sec(name).contains(needle) {
-            self.fail(&format!("@@{name} does not contain {needle:?}"));
-        }
-        self
-    }
-
-    fn lacks(&self, name: &str, needle: &str) -> &Self {
-        if self.sec(name).contains(needle) {
-            self.fail(&format!("@@{name} contains {needle:?}"));
-        }
-        self
-    }
-
-    fn json(&self, name: &str) -> Value {
-        serde_json::from_str(self.sec(name))
-            .unwrap_or_else(|e| self.fail(&format!("@@{name} is not JSON: {e}")))
-    }
-
+/// The checks these scenarios share.
+trait Checks {
     /// The compositor came up at `socket`: the `--print-env` file says so.
+    fn up_at(&self, runtime_dir: &str, socket: &str) -> &Self;
+    /// `wayland-info` through `waysock exec` saw `wl_compositor`, and `weston-simple-shm` was
+    /// still drawing after 3 s.
+    fn clients_ok(&self, info: &str, shm: &str) -> &Self;
+    /// `waysock run` exited 0 after the signal, and took its directory and record with it.
+    fn clean_exit(&self) -> &Self;
+}
+
+impl Checks for Out {
     fn up_at(&self, runtime_dir: &str, socket: &str) -> &Self {
         self.eq(
             "env",
@@ -255,13 +168,10 @@ impl Out {
         )
     }
 
-    /// `wayland-info` through `waysock exec` saw `wl_compositor`, and `weston-simple-shm` was
-    /// still drawing after 3 s.
     fn clients_ok(&self, info: &str, shm: &str) -> &Self {
         self.eq(info, "0 wl_compositor").eq(shm, "124")
     }
 
-    /// `waysock run` exited 0 after the signal, and took its directory and record with it.
     fn clean_exit(&self) -> &Self {
         self.eq("run_status", "0")
             .eq("leftovers", "")
@@ -283,7 +193,7 @@ fn runtime_dir_unset_weston_runs_in_private_tmp() {
     let Some(c) = case(
         "runtime_dir_unset_weston_runs_in_private_tmp",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -324,7 +234,7 @@ fn runtime_dir_unset_weston_runs_in_private_tmp() {
 
 #[test]
 fn runtime_dir_missing_and_uncreatable() {
-    let Some(c) = case("runtime_dir_missing_and_uncreatable", false, Needs::Weston) else {
+    let Some(c) = case("runtime_dir_missing_and_uncreatable", false, Want::Weston) else {
         return;
     };
     let c = c.with(|s| s.env("XDG_RUNTIME_DIR", "/nonexistent/xdg"));
@@ -347,7 +257,7 @@ fn runtime_dir_missing_under_an_empty_run() {
     let Some(c) = case(
         "runtime_dir_missing_under_an_empty_run",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -369,10 +279,10 @@ fn runtime_dir_missing_under_an_empty_run() {
 
 #[test]
 fn runtime_dir_read_only() {
-    let Some(c) = case("runtime_dir_read_only", false, Needs::Weston) else {
+    let Some(c) = case("runtime_dir_read_only", false, Want::Weston) else {
         return;
     };
-    let rt = format!("{}/rt", c.m);
+    let rt = format!("{}/rt", c.m());
     let c = c.with(|s| {
         s.sh(format!(
             "mkdir -m 700 {rt} && mount -t tmpfs -o ro,mode=700 none {rt}"
@@ -402,7 +312,7 @@ fn tmp_and_run_read_only_choose_private_shm() {
     let Some(c) = case(
         "tmp_and_run_read_only_choose_private_shm",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -416,11 +326,11 @@ fn tmp_and_run_read_only_choose_private_shm() {
 
 #[test]
 fn runtime_dir_of_another_user() {
-    let Some(c) = case("runtime_dir_of_another_user", true, Needs::Weston) else {
+    let Some(c) = case("runtime_dir_of_another_user", true, Want::Weston) else {
         return;
     };
     let uid = test_user().unwrap().0;
-    let rt = format!("{}/root-rt", c.m);
+    let rt = format!("{}/root-rt", c.m());
     let c = c.with(|s| {
         s.sh(format!("mkdir -m 700 {rt}"))
             .env("XDG_RUNTIME_DIR", &rt)
@@ -444,10 +354,10 @@ fn runtime_dir_of_another_user() {
 
 #[test]
 fn runtime_dir_longer_than_sun_path() {
-    let Some(c) = case("runtime_dir_longer_than_sun_path", false, Needs::Weston) else {
+    let Some(c) = case("runtime_dir_longer_than_sun_path", false, Want::Weston) else {
         return;
     };
-    let rt = format!("{}/{}/{}", c.m, "d".repeat(60), "e".repeat(60));
+    let rt = format!("{}/{}/{}", c.m(), "d".repeat(60), "e".repeat(60));
     assert!(rt.len() + "/wayland-1".len() > 107);
     let c = c.with(|s| {
         s.sh(format!("mkdir -p {rt} && chmod 700 {rt}"))
@@ -465,14 +375,14 @@ fn stale_sockets_in_runtime_dir() {
     // the real filesystem (ext4 reuses inode numbers: weston reclaiming wayland-1 may get the
     // old socket's inode back). A plain client dials wayland-0 and is refused; `waysock run`
     // still sees weston come up, and `waysock exec` finds it.
-    let Some(c) = case("stale_sockets_in_runtime_dir", false, Needs::Weston) else {
+    let Some(c) = case("stale_sockets_in_runtime_dir", false, Want::Weston) else {
         return;
     };
     if let Err(why) = program("python3") {
         skip(c.test, &why);
         return;
     }
-    let rt = c.scratch.path().join("rt");
+    let rt = c.stage.scratch().join("rt");
     std::fs::create_dir(&rt).unwrap();
     set_mode(&rt, 0o700);
     let rt = rt.display().to_string();
@@ -514,11 +424,11 @@ fn live_weston_already_on_wayland_1_keeps_answering() {
     let Some(c) = case(
         "live_weston_already_on_wayland_1_keeps_answering",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
-    let rt = format!("{}/rt", c.m);
+    let rt = format!("{}/rt", c.m());
     let c = c.with(|s| {
         s.sh(format!("mkdir -m 700 {rt}"))
             .env("XDG_RUNTIME_DIR", &rt)
@@ -572,17 +482,17 @@ fn symlink_planted_at_private_tmp_is_never_used() {
     let Some(c) = case(
         "symlink_planted_at_private_tmp_is_never_used",
         true,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
     let uid = test_user().unwrap().0;
     // The attacker's target lives on the real filesystem, visible to this process as well.
-    let target = c.scratch.path().join("attacker");
+    let target = c.stage.scratch().join("attacker");
     std::fs::create_dir(&target).unwrap();
     set_mode(&target, 0o777);
     std::fs::write(target.join("bait"), "x").unwrap();
-    let before = snapshot(c.scratch.path());
+    let before = snapshot(c.stage.scratch());
     let plant = format!("/tmp/waysock-{uid}");
     let c = c.with(|s| s.sh(format!("ln -s {} {plant}", target.display())));
     let out = c.script(WESTON_SERVES_CLIENTS);
@@ -592,7 +502,7 @@ fn symlink_planted_at_private_tmp_is_never_used() {
         .eq("run_status", "0")
         .eq("leftovers", &plant)
         .eq("registry", "");
-    let after = snapshot(c.scratch.path());
+    let after = snapshot(c.stage.scratch());
     // Only the sandbox's own scratch mount point may differ (it is a tmpfs inside).
     let strip = |v: Vec<String>| -> Vec<String> {
         v.into_iter()
@@ -609,7 +519,7 @@ fn root_owned_0777_dir_planted_at_private_tmp_is_never_used() {
     let Some(c) = case(
         "root_owned_0777_dir_planted_at_private_tmp_is_never_used",
         true,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -642,7 +552,7 @@ fn client_with_env_i_finds_the_display_through_the_registry() {
     let Some(c) = case(
         "client_with_env_i_finds_the_display_through_the_registry",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -674,10 +584,10 @@ fn client_with_env_i_finds_the_display_through_the_registry() {
 
 #[test]
 fn good_runtime_dir_is_only_observed() {
-    let Some(c) = case("good_runtime_dir_is_only_observed", false, Needs::Weston) else {
+    let Some(c) = case("good_runtime_dir_is_only_observed", false, Want::Weston) else {
         return;
     };
-    let rt = format!("{}/rt", c.m);
+    let rt = format!("{}/rt", c.m());
     let c = c.with(|s| {
         s.sh(format!("mkdir -m 700 {rt}"))
             .env("XDG_RUNTIME_DIR", &rt)
@@ -708,7 +618,7 @@ fn good_runtime_dir_is_only_observed() {
 #[test]
 fn state_fd_when_dev_shm_is_read_only() {
     // No registry: the compositor's children get the record in a sealed memfd.
-    let Some(c) = case("state_fd_when_dev_shm_is_read_only", false, Needs::Weston) else {
+    let Some(c) = case("state_fd_when_dev_shm_is_read_only", false, Want::Weston) else {
         return;
     };
     let c = c.with(|s| s.read_only("/dev/shm"));
@@ -764,7 +674,7 @@ EOF
 
 #[test]
 fn run_passes_the_exit_status_through() {
-    let Some(c) = case("run_passes_the_exit_status_through", false, Needs::Nothing) else {
+    let Some(c) = case("run_passes_the_exit_status_through", false, Want::Nothing) else {
         return;
     };
     let out = c.script(
@@ -792,7 +702,7 @@ fn sigterm_right_after_start_leaves_nothing_behind() {
     let Some(c) = case(
         "sigterm_right_after_start_leaves_nothing_behind",
         false,
-        Needs::Nothing,
+        Want::Nothing,
     ) else {
         return;
     };
@@ -823,7 +733,7 @@ fn sighup_is_forwarded_and_the_dead_display_is_cleaned_up() {
     let Some(c) = case(
         "sighup_is_forwarded_and_the_dead_display_is_cleaned_up",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -849,7 +759,7 @@ fn exec_with_nothing_running_lists_every_place() {
     let Some(c) = case(
         "exec_with_nothing_running_lists_every_place",
         false,
-        Needs::Nothing,
+        Want::Nothing,
     ) else {
         return;
     };
@@ -893,7 +803,7 @@ fn garbage_wayland_socket_is_ignored_and_the_real_display_found() {
     let Some(c) = case(
         "garbage_wayland_socket_is_ignored_and_the_real_display_found",
         false,
-        Needs::Weston,
+        Want::Weston,
     ) else {
         return;
     };
@@ -947,7 +857,7 @@ fn exec_with_a_bad_endpoint_is_a_usage_error() {
 
 #[test]
 fn sway_without_runtime_dir_as_test_user() {
-    let Some(c) = case("sway_without_runtime_dir_as_test_user", true, Needs::Sway) else {
+    let Some(c) = case("sway_without_runtime_dir_as_test_user", true, Want::Sway) else {
         return;
     };
     let uid = test_user().unwrap().0;

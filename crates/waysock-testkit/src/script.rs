@@ -1,0 +1,193 @@
+//! Scripted scenarios: a shell script run in a [`Sandbox`] prints named sections (`@@name`
+//! alone on a line, then the section's text), and the test asserts on them through [`Out`],
+//! which dumps the whole run (argv, environment, status, stdout, stderr) on any failure.
+//!
+//! A [`Script`] is prelude pieces (shell functions; the common ones are in [`prelude`]), the
+//! test's body, and an epilogue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::proc::{run_command, Run};
+use crate::sandbox::Sandbox;
+
+/// Shell pieces scripts share.
+pub mod prelude {
+    /// `set -u`, `cd /`, `$O` (the log dir `$M/out`), `$WESTON` (a headless weston command
+    /// line), `say NAME` (starts section `NAME`) and `alive PID` (running and not a zombie:
+    /// `kill -0` succeeds on a zombie).
+    pub const BASE: &str = r#"
+set -u
+cd /
+O="$M/out"
+WESTON="weston --backend=headless-backend.so --idle-time=0 --no-config"
+say() { echo "@@$1"; }
+# Running and not a zombie (kill -0 succeeds on a zombie).
+alive() { st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ]; }
+"#;
+}
+
+/// Splits a script's stdout at its marker lines (`@@name` alone on a line) into named
+/// sections, each trimmed. A name printed twice keeps its last section.
+pub fn sections(stdout: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in stdout.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            current = Some(name.to_string());
+            out.insert(name.to_string(), String::new());
+        } else if let Some(name) = &current {
+            if let Some(s) = out.get_mut(name) {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    }
+    for v in out.values_mut() {
+        *v = v.trim().to_string();
+    }
+    out
+}
+
+/// A script template: prelude pieces before the body, an epilogue after it, and a time
+/// limit after which the whole script is killed.
+#[derive(Debug, Clone)]
+pub struct Script {
+    test: String,
+    prelude: Vec<String>,
+    epilogue: String,
+    limit: Duration,
+}
+
+impl Script {
+    /// A script for `test` (the name failure messages carry): no prelude, no epilogue, 60 s.
+    pub fn new(test: &str) -> Script {
+        Script {
+            test: test.to_string(),
+            prelude: Vec::new(),
+            epilogue: String::new(),
+            limit: Duration::from_secs(60),
+        }
+    }
+
+    /// Adds a prelude piece (after those added before).
+    pub fn prelude(mut self, piece: &str) -> Self {
+        self.prelude.push(piece.to_string());
+        self
+    }
+
+    /// What runs after the body (the sections every scenario reports).
+    pub fn epilogue(mut self, piece: &str) -> Self {
+        self.epilogue = piece.to_string();
+        self
+    }
+
+    /// The time limit (the script is killed after it).
+    pub fn limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The full text: the prelude pieces, the body, the epilogue.
+    pub fn text(&self, body: &str) -> String {
+        let mut s = self.prelude.join("\n");
+        s.push('\n');
+        s.push_str(body);
+        s.push('\n');
+        s.push_str(&self.epilogue);
+        s
+    }
+
+    /// Runs `body` with `sh -c` in `sandbox` and splits what it printed.
+    pub fn run(&self, sandbox: &Sandbox, body: &str) -> Out {
+        let run = run_command(
+            sandbox.command("sh", &["-c", &self.text(body)]),
+            self.limit,
+        );
+        Out::new(&self.test, run)
+    }
+}
+
+/// A finished script and its `@@` sections. Every check panics with the whole run.
+#[derive(Debug)]
+pub struct Out {
+    test: String,
+    run: Run,
+    sections: BTreeMap<String, String>,
+}
+
+impl Out {
+    /// Splits `run`'s stdout into sections; `test` names it in failure messages.
+    pub fn new(test: &str, run: Run) -> Out {
+        let sections = sections(&run.stdout());
+        Out {
+            test: test.to_string(),
+            run,
+            sections,
+        }
+    }
+
+    /// The run itself.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// Everything about the run, for a failure message.
+    pub fn context(&self) -> String {
+        self.run.context()
+    }
+
+    /// Fails the test: `what`, then the whole run.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!("{}: {what}\n{}", self.test, self.run.context())
+    }
+
+    /// A section, trimmed; fails if the script never printed it.
+    pub fn sec(&self, name: &str) -> &str {
+        match self.sections.get(name) {
+            Some(s) => s,
+            None => self.fail(&format!("no @@{name} section")),
+        }
+    }
+
+    /// Fails unless section `name` is exactly `want`.
+    pub fn eq(&self, name: &str, want: &str) -> &Self {
+        if self.sec(name) != want {
+            self.fail(&format!(
+                "@@{name} is {:?}, expected {want:?}",
+                self.sec(name)
+            ));
+        }
+        self
+    }
+
+    /// Fails unless section `name` contains `needle`.
+    pub fn contains(&self, name: &str, needle: &str) -> &Self {
+        if !self.sec(name).contains(needle) {
+            self.fail(&format!("@@{name} does not contain {needle:?}"));
+        }
+        self
+    }
+
+    /// Fails if section `name` contains `needle` (or is missing).
+    pub fn lacks(&self, name: &str, needle: &str) -> &Self {
+        if self.sec(name).contains(needle) {
+            self.fail(&format!("@@{name} contains {needle:?}"));
+        }
+        self
+    }
+
+    /// Fails if the script printed section `name` at all.
+    pub fn absent(&self, name: &str) -> &Self {
+        if let Some(s) = self.sections.get(name) {
+            self.fail(&format!("@@{name} is present: {s:?}"));
+        }
+        self
+    }
+
+    /// Section `name` parsed as JSON; fails if it is not JSON.
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(self.sec(name))
+            .unwrap_or_else(|e| self.fail(&format!("@@{name} is not JSON: {e}")))
+    }
+}
