@@ -44,6 +44,8 @@ enum Command {
     Env(cmd::env::Args),
     /// List this user's live displays.
     Ls(cmd::ls::Args),
+    /// Wait until the display answers a Wayland roundtrip (exit 0), or time out (exit 1).
+    Wait(cmd::wait::Args),
     /// Carry Wayland over TCP between hosts or network namespaces, descriptors translated,
     /// both ends authenticated with a shared token file, the traffic encrypted and
     /// authenticated (ChaCha20-Poly1305).
@@ -88,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => cmd::exec::run(args),
         Command::Env(args) => cmd::env::run(args),
         Command::Ls(args) => cmd::ls::run(args),
+        Command::Wait(args) => cmd::wait::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
         Command::Manpage(args) => cmd::manpage::run(args, Cli::command()),

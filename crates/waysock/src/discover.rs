@@ -40,6 +40,14 @@ pub enum DiscoverError {
     /// Every place was tried.
     #[error("no Wayland display answered; tried:\n{}", format_tried(.0))]
     NothingAnswered(Vec<Attempt>),
+    /// Several displays are equally plausible and nothing names one: never a guess.
+    #[error(
+        "{} displays of yours are running and none is provably this process's (each was \
+         started by an equally near relative, or by none); choose one:\n{}",
+        .0.len(),
+        format_candidates(.0)
+    )]
+    Ambiguous(Vec<Candidate>),
     /// An explicit endpoint that the client side cannot use directly.
     #[error("{0}")]
     Unsupported(String),
@@ -59,7 +67,9 @@ impl DiscoverError {
     pub fn tried(&self) -> &[Attempt] {
         match self {
             DiscoverError::NothingAnswered(t) => t,
-            DiscoverError::Unsupported(_) | DiscoverError::BadDisplay { .. } => &[],
+            DiscoverError::Unsupported(_)
+            | DiscoverError::BadDisplay { .. }
+            | DiscoverError::Ambiguous(_) => &[],
         }
     }
 }
@@ -172,15 +182,28 @@ impl Discovery {
         if let Some(ep) = &self.endpoint {
             return self.explicit(ep, tried);
         }
-        let found = self
+        let named = self
             .wayland_socket(&mut tried)
             .or_else(|| self.wayland_display(&mut tried))
-            .or_else(|| self.in_state_fd(&mut tried))
-            .or_else(|| self.in_registry(&mut tried))
-            .or_else(|| self.in_chain(&mut tried));
-        match found {
-            Some(f) => Ok((f, tried.attempts)),
-            None => Err(DiscoverError::NothingAnswered(tried.attempts)),
+            .or_else(|| self.in_state_fd(&mut tried));
+        if let Some(f) = named {
+            return Ok((f, tried.attempts));
+        }
+        // Nothing names the display: every live one of ours is a candidate, and only one that
+        // is provably the caller's is chosen.
+        let mut candidates = Vec::new();
+        self.in_registry(&mut tried, &mut candidates);
+        self.in_chain(&mut tried, &mut candidates);
+        let mut unique: Vec<Found> = Vec::new();
+        for c in candidates {
+            if !unique.iter().any(|u| u.endpoint == c.endpoint) {
+                unique.push(c);
+            }
+        }
+        match choose(unique) {
+            Choice::None => Err(DiscoverError::NothingAnswered(tried.attempts)),
+            Choice::One(f) => Ok((f, tried.attempts)),
+            Choice::Tie(list) => Err(DiscoverError::Ambiguous(list)),
         }
     }
 
@@ -435,14 +458,14 @@ impl Discovery {
         }
     }
 
-    fn in_registry(&self, tried: &mut Report) -> Option<Found> {
+    fn in_registry(&self, tried: &mut Report, found: &mut Vec<Found>) {
         let src = Source::Registry;
         let place = format!("registry {}", self.registry.path().display());
         let records = match self.registry.read() {
             Ok(r) => r,
             Err(e) => {
                 skip(tried, src, &place, e.to_string());
-                return None;
+                return;
             }
         };
         let mut records: Vec<_> = records
@@ -451,7 +474,7 @@ impl Discovery {
             .collect();
         if records.is_empty() {
             skip(tried, src, &place, "no records".into());
-            return None;
+            return;
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.unix_time));
         for r in records {
@@ -465,27 +488,108 @@ impl Discovery {
                 continue;
             }
             if let Some(f) = self.try_endpoint(src, place, r.endpoint.clone(), "registry", tried) {
-                return Some(f);
+                found.push(f);
             }
         }
-        None
     }
 
     /// The chain's own places, in its order: each strategy looks where it would have put a
     /// display (an absolute `--display` names one socket, looked at above).
-    fn in_chain(&self, tried: &mut Report) -> Option<Found> {
+    fn in_chain(&self, tried: &mut Report, found: &mut Vec<Found>) {
         if self.display.as_deref().is_some_and(|d| d.starts_with('/')) {
-            return None;
+            return;
         }
         let mut finder = Finder {
             env: &self.env,
             names: DisplayNames::asked(self.display.as_deref(), DisplayNames::ALL),
             seen: Vec::new(),
         };
-        Strategy::DEFAULT_CHAIN
-            .into_iter()
-            .find_map(|s| s.place().find(&mut finder, tried))
+        for s in Strategy::DEFAULT_CHAIN {
+            s.place().find(&mut finder, tried, found);
+        }
     }
+}
+
+/// The outcome of choosing among the displays nothing named.
+enum Choice {
+    None,
+    One(Found),
+    Tie(Vec<Candidate>),
+}
+
+/// A display that could have been the caller's, for the message that asks it to choose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Where it is.
+    pub endpoint: Endpoint,
+    /// The process serving it, when known.
+    pub pid: Option<u32>,
+    /// What to pass as `--display` (or `WAYLAND_DISPLAY`) to choose it.
+    pub display: String,
+}
+
+/// Chooses the display that is provably the caller's: the one whose server is the caller's
+/// nearest relative in the process tree ([`crate::probe::kinship`]: a compositor started by
+/// the caller or by its own shell beats one started by a sibling job's shell). One display
+/// alone is chosen; two or more equally near are a tie, never settled by age or order.
+fn choose(mut found: Vec<Found>) -> Choice {
+    if found.len() <= 1 {
+        return found.pop().map_or(Choice::None, Choice::One);
+    }
+    let line = crate::probe::ancestors(sys::pid());
+    let mut ranked: Vec<(usize, Option<u32>, Found)> = found
+        .into_iter()
+        .map(|f| {
+            let pid = f.stream.as_ref().and_then(crate::probe::server_pid);
+            let rank = pid
+                .and_then(|p| crate::probe::kinship(&line, p))
+                .unwrap_or(usize::MAX);
+            (rank, pid, f)
+        })
+        .collect();
+    ranked.sort_by_key(|(rank, _, _)| *rank);
+    if ranked[0].0 < ranked[1].0 {
+        return Choice::One(ranked.swap_remove(0).2);
+    }
+    let best = ranked[0].0;
+    Choice::Tie(
+        ranked
+            .into_iter()
+            .filter(|(rank, _, _)| *rank == best)
+            .map(|(_, pid, f)| Candidate {
+                display: display_for(&f.endpoint),
+                endpoint: f.endpoint,
+                pid,
+            })
+            .collect(),
+    )
+}
+
+/// The `--display` value that names `ep`: its path, or the display name an abstract name of
+/// ours maps from.
+fn display_for(ep: &Endpoint) -> String {
+    match ep {
+        Endpoint::Unix(p) => p.display().to_string(),
+        Endpoint::Abstract(name) => {
+            let prefix = waysock_rules::abstract_prefix(sys::euid());
+            match name.strip_prefix(&prefix) {
+                Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => format!("wayland-{n}"),
+                Some(n) => n.to_string(),
+                None => name.clone(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn format_candidates(list: &[Candidate]) -> String {
+    list.iter()
+        .map(|c| {
+            let pid = c.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+            format!("  {}{pid}: --display {}", c.endpoint, c.display)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Records a place that had nothing for us.

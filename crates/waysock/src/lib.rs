@@ -60,5 +60,6 @@ pub use report::{Attempt, Choice, Failure, Outcome, Report, Source};
 pub use strategy::inherited::{listen_fds_close_on_exec, LISTEN_FDS_START};
 pub use strategy::{Environment, NoDirectory, Roots, Strategy, StrategyError};
 pub use sys::{
-    set_inheritable, set_inheritable_raw, terminate_with_parent, validate_unix_stream, FdProblem,
+    adopt_inherited_fd, set_inheritable, set_inheritable_raw, terminate_with_parent,
+    validate_unix_stream, FdProblem,
 };

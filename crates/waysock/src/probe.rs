@@ -101,6 +101,32 @@ pub fn is_same_or_descendant(pid: u32, ancestor: u32) -> bool {
     false
 }
 
+/// `pid`, its parent, its grandparent … up to pid 1 (at most 64 generations).
+pub fn ancestors(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut p = pid;
+    while out.len() < 64 && p > 1 {
+        match parent_of(p) {
+            Some(pp) if pp != 0 => {
+                out.push(pp);
+                p = pp;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// How closely `pid` is related to the process whose ancestors are `line` (itself first):
+/// the place in `line` of the nearest of `pid`'s own ancestors that is in it. 0: `pid` is that
+/// process or one of its descendants; 1: a descendant of its parent (a sibling's); and so on.
+/// `None` when they share no ancestor we can see.
+pub fn kinship(line: &[u32], pid: u32) -> Option<usize> {
+    ancestors(pid)
+        .into_iter()
+        .find_map(|a| line.iter().position(|l| *l == a))
+}
+
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -129,6 +155,20 @@ mod tests {
         let me = std::process::id();
         assert!(is_same_or_descendant(me, me));
         assert!(!is_same_or_descendant(1, me));
+        let line = ancestors(me);
+        assert_eq!(line[0], me);
+        assert_eq!(kinship(&line, me), Some(0));
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert_eq!(kinship(&line, child.id()), Some(0), "a child is ours");
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        if line.len() > 1 {
+            assert_eq!(kinship(&line, line[1]), Some(1), "our parent");
+        }
     }
 
     #[test]

@@ -297,12 +297,20 @@ pub enum FdProblem {
     Listening,
     /// A stream socket without a peer.
     NotConnected,
+    /// Standard input, output or error.
+    Standard,
+    /// Open for reading only, where we must write.
+    ReadOnly,
 }
 
 impl std::fmt::Display for FdProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FdProblem::NotOpen(e) => write!(f, "is not an open file descriptor ({})", e.name()),
+            FdProblem::Standard => {
+                f.write_str("is standard input, output or error (use 3 or above)")
+            }
+            FdProblem::ReadOnly => f.write_str("is open for reading only"),
             FdProblem::NotSocket(k) => write!(f, "is a {k}, not a socket"),
             FdProblem::NotUnix => f.write_str("is a socket of another family, not AF_UNIX"),
             FdProblem::NotStream => f.write_str("is an AF_UNIX socket but not SOCK_STREAM"),
@@ -366,6 +374,34 @@ pub fn adopt_listening_fd(raw: RawFd) -> Result<OwnedFd, String> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
         .map_err(|e| format!("fcntl(F_SETFD, FD_CLOEXEC) on fd {raw}: {}", Errno::from(e)))?;
+    Ok(fd)
+}
+
+/// Takes ownership of descriptor `raw` that our parent passed to us for writing (a
+/// supervisor's readiness pipe: `run --ready-fd N`), made close-on-exec so that no child keeps
+/// it open after we close it. Refuses 0, 1 and 2 (ours to keep), a closed number, and a
+/// descriptor opened read-only.
+///
+/// The caller must take each number at most once; it is then the only owner.
+pub fn adopt_inherited_fd(raw: RawFd) -> Result<OwnedFd, FdProblem> {
+    if raw < 3 {
+        return Err(FdProblem::Standard);
+    }
+    // SAFETY: F_GETFD on any number is harmless; the borrow ends with this expression.
+    let flags = rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) });
+    if let Err(e) = flags {
+        return Err(FdProblem::NotOpen(e.into()));
+    }
+    // SAFETY: as above.
+    let mode = rustix::fs::fcntl_getfl(unsafe { BorrowedFd::borrow_raw(raw) })
+        .map_err(|e| FdProblem::NotOpen(e.into()))?;
+    if !mode.intersects(OFlags::WRONLY | OFlags::RDWR) {
+        return Err(FdProblem::ReadOnly);
+    }
+    // SAFETY: `raw` is open (checked above) and was handed to this process to own by its
+    // parent; the caller takes it once, so this `OwnedFd` is its only owner.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
     Ok(fd)
 }
 

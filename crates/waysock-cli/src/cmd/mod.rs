@@ -10,6 +10,7 @@ pub mod ls;
 pub mod manpage;
 pub mod preload;
 pub mod run;
+pub mod wait;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};

@@ -139,22 +139,27 @@ impl Place for Abstract {
 
     /// The first name served by our own uid; other users' servers on our names are refused
     /// (anyone could have bound them first) and listed.
-    fn find(&self, finder: &mut Finder<'_>, report: &mut Report) -> Option<Found> {
+    fn find(&self, finder: &mut Finder<'_>, report: &mut Report, found: &mut Vec<Found>) {
         let uid = finder.env.uid;
         let mut refused = Vec::new();
+        let mut any = false;
         for name in finder.names.iter() {
             let ep = Endpoint::Abstract(abstract_display_name(uid, &name));
             match accepts(&ep) {
                 Ok(s) => {
-                    return Some(Found {
+                    any = true;
+                    found.push(Found {
                         endpoint: ep,
                         source: "abstract".into(),
                         stream: Some(s),
-                    })
+                    });
                 }
                 Err(ConnectError::Io(e)) if classify::nothing_there(e) => {}
                 Err(why) => refused.push(format!("{ep}: {why}")),
             }
+        }
+        if any && refused.is_empty() {
+            return;
         }
         let place = finder.names.describe_abstract(uid);
         let outcome = if refused.is_empty() {
@@ -172,6 +177,5 @@ impl Place for Abstract {
             )
         };
         report.push(Strategy::Abstract, &place, "connect", outcome);
-        None
     }
 }

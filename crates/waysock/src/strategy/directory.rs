@@ -389,13 +389,15 @@ impl Place for Directory {
 
     /// A socket of ours answering in this directory, if the directory is trusted: ours,
     /// private, and every directory above it passing [`crate::trust`].
-    fn find(&self, finder: &mut Finder<'_>, report: &mut Report) -> Option<Found> {
+    fn find(&self, finder: &mut Finder<'_>, report: &mut Report, found: &mut Vec<Found>) {
         let s = self.strategy;
         let uid = finder.env.uid;
-        let dir = self.locate(finder.env).ok()?;
+        let Ok(dir) = self.locate(finder.env) else {
+            return;
+        };
         if let Some(id) = runtime_dir::identity(&dir) {
             if finder.seen.contains(&id) {
-                return None;
+                return;
             }
             finder.seen.push(id);
         }
@@ -416,19 +418,19 @@ impl Place for Directory {
         };
         if let Err(d) = crate::trust::check_directory_chain(&dir, uid) {
             refuse(report, format!("not trusted: {}", d.cause));
-            return None;
+            return;
         }
         let dfd = match sys::open_dir(&dir, true) {
             Ok(fd) => fd,
             Err(e) => {
                 skip(report, classify::connect_error(e.errno));
-                return None;
+                return;
             }
         };
         match sys::fstat(&dfd) {
             Ok(i) if i.uid != uid => {
                 refuse(report, format!("belongs to uid {}: not trusted", i.uid));
-                return None;
+                return;
             }
             // Runtime dirs too: a socket in a dir others can write may be planted.
             Ok(i) if i.perm & 0o077 != 0 => {
@@ -436,15 +438,16 @@ impl Place for Directory {
                     report,
                     format!("mode {:04o} is not private: not trusted", i.perm),
                 );
-                return None;
+                return;
             }
             Ok(_) => {}
             Err(e) => {
                 skip(report, e.errno.to_string());
-                return None;
+                return;
             }
         }
         let mut stale = Vec::new();
+        let mut any = false;
         for name in finder.names.iter() {
             match sys::lstat_at(&dfd, OsStr::new(&name)) {
                 Ok(Some(i)) if i.kind == FileType::Socket => {}
@@ -456,14 +459,18 @@ impl Place for Directory {
             }
             match accepts(&Endpoint::Unix(p.clone())) {
                 Ok(stream) => {
-                    return Some(Found {
+                    any = true;
+                    found.push(Found {
                         endpoint: Endpoint::Unix(p),
                         source: s.name().into(),
                         stream: Some(stream),
-                    })
+                    });
                 }
                 Err(why) => stale.push(format!("{name}: {why}")),
             }
+        }
+        if any {
+            return;
         }
         let reason = if stale.is_empty() {
             "no Wayland socket in it".into()
@@ -471,7 +478,6 @@ impl Place for Directory {
             stale.join("; ")
         };
         report.push(s, &place, "connect", Outcome::Skipped { reason });
-        None
     }
 }
 

@@ -255,7 +255,5 @@ impl Place for Inherited {
     }
 
     /// Listening sockets handed to a compositor are not for clients.
-    fn find(&self, _finder: &mut Finder<'_>, _report: &mut Report) -> Option<Found> {
-        None
-    }
+    fn find(&self, _finder: &mut Finder<'_>, _report: &mut Report, _found: &mut Vec<Found>) {}
 }

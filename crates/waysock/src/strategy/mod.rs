@@ -386,9 +386,9 @@ pub(crate) trait Place: Sync {
         "a stock compositor binds its own socket in a directory"
     }
 
-    /// Looks for a display of ours that a client can reach here; every place looked at is
-    /// recorded.
-    fn find(&self, finder: &mut Finder<'_>, attempts: &mut Report) -> Option<Found>;
+    /// Every display of ours that a client can reach here, added to `found`; every place
+    /// looked at is recorded.
+    fn find(&self, finder: &mut Finder<'_>, attempts: &mut Report, found: &mut Vec<Found>);
 }
 
 #[cfg(test)]

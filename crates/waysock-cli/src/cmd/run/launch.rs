@@ -37,12 +37,43 @@ pub struct Launched {
     child: Child,
     /// Raised once the compositor is reaped: from then on a signal ends `run`.
     gone: Option<Arc<AtomicBool>>,
+    /// Raised when a signal reached us while the compositor ran.
+    signalled: Option<Arc<AtomicBool>>,
 }
 
 impl Launched {
     /// The compositor's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Did a signal (ours to pass on, or the terminal's) arrive while it ran? Then its end
+    /// was asked for, and its status is `run`'s whether or not the display came up.
+    pub fn signalled(&self) -> bool {
+        self.signalled
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// Stops the compositor: SIGTERM, then SIGKILL if it is still there after `grace`.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        use rustix::process::{kill_process, Pid, Signal};
+        let Some(pid) = Pid::from_raw(self.child.id() as i32) else {
+            return;
+        };
+        if self.has_exited() {
+            return;
+        }
+        // Not reaped yet, so the pid is still the compositor's.
+        let _ = kill_process(pid, Signal::TERM);
+        let until = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < until {
+            if self.has_exited() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
     }
 
     /// Has the compositor exited (without reaping it)?
@@ -93,8 +124,15 @@ pub fn launch(
             }));
         }
     };
-    let gone = signals.map(|s| forward_signals(s, child.id()));
-    Ok(Launched { child, gone })
+    let (gone, signalled) = match signals.map(|s| forward_signals(s, child.id())) {
+        Some((g, s)) => (Some(g), Some(s)),
+        None => (None, None),
+    };
+    Ok(Launched {
+        child,
+        gone,
+        signalled,
+    })
 }
 
 /// The command `plan` describes.
@@ -138,11 +176,16 @@ pub fn exit_code(status: ExitStatus) -> ExitCode {
 ///   reaped), so a late signal never reaches a process that reused its pid.
 /// - Once the flag is raised (the compositor is gone), a signal ends `run` the default way: a
 ///   cleanup that hangs can still be interrupted.
-fn forward_signals(mut signals: Signals, child: u32) -> Arc<AtomicBool> {
+fn forward_signals(mut signals: Signals, child: u32) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
     use rustix::process::{PidfdFlags, Signal};
     let gone = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&gone);
+    let signalled = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&signalled);
     let early: Vec<i32> = signals.pending().map(|o| o.signal).collect();
+    if !early.is_empty() {
+        seen.store(true, Ordering::SeqCst);
+    }
     let pid = rustix::process::Pid::from_raw(child as i32);
     // pidfd_open needs Linux 5.3; before that the pid itself (the old race remains there).
     let pidfd = pid.and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
@@ -166,13 +209,14 @@ fn forward_signals(mut signals: Signals, child: u32) -> Arc<AtomicBool> {
                 let _ = signal_hook::low_level::emulate_default_handler(origin.signal);
                 continue;
             }
+            seen.store(true, Ordering::SeqCst);
             if origin.process.is_none() {
                 continue; // from the terminal: the child got it too
             }
             send(origin.signal);
         }
     });
-    gone
+    (gone, signalled)
 }
 
 #[cfg(test)]

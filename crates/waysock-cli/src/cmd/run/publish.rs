@@ -113,17 +113,21 @@ pub fn exports(endpoint: &Endpoint) -> String {
     }
 }
 
-/// Says on stderr that the display is up, with the export lines, and writes them to the
+/// Says on stderr that the display is up, prints the export lines on stdout (so that
+/// `eval "$(waysock run … &)"`-style captures see only them), and writes them to the
 /// `--print-env` file.
 pub fn announce(plan: &Plan, up: &Up, env_file: Option<&mut EnvFile>) {
+    use std::io::Write as _;
     let exports = exports(&up.endpoint);
     eprintln!(
-        "waysock: {} is up on {} ({}{})\n{exports}",
+        "waysock: {} is up on {} ({}{})",
         plan.name(),
         up.endpoint,
         plan.strategy,
         plan.place.how()
     );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(exports.as_bytes()).and_then(|()| out.flush());
     if let Some(file) = env_file {
         if let Err(e) = file.write(&exports) {
             eprintln!("waysock run: --print-env {e}");
