@@ -21,14 +21,15 @@
 //! - CPU seconds per frame: `utime + stime` of this process (compositor and client) and of all
 //!   its descendants (bridge ends, waypipe, socat and their forks), from `/proc`.
 //!
-//! With `--bench` (`cargo bench --bench bridge`) the full run, whose table is also written to
-//! `docs/PERFORMANCE.md`; otherwise (`cargo test --benches`) a short smoke run that still checks
-//! every pixel.
+//! With `--bench` (`cargo bench --bench bridge`) the full run, whose figures (the machine
+//! line, the table, the targets) replace the generated part of `docs/PERFORMANCE.md`, between
+//! its marker lines; the prose around it is hand-written and states no figures, so no run can
+//! contradict it. Otherwise (`cargo test --benches`) a short smoke run that still checks every
+//! pixel.
 
 // Shared-memory pools must be mapped, as every compositor and shm client does.
 #![allow(unsafe_code)]
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
@@ -37,12 +38,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustix::mm::{MapFlags, ProtFlags};
+use waysock_testkit::proc::descendants;
+use waysock_testkit::{free_port, median};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waysock");
 const WIDTH: usize = 1920;
@@ -140,7 +142,6 @@ fn fill_row(row: &mut [u8], frame: u32, y: u32) {
 
 mod compositor {
     use super::*;
-    use wayland_server::backend::{ClientData, ClientId, DisconnectReason};
     use wayland_server::protocol::{
         wl_buffer::{self, WlBuffer},
         wl_callback::WlCallback,
@@ -151,8 +152,9 @@ mod compositor {
         wl_surface::{self, WlSurface},
     };
     use wayland_server::{
-        Client, DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch, New, Resource,
+        Client, DataInit, Dispatch, DisplayHandle, GlobalDispatch, New, Resource,
     };
+    use waysock_testkit::compositor::wayland_server;
 
     /// What the compositor saw, over all clients.
     #[derive(Default)]
@@ -163,15 +165,9 @@ mod compositor {
         pub first_bad: Mutex<Option<String>>,
     }
 
-    struct State {
+    pub struct State {
         checks: Arc<Checks>,
         scratch: Vec<u8>,
-    }
-
-    struct NoData;
-    impl ClientData for NoData {
-        fn initialized(&self, _: ClientId) {}
-        fn disconnected(&self, _: ClientId, _: DisconnectReason) {}
     }
 
     pub struct Pool(Mutex<Option<Map>>);
@@ -451,65 +447,20 @@ mod compositor {
         }
     }
 
-    /// The compositor thread, serving `listener` until dropped.
-    pub struct Compositor {
-        stop: Arc<AtomicBool>,
-        thread: Option<JoinHandle<()>>,
-        pub checks: Arc<Checks>,
-    }
-
-    impl Compositor {
-        pub fn start(listener: UnixListener) -> io::Result<Compositor> {
-            listener.set_nonblocking(true)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let checks = Arc::new(Checks::default());
-            let (flag, c) = (Arc::clone(&stop), Arc::clone(&checks));
-            let mut display: Display<State> = Display::new().map_err(io::Error::other)?;
-            let thread = std::thread::spawn(move || {
-                let dh = display.handle();
-                dh.create_global::<State, WlCompositor, ()>(4, ());
-                dh.create_global::<State, WlShm, ()>(1, ());
-                let mut state = State {
-                    checks: c,
-                    scratch: Vec::new(),
-                };
-                let timeout = rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 100_000_000,
-                };
-                while !flag.load(Ordering::Relaxed) {
-                    {
-                        let backend = display.backend();
-                        let clients = backend.poll_fd();
-                        let mut fds = [
-                            rustix::event::PollFd::new(&listener, rustix::event::PollFlags::IN),
-                            rustix::event::PollFd::new(&clients, rustix::event::PollFlags::IN),
-                        ];
-                        let _ = rustix::event::poll(&mut fds, Some(&timeout));
-                    }
-                    while let Ok((stream, _)) = listener.accept() {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = display.handle().insert_client(stream, Arc::new(NoData));
-                    }
-                    let _ = display.dispatch_clients(&mut state);
-                    let _ = display.flush_clients();
-                }
-            });
-            Ok(Compositor {
-                stop,
-                thread: Some(thread),
+    /// The kit's in-process compositor offering `wl_compositor` v4 and `wl_shm`, serving
+    /// `listener` until dropped; what it saw goes to `checks`.
+    pub fn start(
+        listener: UnixListener,
+        checks: Arc<Checks>,
+    ) -> io::Result<waysock_testkit::compositor::Compositor<State>> {
+        waysock_testkit::compositor::Compositor::start(listener, move |dh| {
+            dh.create_global::<State, WlCompositor, ()>(4, ());
+            dh.create_global::<State, WlShm, ()>(1, ());
+            State {
                 checks,
-            })
-        }
-    }
-
-    impl Drop for Compositor {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::Relaxed);
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
+                scratch: Vec::new(),
             }
-        }
+        })
     }
 }
 
@@ -727,56 +678,12 @@ mod client {
 
 // ---- processes and counters --------------------------------------------------------------
 
-/// `(pid, ppid, utime + stime)` of every process.
-fn processes() -> Vec<(u32, u32, u64)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After "(comm) ": state ppid … utime(14) stime(15), counting from pid as field 1.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        out.push((pid, num(1) as u32, num(11) + num(12)));
-    }
-    out
-}
-
-/// Pids of `root`'s descendants (not `root`).
-fn descendants(root: u32, procs: &[(u32, u32, u64)]) -> Vec<u32> {
-    let mut found: HashSet<u32> = HashSet::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(pid, ppid, _) in procs {
-            if ppid == p && found.insert(pid) {
-                frontier.push(pid);
-            }
-        }
-    }
-    found.into_iter().collect()
-}
-
 /// CPU seconds used so far by this process and all its descendants.
 fn cpu_seconds() -> f64 {
-    let procs = processes();
     let me = std::process::id();
-    let mut set: HashSet<u32> = descendants(me, &procs).into_iter().collect();
-    set.insert(me);
-    let ticks: u64 = procs
-        .iter()
-        .filter(|(pid, _, _)| set.contains(pid))
-        .map(|p| p.2)
-        .sum();
-    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    let mut pids = descendants(me);
+    pids.push(me);
+    waysock_testkit::proc::cpu_seconds(&pids)
 }
 
 /// Payload bytes both ways on the established TCP connections to `port` (the dialing end's
@@ -817,24 +724,13 @@ fn listening(port: u16) -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        if Instant::now() > deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("timed out waiting for {what}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+    waysock_testkit::wait_for(timeout, || ok().then_some(())).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timed out waiting for {what}"),
+        )
+    })
 }
 
 /// Helper processes of one transport; killed (with their descendants, by pid) on drop.
@@ -881,9 +777,8 @@ impl Procs {
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        let procs = processes();
         for c in self.children.iter_mut().rev() {
-            for pid in descendants(c.id(), &procs) {
+            for pid in descendants(c.id()) {
                 if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
                     let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
                 }
@@ -1103,9 +998,8 @@ fn measure(
         client.roundtrip()?;
         samples.push(s.elapsed().as_secs_f64() * 1e6);
     }
-    samples.sort_by(f64::total_cmp);
     r.roundtrips = samples.len();
-    r.roundtrip_us = samples.get(samples.len() / 2).copied();
+    r.roundtrip_us = median(&samples);
 
     for (_, rows) in DAMAGE {
         let band = |c: &mut client::Client| {
@@ -1374,7 +1268,8 @@ fn bench(full: bool) -> io::Result<bool> {
     std::fs::write(&token, b"waysock-bench-token-0123456789abcdef")?;
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
     let compositor_path = dir.join("wayland-compositor");
-    let compositor = compositor::Compositor::start(UnixListener::bind(&compositor_path)?)?;
+    let checks = Arc::new(compositor::Checks::default());
+    let compositor = compositor::start(UnixListener::bind(&compositor_path)?, Arc::clone(&checks))?;
 
     let have_socat = in_path("socat").is_some();
     let mut transports = vec![
@@ -1461,23 +1356,19 @@ fn bench(full: bool) -> io::Result<bool> {
             continue;
         }
         eprintln!("{}: measuring…", t.title);
-        let r = measure(&plan, t, &dir, &compositor_path, &token, &compositor.checks)
-            .unwrap_or_else(|e| Result_ {
+        let r = measure(&plan, t, &dir, &compositor_path, &token, &checks).unwrap_or_else(|e| {
+            Result_ {
                 error: Some(e.to_string()),
                 ..Result_::default()
-            });
+            }
+        });
         if let Some(e) = &r.error {
             eprintln!("{}: FAILED: {e}", t.title);
         }
         results.push(r);
     }
     let elapsed = started.elapsed();
-    let first_bad = compositor
-        .checks
-        .first_bad
-        .lock()
-        .ok()
-        .and_then(|f| f.clone());
+    let first_bad = checks.first_bad.lock().ok().and_then(|f| f.clone());
     drop(compositor);
 
     let table = table(&transports, &results);
@@ -1515,6 +1406,15 @@ fn bench(full: bool) -> io::Result<bool> {
     Ok(ok)
 }
 
+/// The line that opens the part of `docs/PERFORMANCE.md` this bench writes.
+const BEGIN: &str =
+    "<!-- generated by crates/waysock-cli/benches/bridge.rs: edits below are overwritten -->";
+/// The line that closes it.
+const END: &str = "<!-- end of the generated part -->";
+
+/// Replaces the generated part of `docs/PERFORMANCE.md` (between [`BEGIN`] and [`END`]) with
+/// what this run measured: the machine line, the table, the targets and the columns not
+/// measured. The prose around it is hand-written and states no figures.
 fn write_doc(
     transports: &[Transport],
     table: &str,
@@ -1522,57 +1422,30 @@ fn write_doc(
     elapsed: Duration,
 ) -> io::Result<()> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PERFORMANCE.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        return Err(io::Error::other(format!(
+            "{}: the generated part's marker lines are missing",
+            path.display()
+        )));
+    };
+    if e < b {
+        return Err(io::Error::other(format!(
+            "{}: the marker lines are out of order",
+            path.display()
+        )));
+    }
     let mut md = String::new();
-    md.push_str("# Performance: Wayland across TCP\n\n");
-    md.push_str(
-        "Generated by `crates/waysock-cli/benches/bridge.rs`; see its header for the method.\n\n",
-    );
-    md.push_str("Reproduce (from the workspace root):\n\n```sh\n");
-    md.push_str("apt-get install -y waypipe socat iproute2   # waypipe 0.8.x (C), socat, ss\n");
-    md.push_str(
-        "WAYPIPE_011=/path/to/waypipe-0.11/target/release/waypipe \\\n  cargo bench -p waysock-cli --bench bridge\n```\n\n",
-    );
+    md.push_str(&doc[..b + BEGIN.len()]);
+    md.push_str("\n\n");
     let _ = writeln!(
         md,
         "Machine: {}. Whole run {:.0} s.\n",
         machine(),
         elapsed.as_secs_f64()
     );
-    md.push_str(
-        "Workload: an in-process compositor (`wayland-server`) that releases buffers and fires \
-         frame callbacks at once, and an in-process client committing 1920×1080 XRGB8888 \
-         frames, one in flight, with 10 % (a 108-row band moving each frame) and 100 % of the \
-         rows rewritten and damaged (`damage_buffer`); the compositor checks every damaged \
-         pixel against the current frame's pattern. TCP bytes are the kernel's counts for the \
-         one TCP connection (`ss -ti` bytes_sent + bytes_received, both directions); CPU is \
-         utime + stime of the bench process (compositor + client) and every helper process \
-         (bridge ends, waypipe, socat), divided by frames. waypipe runs with `--no-gpu` and its \
-         default compression (0.8: none, 0.11: lz4); socat once with its defaults (Nagle on, as \
-         the usual `socat TCP-LISTEN:… UNIX-CONNECT:…` recipe runs it) and once with `nodelay` \
-         on both TCP ends. `waysock bridge` sets `TCP_NODELAY` itself, seals every frame \
-         (ChaCha20-Poly1305: encrypted and authenticated, 20 bytes per record; waypipe and \
-         socat send plain bytes), and is measured twice: \
-         as it runs by default (a relay thread polls up to 150 µs for an expected reply before \
-         it sleeps) and with `--busy-poll-us 0` (every read sleeps at once).\n\n",
-    );
-    md.push_str(
-        "`WAYPIPE_011` names a waypipe 0.11.x binary built from its own source outside this \
-         repository (here with `--no-default-features --features lz4,zstd`: no GPU on this \
-         machine); without it that column reads \"not measured\". The machine is shared: \
-         the load average is printed because concurrent builds shift every column.\n\n",
-    );
     md.push_str(table);
-    md.push_str(
-        "\nReading it: with socat's defaults (Nagle on) waypipe stalls on delayed ACKs, which \
-         is where the issue's reference figures (tens of frames/s, ms roundtrips for 0.8) come \
-         from; with `nodelay` it is limited by copying and compression instead. The \
-         `direct` column bounds what any transport can reach on this machine.\n\n\
-         The bridge's roundtrip is bimodal on a 2-CPU virtual machine: over 9 runs of this \
-         code it was 33–45 µs in 6 and 68–71 µs in 3. The polling threads keep their CPUs from \
-         idling; when the scheduler leaves both on one CPU, the other idles, and waking the \
-         client or the compositor there costs a VM exit each way. With `--busy-poll-us 0` it is \
-         97–128 µs. Sealing every record costs about 5 µs of it.\n\n",
-    );
+    md.push('\n');
     md.push_str(targets);
     let skipped: Vec<&str> = transports
         .iter()
@@ -1582,7 +1455,8 @@ fn write_doc(
     if !skipped.is_empty() {
         let _ = writeln!(md, "\nNot measured in this run: {}.", skipped.join(", "));
     }
-    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    md.push('\n');
+    md.push_str(&doc[e..]);
     std::fs::write(&path, md)?;
     eprintln!("wrote {}", path.display());
     Ok(())

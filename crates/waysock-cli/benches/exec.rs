@@ -22,6 +22,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use waysock::{Binder, Endpoint, Environment, Strategy};
+use waysock_testkit::percentile;
 
 #[path = "../examples/roundtrip.rs"]
 #[allow(dead_code)]
@@ -120,11 +121,6 @@ fn time(v: &mut Variant) -> Result<(), String> {
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -213,13 +209,8 @@ fn bench(rounds: usize) -> Result<(), String> {
     }
 
     let median = |v: &Variant| {
-        let mut s = v.samples.clone();
-        s.sort();
-        (
-            percentile(&s, 0.5),
-            percentile(&s, 0.1),
-            percentile(&s, 0.9),
-        )
+        let q = |p| percentile(&v.samples, p).expect("samples");
+        (q(0.5), q(0.1), q(0.9))
     };
     let (base_median, _, _) = median(&variants[0]);
     println!(

@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use waysock_testkit::median;
+
 const SHIM: &str = "libwaysock_preload.so";
 const CHILD: &str = "WAYSOCK_BENCH_PRELOAD_CHILD";
 const BATCH: usize = 64;
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
 /// Median of `samples` timed batches of `f`, in ns per iteration; `after` runs untimed after
 /// each batch.
 fn median_ns(samples: usize, mut f: impl FnMut(), mut after: impl FnMut()) -> f64 {
-    let mut v: Vec<f64> = (0..samples)
+    let v: Vec<f64> = (0..samples)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..BATCH {
@@ -69,8 +71,7 @@ fn median_ns(samples: usize, mut f: impl FnMut(), mut after: impl FnMut()) -> f6
             ns
         })
         .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    median(&v).expect("samples")
 }
 
 /// The child: both loops on paths under `dir` (the shim's `WAYSOCK_PRELOAD_DIR` when mapped).
@@ -189,11 +190,6 @@ fn run_child(mode: Mode, shim: &Path, dir: &Path, samples: usize) -> Result<Samp
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn parent(full: bool) -> Result<(), String> {
     let shim = find_shim()?;
     let dir = std::env::temp_dir().join(format!("waysock-bench-preload-{}", std::process::id()));
@@ -224,7 +220,9 @@ fn parent(full: bool) -> Result<(), String> {
             }
         }
     }
-    let med = |i: usize, f: Metric| median(results[i].iter().map(f).collect());
+    let med = |i: usize, f: Metric| {
+        median(&results[i].iter().map(f).collect::<Vec<_>>()).expect("rounds")
+    };
     println!(
         "waysock-preload: median ns per iteration ({samples} batches of {BATCH}, median of \
          {rounds} interleaved child runs per configuration; {})",

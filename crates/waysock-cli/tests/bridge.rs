@@ -19,12 +19,15 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{mpsc, Arc};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use waysock_testkit::{is_root, program, run_command, set_mode, skip, wait_for, Run, Scratch};
+use waysock_testkit::proc::{cpu_seconds, descendants};
+use waysock_testkit::{
+    run_command, set_mode, skip, spawn_on_free_port, wait_for, Needs, Proc, Run, Scratch,
+};
 
 /// The binary under test, copied where no mount hides it (see `relocated`).
 fn bin() -> String {
@@ -42,89 +45,6 @@ const CLIENT: Duration = Duration::from_secs(20);
 const PORT: u16 = 7350;
 
 // ---- processes ---------------------------------------------------------------------------
-
-/// A process killed (with everything in its pid namespace) when dropped.
-struct Proc {
-    what: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Waits until its log contains `needle`; panics with the log if it exits first or
-    /// `limit` passes.
-    fn wait_log(&mut self, needle: &str, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Some(st) = self.exited() {
-                panic!(
-                    "{} exited ({st}) before logging {needle:?}\n--- log:\n{}",
-                    self.what,
-                    self.log()
-                );
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "{} did not log {needle:?} within {limit:?}\n--- log:\n{}",
-                    self.what,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// Its exit status, waiting at most `limit` (then it is killed and `None` returned).
-    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let st = wait_for(limit, || self.exited());
-        if st.is_none() {
-            self.kill();
-        }
-        st
-    }
-
-    /// Kills the process at the top of its pid namespace (the kernel then kills the rest of
-    /// the namespace, and `unshare` reaps it and exits), then `unshare` itself if needed.
-    /// Killing only `unshare` would leave the namespace's init to be reaped by whoever our
-    /// init is, which in a container may never happen.
-    fn kill(&mut self) {
-        if self.exited().is_some() {
-            return;
-        }
-        let pid = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for c in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<i32>().ok())
-        {
-            if let Some(c) = rustix::process::Pid::from_raw(c) {
-                let _ = rustix::process::kill_process(c, rustix::process::Signal::KILL);
-            }
-        }
-        if wait_for(Duration::from_secs(2), || self.exited()).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Where a command runs.
 #[derive(Clone, Copy)]
@@ -172,7 +92,8 @@ exec "$@""#,
     cmd
 }
 
-/// Starts `program` in `place`, stdout and stderr to `log`.
+/// Starts `program` in `place`, stdout and stderr to `log`; killed (with everything in its pid
+/// namespace) when dropped.
 fn spawn(
     what: &str,
     place: Place<'_>,
@@ -181,16 +102,7 @@ fn spawn(
     args: &[&str],
     log: &Path,
 ) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut cmd = command(place, env, program, args);
-    cmd.stdout(out).stderr(err);
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    Proc {
-        what: what.to_string(),
-        child,
-        log: log.to_path_buf(),
-    }
+    Proc::spawn(what, command(place, env, program, args), log)
 }
 
 /// Runs `program` in `place` to completion (killed after `limit`), output captured.
@@ -278,40 +190,25 @@ impl Net {
 /// Probes for what the loopback cases need (root for `unshare -p`); `false` after reporting
 /// the skip.
 fn can_run_loopback(test: &str) -> bool {
-    if !is_root() {
-        skip(
-            test,
-            "needs root for the bridges' pid namespaces (CI runs as root)",
-        );
-        return false;
-    }
-    if let Err(why) = program("unshare") {
-        skip(test, &why);
-        return false;
-    }
-    true
+    Needs::new(test)
+        .root("needs root for the bridges' pid namespaces (CI runs as root)")
+        .programs(&["unshare"])
+        .met()
 }
 
 /// Probes for root, `ip`, `unshare`, weston and the clients; `false` after reporting the skip.
 fn can_run(test: &str) -> bool {
-    if !is_root() {
-        skip(test, "needs root for network namespaces (CI runs as root)");
-        return false;
-    }
-    for p in [
-        "ip",
-        "unshare",
-        "weston",
-        "wayland-info",
-        "weston-simple-shm",
-        "timeout",
-    ] {
-        if let Err(why) = program(p) {
-            skip(test, &why);
-            return false;
-        }
-    }
-    true
+    Needs::new(test)
+        .root("needs root for network namespaces (CI runs as root)")
+        .programs(&[
+            "ip",
+            "unshare",
+            "weston",
+            "wayland-info",
+            "weston-simple-shm",
+            "timeout",
+        ])
+        .met()
 }
 
 /// The two namespaces joined by a veth pair, or `None` after reporting why the test skips.
@@ -766,7 +663,7 @@ fn several_clients_at_once_and_one_killed_mid_session() {
         assert!(
             p.exited().is_none(),
             "{} stopped early\n{}\n{}",
-            p.what,
+            p.what(),
             p.log(),
             rig.logs()
         );
@@ -812,9 +709,9 @@ fn several_clients_at_once_and_one_killed_mid_session() {
 
 mod keymap {
     use super::*;
-    use wayland_server::backend::{ClientData, ClientId, DisconnectReason};
     use wayland_server::protocol::{wl_keyboard, wl_seat};
-    use wayland_server::{DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch, New};
+    use wayland_server::{DataInit, Dispatch, DisplayHandle, GlobalDispatch, New};
+    use waysock_testkit::compositor::{self, wayland_server};
 
     /// The keymap the compositor hands out (a NUL-terminated string, as xkbcommon writes).
     pub fn keymap() -> Vec<u8> {
@@ -832,12 +729,6 @@ mod keymap {
     pub struct Server {
         keymap: OwnedFd,
         size: u32,
-    }
-
-    struct ClientState;
-    impl ClientData for ClientState {
-        fn initialized(&self, _: ClientId) {}
-        fn disconnected(&self, _: ClientId, _: DisconnectReason) {}
     }
 
     impl GlobalDispatch<wl_seat::WlSeat, ()> for Server {
@@ -888,58 +779,23 @@ mod keymap {
         }
     }
 
-    /// A compositor thread serving `listener` until dropped.
-    pub struct Compositor {
-        stop: Arc<AtomicBool>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    }
+    /// The kit's in-process compositor offering a seat with a keyboard.
+    pub type Compositor = compositor::Compositor<Server>;
 
-    impl Compositor {
-        pub fn start(listener: UnixListener) -> Compositor {
-            listener.set_nonblocking(true).unwrap();
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = Arc::clone(&stop);
-            let thread = std::thread::spawn(move || {
-                let content = keymap();
-                let fd =
-                    rustix::fs::memfd_create("keymap", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-                let mut f = std::fs::File::from(fd);
-                f.write_all(&content).unwrap();
-                let mut state = Server {
-                    keymap: f.into(),
-                    size: content.len() as u32,
-                };
-                let mut display: Display<Server> = Display::new().unwrap();
-                let mut dh = display.handle();
-                dh.create_global::<Server, wl_seat::WlSeat, ()>(7, ());
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            dh.insert_client(stream, Arc::new(ClientState)).unwrap();
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => panic!("accept: {e}"),
-                    }
-                    let _ = display.dispatch_clients(&mut state);
-                    let _ = display.flush_clients();
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            });
-            Compositor {
-                stop,
-                thread: Some(thread),
+    /// Starts it on `listener`.
+    pub fn start(listener: UnixListener) -> Compositor {
+        compositor::Compositor::start(listener, |dh| {
+            let content = keymap();
+            let fd = rustix::fs::memfd_create("keymap", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+            let mut f = std::fs::File::from(fd);
+            f.write_all(&content).unwrap();
+            dh.create_global::<Server, wl_seat::WlSeat, ()>(7, ());
+            Server {
+                keymap: f.into(),
+                size: content.len() as u32,
             }
-        }
-    }
-
-    impl Drop for Compositor {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::Relaxed);
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-        }
+        })
+        .expect("start the compositor")
     }
 
     /// The client: binds the seat, gets the keyboard, keeps the keymap it is sent.
@@ -1034,15 +890,6 @@ mod keymap {
     }
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Both bridge ends as processes on loopback: the compositor side relaying to `comp_sock`,
 /// the client side listening on `display`; `extra` goes to both.
 fn loopback_bridges(
@@ -1058,42 +905,32 @@ fn loopback_bridges(
 
     // The compositor side on a free loopback port (another process may take it between our
     // probe and the bind: then try another).
-    let mut attempt = 0;
-    let (compositor_bridge, port) = loop {
-        attempt += 1;
-        let port = free_port();
-        let mut p = spawn(
-            "compositor-side bridge",
-            Place::Here,
-            &[("WAYSOCK_LOG", "info")],
-            &w,
-            &[
+    let (compositor_bridge, port) = spawn_on_free_port(
+        "compositor-side bridge",
+        &scratch.path().join("compositor-bridge.log"),
+        "waysock bridge: tcp:",
+        STARTUP,
+        |port| {
+            command(
+                Place::Here,
+                &[("WAYSOCK_LOG", "info")],
+                &w,
                 &[
-                    "bridge",
-                    "--listen",
-                    &format!("tcp:127.0.0.1:{port}"),
-                    "--connect",
-                    &format!("unix:{}", comp_sock.display()),
-                    "--token-file",
-                    &token,
-                ],
-                extra,
-            ]
-            .concat(),
-            &scratch.path().join("compositor-bridge.log"),
-        );
-        let up = wait_for(STARTUP, || {
-            if p.log().contains("waysock bridge: tcp:") {
-                return Some(true);
-            }
-            p.exited().map(|_| false)
-        });
-        match up {
-            Some(true) => break (p, port),
-            _ if attempt < 5 && p.log().contains("in use") => continue,
-            _ => panic!("the compositor-side bridge did not start\n{}", p.log()),
-        }
-    };
+                    &[
+                        "bridge",
+                        "--listen",
+                        &format!("tcp:127.0.0.1:{port}"),
+                        "--connect",
+                        &format!("unix:{}", comp_sock.display()),
+                        "--token-file",
+                        &token,
+                    ],
+                    extra,
+                ]
+                .concat(),
+            )
+        },
+    );
     let mut client_bridge = spawn(
         "client-side bridge",
         Place::Here,
@@ -1139,7 +976,7 @@ impl LoopbackRig {
             set_mode(d, 0o700);
         }
         let comp_sock = comp_dir.join("wayland-7");
-        let compositor = keymap::Compositor::start(UnixListener::bind(&comp_sock).unwrap());
+        let compositor = keymap::start(UnixListener::bind(&comp_sock).unwrap());
         let display = cdir.join("wayland-9");
         let (server_end, client_end) = loopback_bridges(&scratch, &comp_sock, &display, extra);
         LoopbackRig {
@@ -1188,24 +1025,12 @@ fn keymap_reaches_a_real_client_through_both_bridge_processes() {
     );
 }
 
-/// CPU seconds (user + system) the process under `unshare` (`p`'s only child) has used.
+/// CPU seconds (user + system) the processes under `unshare` (`p`'s, in its pid namespace)
+/// have used.
 fn cpu_of_child(p: &Proc) -> f64 {
-    let pid = p.child.id();
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let child: u32 = children
-        .split_whitespace()
-        .next()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{}: no process under unshare", p.what));
-    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) : state is field 3, utime 14,
-    // stime 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    let hz = rustix::param::clock_ticks_per_second() as f64;
-    ticks as f64 / hz
+    let below = descendants(p.pid());
+    assert!(!below.is_empty(), "{}: no process under unshare", p.what());
+    cpu_seconds(&below)
 }
 
 /// One `wl_display.sync` roundtrip on a raw connection: callback `done` and `delete_id` back.

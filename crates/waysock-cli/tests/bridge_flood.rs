@@ -17,8 +17,8 @@
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-use waysock_testkit::{run_command, set_mode, skip, wait_for, Scratch};
+use waysock_testkit::{run_command, set_mode, skip, spawn_on_free_port, wait_for, Proc, Scratch};
 
 /// Connections that connect and then say nothing.
 const IDLE: usize = 1000;
@@ -64,15 +64,6 @@ fn write_token(path: &Path) {
     set_mode(path, 0o600);
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Sets our soft descriptor limit (the hard one too when it is lower and we may raise it).
 fn set_nofile(soft: u64) -> Result<(), String> {
     let now = getrlimit(Resource::Nofile);
@@ -88,55 +79,33 @@ fn set_nofile(soft: u64) -> Result<(), String> {
 
 /// The compositor-side bridge process, killed when dropped.
 struct Bridge {
-    child: Child,
-    log: PathBuf,
+    proc: Proc,
     port: u16,
 }
 
 impl Bridge {
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log()
     }
 
     fn start(scratch: &Scratch, token: &Path, compositor: &Path) -> Bridge {
-        let log = scratch.path().join("bridge.log");
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(bin());
-            cmd.args(["bridge", "--listen", &format!("tcp:127.0.0.1:{port}")])
-                .arg("--connect")
-                .arg(format!("unix:{}", compositor.display()))
-                .arg("--token-file")
-                .arg(token)
-                .env("WAYSOCK_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap());
-            let mut bridge = Bridge {
-                child: cmd.spawn().unwrap(),
-                log: log.clone(),
-                port,
-            };
-            let up = wait_for(STARTUP, || {
-                if bridge.log().contains("waysock bridge: tcp:") {
-                    return Some(true);
-                }
-                bridge.child.try_wait().ok().flatten().map(|_| false)
-            });
-            match up {
-                Some(true) => return bridge,
-                _ if bridge.log().contains("in use") => continue,
-                _ => panic!("the bridge did not start\n{}", bridge.log()),
-            }
-        }
-        panic!("no free loopback port for the bridge in 5 attempts")
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let (proc, port) = spawn_on_free_port(
+            "the bridge",
+            &scratch.path().join("bridge.log"),
+            "waysock bridge: tcp:",
+            STARTUP,
+            |port| {
+                let mut cmd = Command::new(bin());
+                cmd.args(["bridge", "--listen", &format!("tcp:127.0.0.1:{port}")])
+                    .arg("--connect")
+                    .arg(format!("unix:{}", compositor.display()))
+                    .arg("--token-file")
+                    .arg(token)
+                    .env("WAYSOCK_LOG", "info");
+                cmd
+            },
+        );
+        Bridge { proc, port }
     }
 }
 

@@ -33,7 +33,7 @@ pub use fs::{
     assert_mode_0700, file_kind, mode_of, set_mode, snapshot, stale_socket, unique, Scratch,
 };
 pub use needs::{all_namespaces, is_root, namespaces, program, skip, skip_log, Needs};
-pub use net::free_port;
+pub use net::{free_port, spawn_on_free_port};
 pub use proc::{
     built_shim, relocated, run_command, wait_for, wayland_info, Proc, Run, Weston, SHIM,
 };

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use waysock::{Binder, Environment, Roots, Strategy};
-use waysock_testkit::{set_mode, Scratch};
+use waysock_testkit::{percentile, set_mode, Scratch};
 
 /// Samples per loop.
 const SAMPLES: usize = 101;
@@ -99,14 +99,12 @@ impl Loop<'_> {
     }
 
     fn median(&self) -> f64 {
-        percentile(&self.per_iter_ns, 0.5)
+        self.percentile(0.5)
     }
-}
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[((s.len() - 1) as f64 * p).round() as usize]
+    fn percentile(&self, p: f64) -> f64 {
+        percentile(&self.per_iter_ns, p).expect("samples")
+    }
 }
 
 /// A directory removed (with its content) on drop.
@@ -232,8 +230,8 @@ fn bench_in(rt: &Path, base: &Path, fs: &str) {
             "{:<14} {:>12.0} {:>12.0} {:>12.0} {:>6.2}x  {}",
             l.name,
             l.median(),
-            percentile(&l.per_iter_ns, 0.1),
-            percentile(&l.per_iter_ns, 0.9),
+            l.percentile(0.1),
+            l.percentile(0.9),
             l.median() / base,
             l.what
         );

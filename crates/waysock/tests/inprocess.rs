@@ -6,20 +6,16 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use waysock::registry::Registry;
 use waysock::{Binder, Discovery, Endpoint, Environment, Strategy};
+use waysock_testkit::compositor::{self, wayland_server};
 use waysock_testkit::{set_mode, unique, Scratch};
 
 use wayland_client::protocol::wl_registry::{self, WlRegistry};
 use wayland_client::{Connection, QueueHandle};
-use wayland_server::backend::{ClientData, ClientId, DisconnectReason};
 use wayland_server::protocol::wl_output::{self, WlOutput};
-use wayland_server::{DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch, New};
+use wayland_server::{DataInit, Dispatch, DisplayHandle, GlobalDispatch, New};
 
 // ---- the server --------------------------------------------------------------------------
 
@@ -27,12 +23,6 @@ use wayland_server::{DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch,
 #[derive(Default)]
 struct Server {
     binds: usize,
-}
-
-struct ClientState;
-impl ClientData for ClientState {
-    fn initialized(&self, _: ClientId) {}
-    fn disconnected(&self, _: ClientId, _: DisconnectReason) {}
 }
 
 impl GlobalDispatch<WlOutput, ()> for Server {
@@ -72,57 +62,23 @@ impl Dispatch<WlOutput, ()> for Server {
     }
 }
 
-/// A compositor thread serving `listener` until dropped.
-struct Compositor {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<usize>>,
-}
+/// The kit's in-process compositor offering `wl_output` v4, serving `listener` until dropped.
+struct Compositor(compositor::Compositor<Server>);
 
 impl Compositor {
     fn start(listener: UnixListener) -> Compositor {
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut display: Display<Server> = Display::new().unwrap();
-            let mut dh = display.handle();
-            dh.create_global::<Server, WlOutput, ()>(4, ());
-            let mut state = Server::default();
-            // Bounded even if the test forgets to stop it.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        dh.insert_client(stream, Arc::new(ClientState)).unwrap();
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("accept: {e}"),
-                }
-                display.dispatch_clients(&mut state).unwrap();
-                display.flush_clients().unwrap();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            state.binds
-        });
-        Compositor {
-            stop,
-            thread: Some(thread),
-        }
+        Compositor(
+            compositor::Compositor::start(listener, |dh| {
+                dh.create_global::<Server, WlOutput, ()>(4, ());
+                Server::default()
+            })
+            .expect("start the compositor"),
+        )
     }
 
     /// Stops the thread; how many times the global was bound.
-    fn finish(mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Compositor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn finish(self) -> usize {
+        self.0.finish().binds
     }
 }
 
