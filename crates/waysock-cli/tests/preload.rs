@@ -18,11 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use waysock_testkit::{
-    namespaces, program, run_command, set_mode, skip, test_user, Run, Sandbox, Scratch,
+    built_shim, program, run_command, set_mode, skip, test_user, Needs, Run, Sandbox, Scratch, SHIM,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_waysock");
-const SHIM: &str = "libwaysock_preload.so";
 const LIMIT: Duration = Duration::from_secs(90);
 /// The python the test user can run (a pyenv shim under `/root` is not reachable for it).
 const PYTHON: &str = "/usr/bin/python3";
@@ -64,42 +63,10 @@ down() {
 as_wstest() { setpriv --reuid=wstest --regid=wstest --init-groups "$@"; }
 "#;
 
-/// The shim this build made: in the binary's `deps/` (what `cargo test` rebuilds) or next to
-/// it (what `cargo build` refreshes), whichever is newer, as `waysock` itself chooses.
+/// The shim this build made (see [`built_shim`]).
 fn shim() -> Result<PathBuf, String> {
-    let dir = Path::new(BIN).parent().unwrap_or(Path::new("/"));
-    [dir.join("deps").join(SHIM), dir.join(SHIM)]
-        .into_iter()
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p)
+    built_shim(Path::new(BIN))
         .ok_or_else(|| format!("{SHIM} not built next to {BIN} or in its deps/"))
-}
-
-/// Mount, network and pid namespaces together (what every sandbox here uses).
-fn all_namespaces() -> Result<(), String> {
-    namespaces()?;
-    let out = Command::new("unshare")
-        .args([
-            "-m",
-            "-n",
-            "-p",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-            "true",
-        ])
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "unshare -m -n -p failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// What a scenario needs besides namespaces.
@@ -181,31 +148,17 @@ impl World {
 
 /// Probes for what `test` needs and builds its world; `None` after reporting the skip.
 fn world(test: &str, needs: &[Need]) -> Option<World> {
-    let mut missing = Vec::new();
-    if let Err(why) = all_namespaces() {
-        missing.push(why);
-    }
     let shim = shim();
-    if let Err(why) = &shim {
-        missing.push(why.clone());
-    }
+    let mut probe = Needs::new(test).all_namespaces().probe(shim.clone());
     for need in needs {
-        let progs: &[&str] = match need {
-            Need::Weston => &["weston", "wayland-info", "weston-simple-shm"],
-            Need::Python => &[],
-            Need::TestUser => &["setpriv"],
-            Need::Gcc => &["gcc"],
+        probe = match need {
+            Need::Weston => probe.programs(&["weston", "wayland-info", "weston-simple-shm"]),
+            Need::Python => probe.file(Path::new(PYTHON)),
+            Need::TestUser => probe.programs(&["setpriv"]).test_user(),
+            Need::Gcc => probe.programs(&["gcc"]),
         };
-        missing.extend(progs.iter().filter_map(|p| program(p).err()));
-        if *need == Need::Python && !Path::new(PYTHON).is_file() {
-            missing.push(format!("{PYTHON} is not installed"));
-        }
-        if *need == Need::TestUser {
-            missing.extend(test_user().err());
-        }
     }
-    if !missing.is_empty() {
-        skip(test, &missing.join("; "));
+    if !probe.met() {
         return None;
     }
     let scratch = Scratch::new("preload");

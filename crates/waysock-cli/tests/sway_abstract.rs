@@ -5,25 +5,22 @@
 
 use std::time::Duration;
 
-use waysock_testkit::{namespaces, program, relocated, skip, test_user, Sandbox, Scratch};
+use waysock_testkit::{relocated, test_user, Needs, Sandbox, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn sway_comes_up_on_abstract_with_everything_read_only() {
     let name = "sway_comes_up_on_abstract_with_everything_read_only";
-    if let Err(why) = namespaces() {
-        return skip(name, &why);
+    let met = Needs::new(name)
+        .namespaces()
+        .programs(&["sway", "wayland-info", "setpriv"])
+        .test_user()
+        .met();
+    if !met {
+        return;
     }
-    for p in ["sway", "wayland-info", "setpriv"] {
-        if let Err(why) = program(p) {
-            return skip(name, &why);
-        }
-    }
-    let (uid, _) = match test_user() {
-        Ok(u) => u,
-        Err(why) => return skip(name, &why),
-    };
+    let (uid, _) = test_user().expect("probed above");
     let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
     let scratch = Scratch::new("sway-abs");
     waysock_testkit::set_mode(scratch.path(), 0o755);
