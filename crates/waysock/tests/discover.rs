@@ -348,3 +348,26 @@ fn waysock_state_fd_is_followed_only_for_the_display_asked_for() {
         "{w}"
     );
 }
+
+#[test]
+fn a_runtime_dir_group_can_reach_is_not_trusted() {
+    // Readable by the group, not writable by anyone else: only the "private (0700) dir of
+    // ours" rule refuses it. A socket in it is never dialled.
+    let scratch = Scratch::new("disc-rt0750");
+    let (rt, mut env) = with_runtime_dir(scratch.path());
+    let name = unique("wayland-grp");
+    let planted = UnixListener::bind(rt.join(&name)).unwrap();
+    waysock_testkit::set_mode(&rt, 0o750);
+    env.wayland_display = Some(name.into());
+    let w = why(find(scratch.path(), env), "WAYLAND_DISPLAY=");
+    assert!(w.contains("not trusted"), "{w}");
+    planted.set_nonblocking(true).unwrap();
+    assert!(
+        planted.accept().is_err(),
+        "a socket in a 0750 runtime dir was dialled"
+    );
+    assert!(!waysock::discover::usable_runtime_dir(&rt, uid()));
+    waysock_testkit::set_mode(&rt, 0o700);
+    assert!(waysock::discover::usable_runtime_dir(&rt, uid()));
+    assert!(!waysock::discover::usable_runtime_dir(&rt, uid() + 1));
+}
