@@ -101,6 +101,63 @@ impl Config {
     }
 }
 
+/// Socket activation handed on by `waysock run` (`WAYSOCK_LISTEN_FD`, `WAYSOCK_LISTEN_PATH`):
+/// the compositor's bind of its display socket at [`Listen::path`] becomes the inherited
+/// listener at fd [`Listen::fd`]. Independent of [`Config`] (nothing is mapped to abstract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The inherited listening socket's number.
+    pub fd: i32,
+    /// Its path, `DIR/NAME`: the display socket the compositor binds.
+    pub path: Vec<u8>,
+}
+
+/// What a path means under socket activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steer {
+    /// The activated display socket itself.
+    Socket,
+    /// The lock of another display name in the same directory: it "fails", so a compositor
+    /// choosing its own name (`wl_display_add_socket_auto`) moves on to the activated one.
+    OtherLock,
+}
+
+impl Listen {
+    /// Reads `WAYSOCK_LISTEN_FD` and `WAYSOCK_LISTEN_PATH` (an absolute `DIR/NAME`, NAME a
+    /// display name); `None` unless both are valid.
+    pub fn from_vars(get: impl Fn(&str) -> Option<OsString>) -> Option<Listen> {
+        let fd: i32 = get("WAYSOCK_LISTEN_FD")?.to_str()?.parse().ok()?;
+        let path = get("WAYSOCK_LISTEN_PATH")?.as_bytes().to_vec();
+        let l = Listen { fd, path };
+        let ok = fd >= 0 && l.path.first() == Some(&b'/') && l.path.len() < 108;
+        (ok && waysock_rules::is_display_name(l.name())).then_some(l)
+    }
+
+    /// The directory part, without the trailing `/` (`/` itself for a socket in `/`).
+    pub fn dir(&self) -> &[u8] {
+        let slash = self.path.iter().rposition(|b| *b == b'/').unwrap_or(0);
+        &self.path[..slash.max(1)]
+    }
+
+    /// The display name (the last component).
+    pub fn name(&self) -> &[u8] {
+        let slash = self.path.iter().rposition(|b| *b == b'/').unwrap_or(0);
+        &self.path[slash + 1..]
+    }
+
+    /// What `path` is to the activation, if anything.
+    pub fn steer(&self, path: &[u8]) -> Option<Steer> {
+        if path == self.path.as_slice() {
+            return Some(Steer::Socket);
+        }
+        let base = path.strip_suffix(b".lock")?;
+        let slash = base.iter().rposition(|b| *b == b'/')?;
+        let (dir, name) = (&base[..slash.max(1)], &base[slash + 1..]);
+        (dir == self.dir() && name != self.name() && waysock_rules::is_display_name(name))
+            .then_some(Steer::OtherLock)
+    }
+}
+
 /// The abstract name for display `name` of `uid` (the rule lives in `waysock_rules`, which the
 /// library uses too).
 pub use waysock_rules::abstract_name;
@@ -173,6 +230,46 @@ mod tests {
             );
         }
         assert_eq!(abstract_name(1000, b"wayland-3"), b"wayland-1000-3");
+    }
+
+    #[test]
+    fn activation_steers_only_its_directory() {
+        let vars = |fd: &str, path: &str| {
+            let (fd, path) = (fd.to_string(), path.to_string());
+            Listen::from_vars(move |k| match k {
+                "WAYSOCK_LISTEN_FD" => Some(fd.clone().into()),
+                "WAYSOCK_LISTEN_PATH" => Some(path.clone().into()),
+                _ => None,
+            })
+        };
+        let l = vars("3", "/run/user/1000/wayland-5").unwrap();
+        assert_eq!(
+            (l.dir(), l.name()),
+            (&b"/run/user/1000"[..], &b"wayland-5"[..])
+        );
+        assert_eq!(l.steer(b"/run/user/1000/wayland-5"), Some(Steer::Socket));
+        assert_eq!(
+            l.steer(b"/run/user/1000/wayland-1.lock"),
+            Some(Steer::OtherLock)
+        );
+        // Its own lock is the real one: the lock protocol holds at the activated path.
+        assert_eq!(l.steer(b"/run/user/1000/wayland-5.lock"), None);
+        assert_eq!(l.steer(b"/run/user/1000/wayland-1"), None);
+        assert_eq!(l.steer(b"/run/user/1000/xtables.lock"), None);
+        assert_eq!(l.steer(b"/tmp/wayland-1.lock"), None);
+        assert_eq!(l.steer(b"/run/user/1000/sub/wayland-1.lock"), None);
+        let root = vars("4", "/wayland-1").unwrap();
+        assert_eq!((root.dir(), root.name()), (&b"/"[..], &b"wayland-1"[..]));
+        assert_eq!(root.steer(b"/wayland-2.lock"), Some(Steer::OtherLock));
+        for (fd, path) in [
+            ("x", "/a/wayland-1"),
+            ("-1", "/a/wayland-1"),
+            ("3", "a/wayland-1"),
+        ] {
+            assert_eq!(vars(fd, path), None, "{fd} {path}");
+        }
+        assert_eq!(vars("3", "/a/bus"), None, "not a display name");
+        assert_eq!(Listen::from_vars(|_| None), None);
     }
 
     #[test]

@@ -11,12 +11,12 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use libc::{mode_t, sockaddr, sockaddr_un, socklen_t};
 
-use crate::config::{Config, Mapped};
+use crate::config::{Config, Listen, Mapped, Steer};
 use crate::log::Line;
 
 /// The configuration, read once by the constructor; `None` = pass everything through.
@@ -24,6 +24,110 @@ pub(crate) static CONFIG: OnceLock<Option<Config>> = OnceLock::new();
 
 fn config() -> Option<&'static Config> {
     CONFIG.get().and_then(Option::as_ref)
+}
+
+/// Socket activation handed on by `waysock run`, set by the constructor once the fd has been
+/// checked to be that very listener ([`is_listener_at`]); `None` = no activation.
+pub(crate) static LISTEN: OnceLock<Option<Listen>> = OnceLock::new();
+
+/// Raised once the inherited listener has replaced the compositor's socket.
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
+fn listen() -> Option<&'static Listen> {
+    LISTEN.get().and_then(Option::as_ref)
+}
+
+/// Is `l.fd` a listening socket bound to `l.path`? Only then is it the listener `run` handed
+/// on: a child that inherited the variables but not the fd (its number closed or reused for
+/// something else) must not take whatever has that number now.
+pub(crate) fn is_listener_at(l: &Listen) -> bool {
+    let mut listening: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `listening`/`len` are a valid c_int buffer for SO_ACCEPTCONN.
+    let r = unsafe {
+        libc::getsockopt(
+            l.fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut listening as *mut c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 || listening == 0 {
+        return false;
+    }
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut a: sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut alen = std::mem::size_of::<sockaddr_un>() as socklen_t;
+    // SAFETY: `a`/`alen` describe a writable sockaddr_un buffer for getsockname.
+    let r =
+        unsafe { libc::getsockname(l.fd, &mut a as *mut sockaddr_un as *mut sockaddr, &mut alen) };
+    // SAFETY: getsockname filled `alen` bytes of `a` (at most its size).
+    let path = unsafe { unix_path(&a as *const sockaddr_un as *const sockaddr, alen) };
+    r == 0 && path == Some(l.path.as_slice())
+}
+
+/// `bind` of the activated display path: the inherited listener takes the compositor's socket
+/// number (`dup3`, keeping its close-on-exec and non-blocking flags), the inherited number is
+/// closed, and the bind "succeeds"; the `listen` that follows succeeds on a listening socket.
+/// Once only: a second bind of the path gets the real (failing) call.
+///
+/// # Safety
+/// `addr`/`len` as for `bind(2)`.
+unsafe fn hand_over(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Option<c_int> {
+    let l = listen()?;
+    // SAFETY: forwarded from our caller's contract.
+    let path = unsafe { unix_path(addr, len) }?;
+    if l.steer(path)? != Steer::Socket || HANDED_OVER.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    // SAFETY: fcntl queries on the caller's socket; no memory is passed.
+    let (fd_flags, fl_flags) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFD),
+            libc::fcntl(fd, libc::F_GETFL),
+        )
+    };
+    let cloexec = if fd_flags >= 0 && fd_flags & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: both are open descriptors (`l.fd` checked by the constructor); dup3 closes the
+    // caller's unbound socket at `fd` and puts the listener there, which is what the caller
+    // expects `fd` to be after a successful bind.
+    let r = unsafe { libc::dup3(l.fd, fd, cloexec) };
+    let e = errno();
+    let mut line = Line::new();
+    line.text("[waysock] bind(fd=");
+    line.int(fd as i64);
+    line.text(", unix:");
+    line.bytes(path);
+    if r < 0 {
+        HANDED_OVER.store(false, Ordering::SeqCst);
+        line.text(") = -1: cannot put the socket-activated listener there, errno ");
+        line.int(e as i64);
+        line.text("\n");
+        line.write_to(2);
+        set_errno(e);
+        return Some(-1);
+    }
+    // SAFETY: F_GETFL on the descriptor just made.
+    let now = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl_flags >= 0 && now >= 0 {
+        let carried = (now & !libc::O_NONBLOCK) | (fl_flags & libc::O_NONBLOCK);
+        // SAFETY: F_SETFL on our own descriptor; only O_NONBLOCK changes.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, carried) };
+    }
+    // The inherited number is not needed any more, and no child may inherit it.
+    // SAFETY: `l.fd` is the inherited listener's original number, which nothing else in this
+    // process owns (run handed it to us); its socket lives on at `fd`.
+    unsafe { libc::close(l.fd) };
+    line.text(") = 0: the socket-activated listener (inherited fd ");
+    line.int(l.fd as i64);
+    line.text(")\n");
+    line.write_to(2);
+    Some(0)
 }
 
 thread_local! {
@@ -288,6 +392,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         return -1;
     };
     // SAFETY: our caller's bind(2) contract holds for the pointers we forward.
+    if let Some(r) = handled(|| unsafe { hand_over(fd, addr, len) }) {
+        return r;
+    }
+    // SAFETY: our caller's bind(2) contract holds for the pointers we forward.
     if let Some(r) = handled(|| unsafe { socket_call("bind", real, fd, addr, len) }) {
         return r;
     }
@@ -401,6 +509,12 @@ pub unsafe extern "C" fn accept4(
 /// A mapped lock file becomes an anonymous memfd: `flock` on it always succeeds, and the
 /// abstract bind is what makes the name exclusive.
 fn open_lock(call: &str, path: &[u8], flags: c_int) -> Option<c_int> {
+    if listen().is_some_and(|l| l.steer(path) == Some(Steer::OtherLock)) {
+        // Socket activation: every other display name is "taken", so the compositor's own
+        // choice lands on the activated name, whose lock is the real file.
+        set_errno(libc::EADDRINUSE);
+        return Some(-1);
+    }
     let cfg = config()?;
     let Mapped::Lock(abs) = cfg.map(path)? else {
         return None;
@@ -523,6 +637,11 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
     let mapped = handled(|| {
         // SAFETY: `path` is NUL-terminated per unlink(2).
         let p = unsafe { c_path(path) }?;
+        if listen().is_some_and(|l| l.steer(p) == Some(Steer::Socket)) {
+            // The activated socket is its supervisor's: libwayland removes a display socket
+            // it finds under its lock, and again when it exits; neither may take it away.
+            return Some(0);
+        }
         let cfg = config()?;
         if matches!(cfg.map(p)?, Mapped::Fallback(_)) {
             return None;

@@ -20,6 +20,12 @@
 //! - `accept`/`accept4` on a listener bound to `wayland-UID-…` check `SO_PEERCRED`: a peer of
 //!   another uid (abstract sockets have no file permissions) is closed and the call fails
 //!   with `ECONNABORTED`, which libwayland logs and survives.
+//! - Socket activation (`WAYSOCK_LISTEN_FD`/`WAYSOCK_LISTEN_PATH`, set by `waysock run`
+//!   when it was started with `LISTEN_FDS`): `bind` of that display path `dup3`s the inherited
+//!   listener over the compositor's socket and succeeds; locks of other display names in that
+//!   directory fail (so `wl_display_add_socket_auto` lands on the activated name, whose lock
+//!   is the real file); `unlink` of the activated socket is a no-op. Ignored unless the fd
+//!   really is a listener bound to that path.
 //! - Nothing on the data path (`sendmsg`, `recvmsg`, `read`, `write`) is interposed.
 //! - Real symbols come from `dlsym(RTLD_NEXT)`, resolved once; a thread-local guard stops the
 //!   shim from re-entering itself; every hook body runs in `catch_unwind` and falls back to the
@@ -39,6 +45,8 @@ mod log;
 extern "C" fn init() {
     let cfg = config::Config::from_vars(|k| std::env::var_os(k), geteuid());
     let _ = hooks::CONFIG.set(cfg);
+    let listen = config::Listen::from_vars(|k| std::env::var_os(k)).filter(hooks::is_listener_at);
+    let _ = hooks::LISTEN.set(listen);
 }
 
 #[allow(unsafe_code)]

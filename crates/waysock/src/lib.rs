@@ -57,7 +57,9 @@ pub use errno::Errno;
 pub use lock::{remove_stale_display, DisplayLock};
 pub use registry::{Record, Registry};
 pub use report::{Attempt, Choice, Failure, Outcome, Report, Source};
-pub use strategy::inherited::{listen_fds_close_on_exec, LISTEN_FDS_START};
+pub use strategy::inherited::{
+    activation, listen_fds_close_on_exec, pass_on_listen_fd, Activation, LISTEN_FDS_START,
+};
 pub use strategy::{Environment, NoDirectory, Roots, Strategy, StrategyError};
 pub use sys::{
     adopt_inherited_fd, set_inheritable, set_inheritable_raw, terminate_with_parent,

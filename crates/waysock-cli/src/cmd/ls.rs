@@ -37,6 +37,61 @@ fn command_of(pid: u32) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
+/// Our abstract displays, `(display, abstract name)`: every listening stream socket in
+/// `/proc/net/unix` named `wayland-UID-*` (any name: `wayland-UID-kiosk` is display
+/// `wayland-kiosk`), or, where that cannot be read, `wayland-UID-0..32`.
+fn abstract_displays(uid: u32) -> Vec<(String, String)> {
+    let prefix = waysock::abstract_display_name(uid, "wayland-");
+    let display = |name: &str| {
+        let suffix = name.strip_prefix(prefix.as_str()).unwrap_or(name);
+        format!("wayland-{suffix}")
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return waysock::names::DisplayNames::ALL
+            .iter()
+            .map(|d| (d.clone(), waysock::abstract_display_name(uid, &d)))
+            .collect();
+    };
+    let mut out: Vec<(String, String)> = listening_abstract(&table)
+        .filter(|n| n.len() > prefix.len() && n.starts_with(prefix.as_str()))
+        .map(|n| (display(n), n.to_string()))
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out.dedup();
+    out
+}
+
+/// The names of the listening abstract stream sockets in a `/proc/net/unix` table (`Num
+/// RefCount Protocol Flags Type St Inode Path`: flags `00010000` is `__SO_ACCEPTCON`, type
+/// `0001` is `SOCK_STREAM`, an abstract path starts with `@`).
+fn listening_abstract(table: &str) -> impl Iterator<Item = &str> {
+    table.lines().skip(1).filter_map(|line| {
+        let f: Vec<&str> = line.splitn(8, ' ').collect();
+        let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+        let listening = flags & 0x0001_0000 != 0;
+        (listening && *f.get(4)? == "0001")
+            .then(|| f.get(7)?.trim_end().strip_prefix('@'))
+            .flatten()
+    })
+}
+
+/// The record `run` sealed for the compositor `pid` (its inherited `WAYSOCK_STATE_FD`, read
+/// through `/proc/PID/fd`), if it is the one for `ep`.
+fn state_record(pid: u32, ep: &Endpoint) -> Option<waysock::Record> {
+    use std::os::fd::AsRawFd;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let n = environ
+        .split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"WAYSOCK_STATE_FD="))
+        .and_then(|v| std::str::from_utf8(v).ok())?
+        .parse::<u32>()
+        .ok()?;
+    let file = std::fs::File::open(format!("/proc/{pid}/fd/{n}")).ok()?;
+    let ours = file.as_raw_fd().to_string();
+    let record = waysock::registry::StateFd::read_inherited(ours.as_ref()).ok()?;
+    (record.endpoint == *ep && record.pid == pid).then_some(record)
+}
+
 /// Runs `ls`. Exit 0 even when nothing is running (an empty list is an answer).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let env = Environment::from_process();
@@ -112,24 +167,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             });
         }
     }
-    // Abstract displays of ours nobody published (the registry may be unusable there).
-    for display in waysock::names::DisplayNames::ALL.iter() {
-        let ep = Endpoint::Abstract(waysock::abstract_display_name(env.uid, &display));
+    // Abstract displays of ours that are not in the registry (it may be unusable there): any
+    // name under our prefix, served by our uid, answering a roundtrip; published when their
+    // compositor holds run's sealed record (WAYSOCK_STATE_FD).
+    for (display, name) in abstract_displays(env.uid) {
+        let ep = Endpoint::Abstract(name);
         if entries.iter().any(|e| e.endpoint == ep) {
             continue;
         }
-        let Ok(stream) = waysock::discover::accepts(&ep) else {
+        let Ok(mut stream) = waysock::discover::accepts(&ep) else {
             continue;
         };
         let holder = waysock::probe::server_pid(&stream);
+        if waysock::probe::roundtrip(&mut stream, std::time::Duration::from_secs(1)).is_err() {
+            continue; // not a Wayland display (sway's IPC socket mapped by the shim, …)
+        }
+        let record = holder.and_then(|pid| state_record(pid, &ep));
         entries.push(Entry {
-            display,
+            display: record.as_ref().map_or(display, |r| r.display.clone()),
             endpoint: ep,
             pid: holder,
             command: holder.and_then(command_of),
-            strategy: Some(Strategy::Abstract),
-            age_seconds: None,
-            published: false,
+            strategy: record
+                .as_ref()
+                .map_or(Some(Strategy::Abstract), |r| r.strategy),
+            age_seconds: record.as_ref().map(|r| now().saturating_sub(r.unix_time)),
+            published: record.is_some(),
         });
     }
     if args.json {
@@ -163,4 +226,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     crate::output::print(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listening_abstract_stream_sockets_are_read() {
+        let table = "\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 101 @wayland-1000-kiosk
+0000000000000000: 00000002 00000000 00010000 0001 01 102 /run/user/1000/wayland-1
+0000000000000000: 00000003 00000000 00000000 0001 03 103 @wayland-1000-1
+0000000000000000: 00000002 00000000 00010000 0002 01 104 @wayland-1000-dgram
+0000000000000000: 00000002 00000000 00010000 0001 01 105 @wayland-1000-with space
+0000000000000000: 00000002 00000000 00010000 0001 01 106
+";
+        let names: Vec<&str> = listening_abstract(table).collect();
+        assert_eq!(names, ["wayland-1000-kiosk", "wayland-1000-with space"]);
+    }
 }

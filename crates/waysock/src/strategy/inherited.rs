@@ -257,3 +257,53 @@ impl Place for Inherited {
     /// Listening sockets handed to a compositor are not for clients.
     fn find(&self, _finder: &mut Finder<'_>, _report: &mut Report, _found: &mut Vec<Found>) {}
 }
+
+/// What `LISTEN_*` means for a process that hands the socket on instead of adopting it
+/// (`waysock run` starting a stock compositor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// Not socket-activated, or the fds are another process's (the reason, for logs).
+    Absent(String),
+    /// Addressed to us, but the variables or the fd are wrong (the cause and the fix).
+    Invalid(String),
+    /// This fd passed validation: a listening `AF_UNIX` stream socket meant for us.
+    Listener {
+        /// Its number (`3` + its index).
+        fd: RawFd,
+        /// Its own address (what clients dial), if it has one.
+        endpoint: Option<Endpoint>,
+    },
+}
+
+/// Reads `LISTEN_*` and validates the chosen fd, adopting nothing: the caller decides whether
+/// it can hand the socket on, and must never ignore a [`Activation::Listener`] silently.
+pub fn activation(env: &Environment) -> Activation {
+    match select(env) {
+        Selection::NotApplicable(why) => Activation::Absent(why),
+        Selection::Invalid(f) => Activation::Invalid(format!("{} ({})", f.cause, f.remedy)),
+        Selection::Fd(fd) => Activation::Listener {
+            fd,
+            endpoint: sys::local_endpoint_raw(fd),
+        },
+    }
+}
+
+/// For handing `keep` (from [`activation`]) on to a program we start: every other
+/// `LISTEN_FDS` fd addressed to us is marked close-on-exec; `keep` stays as systemd passed it,
+/// inheritable at its number. Returns how many were closed on exec.
+pub fn pass_on_listen_fd(env: &Environment, keep: RawFd) -> i32 {
+    let Some(n) = text(&env.listen_fds).and_then(|s| s.parse::<i32>().ok()) else {
+        return 0;
+    };
+    let ours = text(&env.listen_pid).and_then(|p| p.parse::<u32>().ok()) == Some(env.pid);
+    if !ours || !(1..=MAX_LISTEN_FDS).contains(&n) {
+        return 0;
+    }
+    let others: Vec<RawFd> = (LISTEN_FDS_START..LISTEN_FDS_START + n)
+        .filter(|fd| *fd != keep)
+        .collect();
+    for fd in &others {
+        sys::set_cloexec_raw(*fd);
+    }
+    others.len() as i32
+}

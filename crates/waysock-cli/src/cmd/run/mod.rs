@@ -97,6 +97,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // what we made behind.
     let signals = launch::watch_signals();
     let env = Environment::from_process();
+    // Socket activation: a listener meant for us is served on by the compositor, or refused.
+    let handed = match plan::handed_on(waysock::activation(&env), &chain) {
+        Ok(h) => h,
+        Err(refused) => {
+            eprint!("{}", refused.text);
+            return Ok(ExitCode::from(refused.code));
+        }
+    };
+    if let Some(h) = &handed {
+        waysock::pass_on_listen_fd(&env, h.fd);
+    }
     // Checked before anything starts: a refused FILE is a usage error, not a surprise later.
     let env_file = match args
         .print_env
@@ -132,7 +143,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         allow_uid: &args.allow_uid,
         ld_preload: std::env::var_os("LD_PRELOAD"),
     };
-    let plan = match plan::plan(input, Directory::from_library(&prepared), &Machine(&env)) {
+    let planned = match &handed {
+        Some(h) => plan::activated(input, h, &Machine(&env)),
+        None => plan::plan(input, Directory::from_library(&prepared), &Machine(&env)),
+    };
+    let plan = match planned {
         Ok(p) => p,
         Err(refused) => {
             eprint!("{}", refused.text);
@@ -157,7 +172,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &mut child,
         &plan.place,
         env.uid,
-        args.display.as_deref(),
+        handed
+            .as_ref()
+            .map(|h| h.name.as_str())
+            .or(args.display.as_deref()),
         timeout,
     );
     match &ready {
@@ -209,5 +227,28 @@ impl plan::Probe for Machine<'_> {
 
     fn runtime_dir_for_shim(&self) -> PathBuf {
         super::preload::runtime_dir_for_shim(self.0)
+    }
+
+    fn activated_dir(&self, dir: &std::path::Path, name: &str) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        if !waysock::discover::usable_runtime_dir(dir, self.0.uid) {
+            return Err(format!(
+                "its directory {} cannot be the compositor's runtime dir: it must be a \
+                 directory of ours (uid {}) that no one else can enter (0700)",
+                dir.display(),
+                self.0.uid
+            ));
+        }
+        let lock = dir.join(format!("{name}.lock"));
+        let holder = std::fs::symlink_metadata(&lock)
+            .ok()
+            .and_then(|m| waysock::probe::flock_holder(m.dev(), m.ino()));
+        match holder {
+            None => Ok(()),
+            Some(pid) => Err(format!(
+                "{} is held by pid {pid}: another compositor serves that name",
+                lock.display()
+            )),
+        }
     }
 }

@@ -7,9 +7,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use waysock::{BindError, Prepared, Strategy};
+use waysock::{Activation, BindError, Endpoint, Prepared, Strategy};
 
 /// What `run` needs to know about the machine, asked only when no directory works and the
 /// chain allows `abstract`.
@@ -23,6 +23,9 @@ pub trait Probe {
     fn abstract_names_free(&self, want: Option<&str>) -> Result<(), String>;
     /// The runtime dir an abstract-mode compositor is told about.
     fn runtime_dir_for_shim(&self) -> PathBuf;
+    /// Can the directory of a socket-activated display be the compositor's runtime dir, with
+    /// `name.lock` free for it to take? `Err` says why not.
+    fn activated_dir(&self, dir: &Path, name: &str) -> Result<(), String>;
 }
 
 /// The library's decision on a directory, as `run` reads it.
@@ -222,6 +225,181 @@ pub fn plan(input: Input<'_>, directory: Directory, probe: &dyn Probe) -> Result
     })
 }
 
+/// A socket-activated listener (`LISTEN_FDS` meant for `run`) that the compositor will serve
+/// on, through the preload shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handed {
+    /// Its number in `run`, kept there (inheritable) across the compositor's `exec`.
+    pub fd: i32,
+    /// Its directory: the compositor's runtime dir, where it takes `NAME.lock`.
+    pub dir: PathBuf,
+    /// Its file name: the display name the compositor binds.
+    pub name: String,
+}
+
+impl Handed {
+    /// The socket's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+}
+
+/// What `LISTEN_*` asks of `run`: nothing (`None`), a listener to hand on, or a refusal. A
+/// listener meant for us is never ignored: it is served on, or `run` says why it cannot be.
+pub fn handed_on(activation: Activation, chain: &[Strategy]) -> Result<Option<Handed>, Refusal> {
+    let refuse = |text: String, code| Err(Refusal { text, code });
+    let (fd, endpoint) = match activation {
+        Activation::Absent(why) => {
+            tracing::debug!("not socket-activated: {why}");
+            return Ok(None);
+        }
+        Activation::Invalid(why) => {
+            return refuse(
+                format!("waysock run: started with LISTEN_FDS for it, but {why}\n"),
+                1,
+            )
+        }
+        Activation::Listener { fd, endpoint } => (fd, endpoint),
+    };
+    if !chain.contains(&Strategy::Inherited) {
+        return refuse(
+            format!(
+                "waysock run: socket-activated (LISTEN_FDS: fd {fd}), but the strategy chain \
+                 leaves out inherited\n  fix: allow inherited in --strategy/WAYSOCK_STRATEGIES, \
+                 or start run without socket activation\n"
+            ),
+            2,
+        );
+    }
+    let path = match endpoint {
+        Some(Endpoint::Unix(p)) if p.is_absolute() => p,
+        other => {
+            let what = other.map_or("an unnamed socket".to_string(), |e| e.to_string());
+            return refuse(
+                format!(
+                    "waysock run: socket-activated (LISTEN_FDS: fd {fd}), but that socket is \
+                     {what}: a stock compositor binds a path in its runtime dir, so only a \
+                     listener with an absolute path can be handed to it\n  fix: \
+                     ListenStream=/run/user/UID/wayland-1 (or systemd-socket-activate -l \
+                     /PATH/wayland-1)\n"
+                ),
+                1,
+            );
+        }
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return refuse(
+            format!(
+                "waysock run: socket-activated on {}, which has no directory and file name\n",
+                path.display()
+            ),
+            1,
+        );
+    };
+    Ok(Some(Handed {
+        fd,
+        dir: dir.to_path_buf(),
+        name: name.to_string(),
+    }))
+}
+
+/// The plan for a socket-activated `run`: the compositor runs in the listener's directory,
+/// under the preload shim told the listener's number and path (`WAYSOCK_LISTEN_FD`,
+/// `WAYSOCK_LISTEN_PATH`), so its bind of that path becomes the inherited listener.
+///
+/// Refused (exit 1) when the shim cannot reach the compositor (static, setuid, pure-Rust
+/// sockets), when the compositor would not choose that name, or when the directory cannot be
+/// its runtime dir; 2 when `--display` names another socket.
+pub fn activated(input: Input<'_>, handed: &Handed, probe: &dyn Probe) -> Result<Plan, Refusal> {
+    let program = input.program.to_string_lossy();
+    let head = format!(
+        "waysock run: socket-activated on {} (LISTEN_FDS: fd {})",
+        handed.path().display(),
+        handed.fd
+    );
+    let refuse = |why: String, code| {
+        Err(Refusal {
+            text: format!("{head}, but {why}\n"),
+            code,
+        })
+    };
+    if let Some(want) = input.display.filter(|w| *w != handed.name) {
+        return refuse(
+            format!(
+                "--display {want} names another socket than the activated {}",
+                handed.name
+            ),
+            2,
+        );
+    }
+    let is_display = handed.name.len() > "wayland-".len() && handed.name.starts_with("wayland-");
+    let chosen_by_compositor = waysock::names::DisplayNames::STOCK
+        .iter()
+        .any(|n| n == handed.name);
+    if !is_display || (input.display.is_none() && !chosen_by_compositor) {
+        return refuse(
+            format!(
+                "a stock compositor picks its display name itself (wayland-1..{}), and {} is \
+                 not one it would try\n  fix: name the socket wayland-N, or, for a \
+                 wayland-NAME, give run --display wayland-NAME and the compositor its own flag \
+                 for it (weston --socket=wayland-NAME)",
+                waysock::MAX_DISPLAY_NUMBER,
+                handed.name
+            ),
+            1,
+        );
+    }
+    let blockers = probe.blockers(input.program);
+    let shim = probe.shim();
+    if !blockers.is_empty() || shim.is_err() {
+        let mut why = format!(
+            "{program} cannot be handed that socket: it binds its own, and the preload shim \
+             that would turn its bind into the inherited listener cannot reach it:"
+        );
+        for b in blockers.iter().chain(shim.as_ref().err()) {
+            let _ = write!(why, "\n  - {b}");
+        }
+        why.push_str(
+            "\n  fix: a compositor that takes a listening fd itself (KWin, Hyprland: \
+             --wayland-fd), a dynamically linked compositor, or run without socket activation",
+        );
+        return refuse(why, 1);
+    }
+    if let Err(why) = probe.activated_dir(&handed.dir, &handed.name) {
+        return refuse(why, 1);
+    }
+    let shim = shim.unwrap_or_default();
+    let mut preload = shim.clone().into_os_string();
+    if let Some(old) = input.ld_preload.filter(|o| !o.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let env = vec![
+        ("XDG_RUNTIME_DIR", Some(handed.dir.clone().into_os_string())),
+        ("LD_PRELOAD", Some(preload)),
+        ("WAYSOCK_LISTEN_FD", Some(handed.fd.to_string().into())),
+        ("WAYSOCK_LISTEN_PATH", Some(handed.path().into_os_string())),
+        // The shim maps nothing to abstract names here, and the LISTEN_* were ours, not the
+        // compositor's (nor its children's).
+        ("WAYSOCK_PRELOAD_DIR", None),
+        ("LISTEN_FDS", None),
+        ("LISTEN_PID", None),
+        ("LISTEN_FDNAMES", None),
+        ("WAYLAND_DISPLAY", None),
+        ("WAYLAND_SOCKET", None),
+    ];
+    Ok(Plan {
+        program: input.program.to_owned(),
+        args: input.args.to_vec(),
+        strategy: Strategy::Inherited,
+        place: Place::Dir {
+            dir: handed.dir.clone(),
+            observe_only: false,
+        },
+        env,
+    })
+}
+
 /// The library refused and abstract cannot help: its error, then its report if it has one.
 fn directory_refused(error: &str, report: Option<&str>) -> Refusal {
     let mut text = format!("waysock run: {error}\n");
@@ -265,6 +443,10 @@ mod tests {
         fn runtime_dir_for_shim(&self) -> PathBuf {
             self.asked.borrow_mut().push("dir");
             PathBuf::from("/run/user/1000")
+        }
+        fn activated_dir(&self, _: &Path, _: &str) -> Result<(), String> {
+            self.asked.borrow_mut().push("activated_dir");
+            self.names_taken.clone().map_or(Ok(()), Err)
         }
     }
 
@@ -417,5 +599,129 @@ mod tests {
              give run a writable directory (XDG_RUNTIME_DIR, /tmp, /dev/shm or $HOME)\nREPORT\n"
         );
         assert_eq!(r.code, 1);
+    }
+
+    fn handed(name: &str) -> Handed {
+        Handed {
+            fd: 3,
+            dir: "/run/user/1000".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn no_activation_plans_as_before_and_a_bad_one_is_refused() {
+        let none = handed_on(Activation::Absent("not set".into()), FULL).unwrap();
+        assert_eq!(none, None);
+        let r = handed_on(
+            Activation::Invalid("LISTEN_FDS=x is not a number".into()),
+            FULL,
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.text,
+            "waysock run: started with LISTEN_FDS for it, but LISTEN_FDS=x is not a number\n"
+        );
+        assert_eq!(r.code, 1);
+    }
+
+    #[test]
+    fn an_activated_listener_is_handed_on_or_refused_never_ignored() {
+        let chain = [Strategy::Inherited, Strategy::PrivateTmp];
+        let l = |e: Option<Endpoint>| Activation::Listener { fd: 3, endpoint: e };
+        let ok = handed_on(
+            l(Some(Endpoint::Unix("/run/user/1000/wayland-5".into()))),
+            &chain,
+        );
+        assert_eq!(ok.unwrap(), Some(handed("wayland-5")));
+        let r = handed_on(l(Some(Endpoint::Abstract("x".into()))), &chain).unwrap_err();
+        assert!(r.text.contains("that socket is abstract:x"), "{}", r.text);
+        let r = handed_on(l(None), &chain).unwrap_err();
+        assert!(r.text.contains("an unnamed socket"), "{}", r.text);
+        assert_eq!(r.code, 1);
+        let r = handed_on(
+            l(Some(Endpoint::Unix("/w/wayland-1".into()))),
+            &[Strategy::PrivateTmp],
+        )
+        .unwrap_err();
+        assert!(r.text.contains("leaves out inherited"), "{}", r.text);
+        assert_eq!(r.code, 2);
+    }
+
+    #[test]
+    fn activation_runs_the_compositor_under_the_shim_in_the_sockets_directory() {
+        let fake = Fake::default();
+        let mut i = input(FULL, &[]);
+        i.ld_preload = Some("/usr/lib/libfoo.so".into());
+        let plan = activated(i, &handed("wayland-5"), &fake).unwrap();
+        assert_eq!(plan.strategy, Strategy::Inherited);
+        assert_eq!(
+            plan.place,
+            Place::Dir {
+                dir: "/run/user/1000".into(),
+                observe_only: false
+            }
+        );
+        let set = |k| var(&plan, k).cloned().flatten();
+        assert_eq!(
+            set("LD_PRELOAD"),
+            Some("/lib/waysock/libwaysock_preload.so:/usr/lib/libfoo.so".into())
+        );
+        assert_eq!(set("WAYSOCK_LISTEN_FD"), Some("3".into()));
+        assert_eq!(
+            set("WAYSOCK_LISTEN_PATH"),
+            Some("/run/user/1000/wayland-5".into())
+        );
+        assert_eq!(set("XDG_RUNTIME_DIR"), Some("/run/user/1000".into()));
+        for gone in [
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "WAYSOCK_PRELOAD_DIR",
+        ] {
+            assert_eq!(var(&plan, gone), Some(&None), "{gone}");
+        }
+        assert_eq!(*fake.asked.borrow(), ["blockers", "shim", "activated_dir"]);
+    }
+
+    #[test]
+    fn activation_refusals_say_why() {
+        let fake = Fake {
+            blockers: vec!["/bin/busybox is statically linked".into()],
+            ..Fake::default()
+        };
+        let r = activated(input(FULL, &[]), &handed("wayland-5"), &fake).unwrap_err();
+        assert_eq!(r.code, 1);
+        assert!(
+            r.text.starts_with(
+                "waysock run: socket-activated on /run/user/1000/wayland-5 (LISTEN_FDS: fd 3), \
+                 but weston cannot be handed that socket"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(r
+            .text
+            .contains("\n  - /bin/busybox is statically linked\n  fix: "));
+        // A name no stock compositor picks itself, unless --display says the user told it.
+        let r = activated(input(FULL, &[]), &handed("wayland-kiosk"), &Fake::default());
+        assert!(r.unwrap_err().text.contains("not one it would try"));
+        let mut i = input(FULL, &[]);
+        i.display = Some("wayland-kiosk");
+        assert!(activated(i, &handed("wayland-kiosk"), &Fake::default()).is_ok());
+        let mut i = input(FULL, &[]);
+        i.display = Some("wayland-2");
+        let r = activated(i, &handed("wayland-5"), &Fake::default()).unwrap_err();
+        assert_eq!(r.code, 2);
+        let taken = Fake {
+            names_taken: Some("wayland-5.lock is held by pid 42".into()),
+            ..Fake::default()
+        };
+        let r = activated(input(FULL, &[]), &handed("wayland-5"), &taken).unwrap_err();
+        assert!(
+            r.text.ends_with("but wayland-5.lock is held by pid 42\n"),
+            "{}",
+            r.text
+        );
     }
 }
