@@ -472,7 +472,6 @@ mod client {
         wl_buffer::{self, WlBuffer},
         wl_callback::{self, WlCallback},
         wl_compositor::WlCompositor,
-        wl_registry::{self, WlRegistry},
         wl_shm::{self, WlShm},
         wl_shm_pool::WlShmPool,
         wl_surface::WlSurface,
@@ -485,32 +484,6 @@ mod client {
         shm: Option<WlShm>,
         frame_done: bool,
         releases: u64,
-    }
-
-    impl Dispatch<WlRegistry, ()> for State {
-        fn event(
-            state: &mut Self,
-            registry: &WlRegistry,
-            event: wl_registry::Event,
-            _: &(),
-            _: &Connection,
-            qh: &QueueHandle<Self>,
-        ) {
-            if let wl_registry::Event::Global {
-                name,
-                interface,
-                version,
-            } = event
-            {
-                match interface.as_str() {
-                    "wl_compositor" if version >= 4 => {
-                        state.compositor = Some(registry.bind(name, 4, qh, ()));
-                    }
-                    "wl_shm" => state.shm = Some(registry.bind(name, 1, qh, ())),
-                    _ => {}
-                }
-            }
-        }
     }
 
     macro_rules! ignore {
@@ -600,11 +573,20 @@ mod client {
                 }
             };
             let conn = Connection::from_socket(stream).map_err(fail)?;
-            let mut queue = conn.new_event_queue();
+            let queue = conn.new_event_queue();
             let qh = queue.handle();
-            let _registry = conn.display().get_registry(&qh, ());
             let mut state = State::default();
-            queue.roundtrip(&mut state).map_err(fail)?;
+            let (registry, globals) =
+                waysock_testkit::compositor::client::globals(&conn).map_err(fail)?;
+            for g in &globals {
+                match g.interface.as_str() {
+                    "wl_compositor" if g.version >= 4 => {
+                        state.compositor = Some(registry.bind(g.name, 4, &qh, ()));
+                    }
+                    "wl_shm" => state.shm = Some(registry.bind(g.name, 1, &qh, ())),
+                    _ => {}
+                }
+            }
             let (Some(compositor), Some(shm)) = (state.compositor.clone(), state.shm.clone())
             else {
                 return Err(fail("wl_compositor v4 or wl_shm missing"));

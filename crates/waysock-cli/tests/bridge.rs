@@ -804,35 +804,8 @@ mod keymap {
         pub keymap: Option<(OwnedFd, u32)>,
     }
 
-    use wayland_client::protocol::{
-        wl_keyboard as ck,
-        wl_registry::{self, WlRegistry},
-        wl_seat as cs,
-    };
+    use wayland_client::protocol::{wl_keyboard as ck, wl_seat as cs};
     use wayland_client::{Connection, QueueHandle};
-
-    impl wayland_client::Dispatch<WlRegistry, ()> for Client {
-        fn event(
-            _: &mut Self,
-            registry: &WlRegistry,
-            event: wl_registry::Event,
-            _: &(),
-            _: &Connection,
-            qh: &QueueHandle<Self>,
-        ) {
-            if let wl_registry::Event::Global {
-                name,
-                interface,
-                version,
-            } = event
-            {
-                if interface == "wl_seat" {
-                    let seat = registry.bind::<cs::WlSeat, _, _>(name, version.min(7), qh, ());
-                    seat.get_keyboard(qh, ());
-                }
-            }
-        }
-    }
 
     impl wayland_client::Dispatch<cs::WlSeat, ()> for Client {
         fn event(
@@ -866,7 +839,11 @@ mod keymap {
         let conn = Connection::from_socket(stream).map_err(|e| e.to_string())?;
         let mut queue = conn.new_event_queue();
         let qh = queue.handle();
-        let _registry = conn.display().get_registry(&qh, ());
+        let (registry, globals) = compositor::client::globals(&conn)?;
+        for g in globals.iter().filter(|g| g.interface == "wl_seat") {
+            let seat = registry.bind::<cs::WlSeat, _, _>(g.name, g.version.min(7), &qh, ());
+            seat.get_keyboard(&qh, ());
+        }
         let mut client = Client::default();
         for _ in 0..5 {
             queue.roundtrip(&mut client).map_err(|e| e.to_string())?;

@@ -128,3 +128,34 @@ impl<S> Drop for Compositor<S> {
         }
     }
 }
+
+/// The client side: what a test's `wayland-client` needs before it binds anything.
+pub mod client {
+    pub use wayland_client;
+    use wayland_client::globals::{registry_queue_init, Global, GlobalListContents};
+    use wayland_client::protocol::wl_registry::{self, WlRegistry};
+    use wayland_client::{Connection, Dispatch, QueueHandle};
+
+    /// Handles the registry's events while the globals are listed.
+    struct Lister;
+
+    impl Dispatch<WlRegistry, GlobalListContents> for Lister {
+        fn event(
+            _: &mut Self,
+            _: &WlRegistry,
+            _: wl_registry::Event,
+            _: &GlobalListContents,
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    /// The registry and every global the compositor advertises (one roundtrip, on a queue of
+    /// its own). Bind from the registry onto the caller's queue:
+    /// `registry.bind::<I, _, _>(g.name, g.version.min(V), &qh, ())`.
+    pub fn globals(conn: &Connection) -> Result<(WlRegistry, Vec<Global>), String> {
+        let (list, _queue) = registry_queue_init::<Lister>(conn).map_err(|e| e.to_string())?;
+        Ok((list.registry().clone(), list.contents().clone_list()))
+    }
+}

@@ -9,10 +9,9 @@ use std::path::PathBuf;
 
 use waysock::registry::Registry;
 use waysock::{Binder, Discovery, Endpoint, Environment, Strategy};
-use waysock_testkit::compositor::{self, wayland_server};
+use waysock_testkit::compositor::{self, client, wayland_server};
 use waysock_testkit::{set_mode, unique, Scratch};
 
-use wayland_client::protocol::wl_registry::{self, WlRegistry};
 use wayland_client::{Connection, QueueHandle};
 use wayland_server::protocol::wl_output::{self, WlOutput};
 use wayland_server::{DataInit, Dispatch, DisplayHandle, GlobalDispatch, New};
@@ -84,38 +83,10 @@ impl Compositor {
 
 // ---- the client --------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Globals(Vec<(String, u32)>);
+/// The client's state: it keeps nothing.
+struct Client;
 
-impl wayland_client::Dispatch<WlRegistry, ()> for Globals {
-    fn event(
-        state: &mut Self,
-        registry: &WlRegistry,
-        event: wl_registry::Event,
-        _: &(),
-        _: &Connection,
-        qh: &QueueHandle<Self>,
-    ) {
-        if let wl_registry::Event::Global {
-            name,
-            interface,
-            version,
-        } = event
-        {
-            if interface == "wl_output" {
-                registry.bind::<wayland_client::protocol::wl_output::WlOutput, _, _>(
-                    name,
-                    version.min(4),
-                    qh,
-                    (),
-                );
-            }
-            state.0.push((interface, version));
-        }
-    }
-}
-
-impl wayland_client::Dispatch<wayland_client::protocol::wl_output::WlOutput, ()> for Globals {
+impl wayland_client::Dispatch<wayland_client::protocol::wl_output::WlOutput, ()> for Client {
     fn event(
         _: &mut Self,
         _: &wayland_client::protocol::wl_output::WlOutput,
@@ -133,11 +104,20 @@ fn talk(stream: std::os::unix::net::UnixStream) -> Vec<(String, u32)> {
     let conn = Connection::from_socket(stream).expect("wayland-client connection");
     let mut queue = conn.new_event_queue();
     let qh = queue.handle();
-    let _registry = conn.display().get_registry(&qh, ());
-    let mut globals = Globals::default();
-    queue.roundtrip(&mut globals).expect("first roundtrip");
-    queue.roundtrip(&mut globals).expect("second roundtrip");
-    globals.0
+    let (registry, globals) = client::globals(&conn).expect("first roundtrip");
+    for g in globals.iter().filter(|g| g.interface == "wl_output") {
+        registry.bind::<wayland_client::protocol::wl_output::WlOutput, _, _>(
+            g.name,
+            g.version.min(4),
+            &qh,
+            (),
+        );
+    }
+    queue.roundtrip(&mut Client).expect("second roundtrip");
+    globals
+        .into_iter()
+        .map(|g| (g.interface, g.version))
+        .collect()
 }
 
 // ---- fixtures ----------------------------------------------------------------------------
