@@ -618,4 +618,32 @@ mod tests {
             "{claim}"
         );
     }
+
+    #[test]
+    fn a_lock_that_cannot_be_created_is_a_failure_not_a_blocked_name() {
+        // EACCES creating the lock file concerns the whole dir (every name would fail the
+        // same way): a failure of the `lock` step, not one name "in the way".
+        let name = "lock::tests::a_lock_that_cannot_be_created_is_a_failure_not_a_blocked_name";
+        if !waysock_testkit::is_root() {
+            return waysock_testkit::skip(name, "needs root to drop privileges in one thread");
+        }
+        let scratch = Scratch::new("lock-eacces");
+        let path = scratch.path().to_path_buf();
+        let claim = std::thread::spawn(move || {
+            let dir = usable(&path);
+            // This thread only, and only the effective uid: root comes back below.
+            let nobody = rustix::process::Uid::from_raw(65534);
+            rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+            let claim = claim(&dir, "wayland-0");
+            rustix::thread::set_thread_res_uid(None, rustix::process::Uid::ROOT, None).unwrap();
+            format!("{claim:?}")
+        })
+        .join()
+        .unwrap();
+        assert!(
+            claim.starts_with("Failed { step: \"lock\"") && claim.contains("ACCES"),
+            "{claim}"
+        );
+        assert!(!scratch.path().join(LOCK).exists());
+    }
 }
