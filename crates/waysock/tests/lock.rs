@@ -648,3 +648,21 @@ fn diagnose_refuses_a_symlinked_lock_file() {
     );
     assert_eq!(snapshot(scratch.path()), before);
 }
+
+#[test]
+fn diagnose_never_calls_a_lock_path_it_cannot_open_a_symlink() {
+    // A directory at the lock path cannot be opened (EISDIR): reported as what it is, not as
+    // a planted symlink, and left alone.
+    let (scratch, rt, env) = setup("diag-lock-dir");
+    std::fs::create_dir(rt.join("wayland-0.lock")).unwrap();
+    let before = snapshot(scratch.path());
+    let report = binder(&env).diagnose().unwrap();
+    match outcome_for(&report, &unix(rt.join("wayland-0")).to_string()) {
+        Outcome::Failed(f) => {
+            assert!(!f.security, "{f:?}\n{report}");
+            assert!(!f.cause.contains("symlink"), "{f:?}\n{report}");
+        }
+        other => panic!("{other:?}\n{report}"),
+    }
+    assert_eq!(snapshot(scratch.path()), before);
+}
