@@ -40,6 +40,9 @@ enum Command {
     Run(cmd::run::Args),
     /// Find the display and start an unmodified client connected to it.
     Exec(cmd::exec::Args),
+    /// Run a command against a headless compositor of its own (Wayland's xvfb-run): started,
+    /// ready, handed over, stopped and cleaned up; the command's status is ours.
+    Headless(cmd::headless::Args),
     /// Print the variables that reach the display (`eval "$(waysock env)"`).
     Env(cmd::env::Args),
     /// List this user's live displays.
@@ -88,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Exec(args) => cmd::exec::run(args),
+        Command::Headless(args) => cmd::headless::run(args),
         Command::Env(args) => cmd::env::run(args),
         Command::Ls(args) => cmd::ls::run(args),
         Command::Wait(args) => cmd::wait::run(args),

@@ -444,9 +444,11 @@ fn live_weston_already_on_wayland_1_keeps_answering() {
            say first; echo $FIRST
            start_run -- $WESTON
            say ls; "$W" ls --json
-           say handed; handed
-           say info; info
-           say shm; shm
+           # Both were started by this shell: nothing says which is meant, so exec refuses.
+           "$W" exec -- true 2>"$O/tie"; rc=$?; say tie_rc; echo $rc; say tie; cat "$O/tie"
+           say handed; handed --display wayland-2
+           say info; info --display wayland-2
+           say shm; shm --display wayland-2
            say info_first; info --display wayland-1
            stop_run
            say info_first_after; info --endpoint "unix:$XDG_RUNTIME_DIR/wayland-1"
@@ -454,6 +456,9 @@ fn live_weston_already_on_wayland_1_keeps_answering() {
            kill $FIRST; wait $FIRST"#,
     );
     out.up_at(&rt, &format!("{rt}/wayland-2"))
+        .eq("tie_rc", "1")
+        .contains("tie", &format!("--display {rt}/wayland-1"))
+        .contains("tie", &format!("--display {rt}/wayland-2"))
         .eq("handed", &format!("{rt} {rt}/wayland-2 unset"))
         .clients_ok("info", "shm")
         .eq("info_first", "0 wl_compositor")

@@ -154,4 +154,3 @@ pub fn assert_mode_0700(path: &Path) {
         mode_of(path)
     );
 }
-

@@ -340,7 +340,6 @@ fn remove_when_gone(dir: &Path) {
         .status();
 }
 
-
 /// The preload shim's file name.
 pub const SHIM: &str = "libwaysock_preload.so";
 
@@ -369,8 +368,8 @@ impl Proc {
     /// Starts `cmd` (stdin from `/dev/null`, stdout and stderr to `log`); `what` names it in
     /// messages. Panics if it cannot start.
     pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Proc {
-        let out = std::fs::File::create(log)
-            .unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let out =
+            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = out.try_clone().expect("dup the log fd");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));

@@ -131,7 +131,6 @@ impl Sandbox {
     }
 }
 
-
 /// A [`Sandbox`] with a scratch tmpfs of its own, the stage of a scripted scenario.
 ///
 /// The scratch dir is made under `/var/tmp` (0755, so an unprivileged user can reach below
@@ -160,7 +159,11 @@ impl Stage {
             .env("M", &m)
             .sh(format!("mount -t tmpfs -o mode=755 none {m}"))
             .sh(format!("mkdir -m 755 {m}/home {m}/bin {m}/out"));
-        Stage { scratch, m, sandbox }
+        Stage {
+            scratch,
+            m,
+            sandbox,
+        }
     }
 
     /// The scratch tmpfs mount point (`$M`), as commands inside see it.

@@ -100,10 +100,7 @@ impl Script {
 
     /// Runs `body` with `sh -c` in `sandbox` and splits what it printed.
     pub fn run(&self, sandbox: &Sandbox, body: &str) -> Out {
-        let run = run_command(
-            sandbox.command("sh", &["-c", &self.text(body)]),
-            self.limit,
-        );
+        let run = run_command(sandbox.command("sh", &["-c", &self.text(body)]), self.limit);
         Out::new(&self.test, run)
     }
 }

@@ -8,6 +8,7 @@ use crate::endpoint::Endpoint;
 use crate::lock::DisplayLock;
 use crate::names::DisplayNames;
 use crate::report::{Choice, Report};
+pub use crate::runtime_dir::DirHold;
 use crate::strategy::{Claimed, Ctx, Environment, PreparedDir, Probed, Step, Strategy};
 
 /// libwayland's display numbers: `wayland-0` ..= `wayland-32`.
@@ -155,6 +156,9 @@ pub struct Prepared {
     pub dir: PathBuf,
     /// Directories the chain created for it (to remove again, if empty, at the end).
     pub created: Vec<PathBuf>,
+    /// A share in the directory, held while the compositor runs: the last holder removes a
+    /// private dir when it is empty ([`DirHold::release`]).
+    pub hold: Option<DirHold>,
     /// Every attempt made on the way.
     pub report: Report,
 }
@@ -263,6 +267,7 @@ impl Binder {
                 strategy,
                 dir,
                 created,
+                hold,
                 ..
             },
             report,
@@ -271,6 +276,7 @@ impl Binder {
             strategy,
             dir,
             created,
+            hold,
             report,
         })
     }

@@ -47,7 +47,7 @@ mod strategy;
 mod sys;
 pub mod trust;
 
-pub use binder::{BindError, Binder, Bound, Prepared, MAX_DISPLAY_NUMBER};
+pub use binder::{BindError, Binder, Bound, DirHold, Prepared, MAX_DISPLAY_NUMBER};
 pub use classify::Decision;
 pub use discover::{ConnectError, Discovery, Found};
 pub use endpoint::{

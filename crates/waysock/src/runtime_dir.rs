@@ -391,3 +391,64 @@ pub(crate) fn identity(path: &Path) -> Option<(u64, u64, OsString)> {
     }
     Some((info.dev, info.ino, path.file_name()?.to_os_string()))
 }
+
+/// A share in the directory a compositor was placed in: `flock(LOCK_SH)` on the directory,
+/// held by the `waysock` process that placed it (`run`, `headless`) for as long as it runs.
+/// Several jobs share one private dir (`/tmp/waysock-$UID`); the last to let go removes it
+/// if it is empty, so parallel jobs leave nothing behind and never pull the directory from
+/// under one that is still starting.
+#[derive(Debug)]
+pub struct DirHold {
+    fd: OwnedFd,
+    path: PathBuf,
+    removable: bool,
+}
+
+impl DirHold {
+    /// Takes a share in `dir`. `removable`: the directory is a private one of ours (or one
+    /// this process created), which the last holder may remove when empty. `None` when the
+    /// path no longer names the directory we checked (it was removed by a last holder just
+    /// now): the caller looks again.
+    pub(crate) fn take(dir: &UsableDir, removable: bool) -> Option<DirHold> {
+        let fd = sys::open_dir_at(&dir.fd, OsStr::new("."), false).ok()?;
+        rustix::io::retry_on_intr(|| {
+            rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared)
+        })
+        .ok()?;
+        let ours = sys::fstat(&fd).ok()?;
+        match sys::stat_path(&dir.path) {
+            Ok(Some(now)) if now.same_file(&ours) => Some(DirHold {
+                fd,
+                path: dir.path.clone(),
+                removable,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lets go; the last holder removes the directory if it is empty and removable. `true`
+    /// when it was removed.
+    pub fn release(self) -> bool {
+        if !self.removable {
+            return false;
+        }
+        // Converting our share to an exclusive lock succeeds only when no other holder is
+        // left; a job still starting keeps it.
+        if !matches!(sys::try_lock(&self.fd), Ok(true)) {
+            return false;
+        }
+        let Ok(ours) = sys::fstat(&self.fd) else {
+            return false;
+        };
+        match sys::stat_path(&self.path) {
+            // rmdir never removes content.
+            Ok(Some(now)) if now.same_file(&ours) => std::fs::remove_dir(&self.path).is_ok(),
+            _ => false,
+        }
+    }
+}

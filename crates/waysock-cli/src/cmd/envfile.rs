@@ -1,5 +1,6 @@
-//! `run --print-env FILE`: the export lines, written where another user cannot make us write
-//! into their file, hang us on a FIFO, or swap the file under the reader.
+//! Files waysock writes for the user — `run --print-env FILE`, `headless --log FILE` and
+//! `--screenshot FILE` — written where another user cannot make us write into their file, hang
+//! us on a FIFO, or swap the file under the reader.
 //!
 //! - The directory must pass [`waysock::trust`] from `/` down (owned by root or us; writable
 //!   by others only if sticky).
@@ -104,6 +105,37 @@ impl EnvFile {
 
     /// Writes `text` through a temp file renamed over the target.
     pub fn write(&mut self, text: &str) -> Result<(), String> {
+        self.write_bytes(text.as_bytes())
+    }
+
+    /// Writes `bytes` through a temp file renamed over the target.
+    pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.replace(|f| f.write_all(bytes)).map(drop)
+    }
+
+    /// Puts a new, empty file of ours in place (the same way) and returns it open, for a log
+    /// written while it grows.
+    pub fn create_open(&mut self) -> Result<std::fs::File, String> {
+        self.replace(|_| Ok(()))
+    }
+
+    /// The directory the file is in.
+    pub fn dir_path(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// Leaves the file in place when this value goes (a log or a screenshot the user asked
+    /// for, unlike `--print-env`, outlives the run).
+    pub fn keep(&mut self) {
+        self.written = None;
+    }
+
+    /// A fresh temp file beside the target, filled by `fill`, renamed over the target;
+    /// returned still open.
+    fn replace(
+        &mut self,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<std::fs::File, String> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         self.check_existing()?;
         let shown = self.path.display().to_string();
@@ -131,17 +163,17 @@ impl EnvFile {
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))?;
             let st = rustix::fs::fstat(&fd)?;
             let mut f = std::fs::File::from(fd);
-            f.write_all(text.as_bytes()).map_err(|e| {
+            fill(&mut f).map_err(|e| {
                 rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)
             })?;
             rustix::fs::renameat(&self.dir, &tmp, &self.dir, &self.name)?;
             #[allow(clippy::unnecessary_cast)]
-            Ok((st.st_dev as u64, st.st_ino as u64))
+            Ok(((st.st_dev as u64, st.st_ino as u64), f))
         })();
         match result {
-            Ok(id) => {
+            Ok((id, f)) => {
                 self.written = Some(id);
-                Ok(())
+                Ok(f)
             }
             Err(e) => {
                 let _ = rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty());

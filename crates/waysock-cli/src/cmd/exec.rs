@@ -177,7 +177,7 @@ fn exec_over_tcp(
 
 /// The display name whose shim mapping is `abs` (the inverse of
 /// [`waysock::abstract_display_name`]): `wayland-UID-N` → `wayland-N`.
-fn display_for_abstract(uid: u32, abs: &str) -> String {
+pub(crate) fn display_for_abstract(uid: u32, abs: &str) -> String {
     let rest = abs.strip_prefix(&format!("wayland-{uid}-")).unwrap_or(abs);
     format!("wayland-{rest}")
 }

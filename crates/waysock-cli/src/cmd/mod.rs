@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod env;
 pub mod envfile;
 pub mod exec;
+pub mod headless;
 pub mod ls;
 pub mod manpage;
 pub mod preload;

@@ -370,12 +370,16 @@ impl Place for Directory {
             self.peek(&dir, uid, name, candidate, report)
         });
         match won {
-            Step::Won(((), endpoint)) => Step::Won(PreparedDir {
-                strategy: self.strategy,
-                endpoint,
-                dir: dir.path.clone(),
-                created: std::mem::take(&mut dir.created),
-            }),
+            Step::Won(((), endpoint)) => {
+                let removable = self.policy == Policy::Private || !dir.created.is_empty();
+                Step::Won(PreparedDir {
+                    strategy: self.strategy,
+                    endpoint,
+                    dir: dir.path.clone(),
+                    hold: crate::runtime_dir::DirHold::take(&dir, removable),
+                    created: std::mem::take(&mut dir.created),
+                })
+            }
             Step::Next => {
                 dir.remove_created();
                 Step::Next

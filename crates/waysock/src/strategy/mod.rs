@@ -338,6 +338,7 @@ pub(crate) struct PreparedDir {
     pub endpoint: Endpoint,
     pub dir: PathBuf,
     pub created: Vec<PathBuf>,
+    pub hold: Option<crate::runtime_dir::DirHold>,
 }
 
 /// What a client looking for a display shares between strategies.

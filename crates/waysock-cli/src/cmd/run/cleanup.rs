@@ -18,6 +18,8 @@ pub struct Cleanup {
     record: Option<Published>,
     /// The compositor's directory and the directories created for it.
     created: Option<(PathBuf, Vec<PathBuf>)>,
+    /// Our share in the compositor's directory: the last job to let go removes it if empty.
+    hold: Option<waysock::DirHold>,
     /// The display the compositor brought up there.
     display: Option<String>,
     env_file: Option<EnvFile>,
@@ -29,6 +31,7 @@ impl Cleanup {
         Cleanup {
             record: None,
             created: None,
+            hold: None,
             display: None,
             env_file,
         }
@@ -37,6 +40,11 @@ impl Cleanup {
     /// The directories created for the compositor's `dir` (outermost first).
     pub fn created(&mut self, dir: PathBuf, created: Vec<PathBuf>) {
         self.created = Some((dir, created));
+    }
+
+    /// Our share in the compositor's directory (see [`waysock::DirHold`]).
+    pub fn hold(&mut self, hold: Option<waysock::DirHold>) {
+        self.hold = hold;
     }
 
     /// The display the compositor brought up.
@@ -60,7 +68,8 @@ impl Drop for Cleanup {
         if let Some(record) = self.record.take() {
             record.withdraw();
         }
-        if let Some((dir, created)) = self.created.take().filter(|(_, c)| !c.is_empty()) {
+        let shared = self.hold.is_some();
+        if let Some((dir, created)) = self.created.take().filter(|(_, c)| shared || !c.is_empty()) {
             if let Some(name) = self.display.take() {
                 match waysock::remove_stale_display(&dir, &name) {
                     Ok(true) => {
@@ -69,6 +78,11 @@ impl Drop for Cleanup {
                     Ok(false) => {}
                     Err(e) => tracing::warn!("could not clean {name}: {e}"),
                 }
+            }
+            // The last job in a shared private dir removes it when empty; then whatever this
+            // job created above it (`$HOME/.local`), innermost first, if empty.
+            if let Some(hold) = self.hold.take() {
+                hold.release();
             }
             for d in created.iter().rev() {
                 let _ = std::fs::remove_dir(d);

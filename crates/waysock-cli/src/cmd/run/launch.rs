@@ -10,8 +10,8 @@
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitCode, ExitStatus};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use super::plan::Plan;
@@ -37,8 +37,8 @@ pub struct Launched {
     child: Child,
     /// Raised once the compositor is reaped: from then on a signal ends `run`.
     gone: Option<Arc<AtomicBool>>,
-    /// Raised when a signal reached us while the compositor ran.
-    signalled: Option<Arc<AtomicBool>>,
+    /// The last signal that reached us while the compositor ran (0: none).
+    signalled: Option<Arc<AtomicI32>>,
 }
 
 impl Launched {
@@ -50,9 +50,20 @@ impl Launched {
     /// Did a signal (ours to pass on, or the terminal's) arrive while it ran? Then its end
     /// was asked for, and its status is `run`'s whether or not the display came up.
     pub fn signalled(&self) -> bool {
+        self.signal().is_some()
+    }
+
+    /// The last signal that reached us while it ran, if any.
+    pub fn signal(&self) -> Option<i32> {
         self.signalled
             .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|n| *n != 0)
+    }
+
+    /// Its stdout and stderr, when they were piped (`launch_with`).
+    pub fn take_output(&mut self) -> (Option<ChildStdout>, Option<ChildStderr>) {
+        (self.child.stdout.take(), self.child.stderr.take())
     }
 
     /// Stops the compositor: SIGTERM, then SIGKILL if it is still there after `grace`.
@@ -81,6 +92,15 @@ impl Launched {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// [`Launched::wait`], keeping the handle (to read [`Launched::signal`] afterwards).
+    pub fn wait_in_place(&mut self) -> io::Result<ExitStatus> {
+        let status = self.child.wait()?;
+        if let Some(gone) = &self.gone {
+            gone.store(true, Ordering::SeqCst);
+        }
+        Ok(status)
+    }
+
     /// Waits for the compositor to exit. Once it is reaped, a signal ends `run` as if it were
     /// not caught.
     pub fn wait(mut self) -> io::Result<ExitStatus> {
@@ -99,10 +119,31 @@ impl Launched {
 pub fn launch(
     plan: &Plan,
     extra: &[(&'static str, String)],
-    mut signals: Option<Signals>,
+    signals: Option<Signals>,
+) -> Result<Launched, ExitCode> {
+    launch_with(plan, extra, signals, |_| {})
+}
+
+/// [`launch`], with a last say on the command (its stdio, more variables).
+pub fn launch_with(
+    plan: &Plan,
+    extra: &[(&'static str, String)],
+    signals: Option<Signals>,
+    configure: impl FnOnce(&mut Command),
 ) -> Result<Launched, ExitCode> {
     let mut cmd = command(plan);
     cmd.envs(extra.iter().map(|(k, v)| (k, v)));
+    configure(&mut cmd);
+    spawn(cmd, &plan.name(), signals, "waysock run")
+}
+
+/// Spawns `cmd` (killed if we die) and forwards `signals` to it; `who` starts the messages.
+pub fn spawn(
+    mut cmd: Command,
+    name: &str,
+    mut signals: Option<Signals>,
+    who: &str,
+) -> Result<Launched, ExitCode> {
     waysock::terminate_with_parent(&mut cmd);
     if let Some(sig) = signals
         .as_mut()
@@ -110,13 +151,13 @@ pub fn launch(
         .map(|o| o.signal)
     {
         // Asked to stop before the compositor even started: do not start it.
-        eprintln!("waysock run: signal {sig} before the compositor started; not starting it");
+        eprintln!("{who}: signal {sig} before {name} started; not starting it");
         return Err(ExitCode::from((128 + sig).clamp(0, 255) as u8));
     }
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("waysock run: cannot start {}: {e}", plan.name());
+            eprintln!("{who}: cannot start {name}: {e}");
             return Err(ExitCode::from(if e.kind() == io::ErrorKind::NotFound {
                 127
             } else {
@@ -176,15 +217,15 @@ pub fn exit_code(status: ExitStatus) -> ExitCode {
 ///   reaped), so a late signal never reaches a process that reused its pid.
 /// - Once the flag is raised (the compositor is gone), a signal ends `run` the default way: a
 ///   cleanup that hangs can still be interrupted.
-fn forward_signals(mut signals: Signals, child: u32) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
+fn forward_signals(mut signals: Signals, child: u32) -> (Arc<AtomicBool>, Arc<AtomicI32>) {
     use rustix::process::{PidfdFlags, Signal};
     let gone = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&gone);
-    let signalled = Arc::new(AtomicBool::new(false));
+    let signalled = Arc::new(AtomicI32::new(0));
     let seen = Arc::clone(&signalled);
     let early: Vec<i32> = signals.pending().map(|o| o.signal).collect();
-    if !early.is_empty() {
-        seen.store(true, Ordering::SeqCst);
+    if let Some(last) = early.last() {
+        seen.store(*last, Ordering::SeqCst);
     }
     let pid = rustix::process::Pid::from_raw(child as i32);
     // pidfd_open needs Linux 5.3; before that the pid itself (the old race remains there).
@@ -209,7 +250,7 @@ fn forward_signals(mut signals: Signals, child: u32) -> (Arc<AtomicBool>, Arc<At
                 let _ = signal_hook::low_level::emulate_default_handler(origin.signal);
                 continue;
             }
-            seen.store(true, Ordering::SeqCst);
+            seen.store(origin.signal, Ordering::SeqCst);
             if origin.process.is_none() {
                 continue; // from the terminal: the child got it too
             }

@@ -33,11 +33,12 @@
 //! `libwaysock_preload.so`: the compositor binds `$XDG_RUNTIME_DIR/wayland-N` and really gets
 //! the abstract `wayland-UID-N`.
 
-mod cleanup;
-mod launch;
-mod plan;
-mod publish;
-mod ready;
+pub(crate) mod cleanup;
+pub(crate) mod launch;
+mod notify;
+pub(crate) mod plan;
+pub(crate) mod publish;
+pub(crate) mod ready;
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
@@ -73,9 +74,14 @@ pub struct Args {
     /// Also accept clients of this uid on an abstract display (repeatable; default: only ours).
     #[arg(long = "allow-uid", value_name = "UID")]
     allow_uid: Vec<u32>,
-    /// Seconds to wait for the compositor's socket before saying so (it keeps running).
+    /// Seconds to wait for the compositor's display to answer; after that it is stopped and
+    /// run exits 125.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     ready_timeout: u64,
+    /// Write the display's endpoint as one line to this inherited descriptor once it answers,
+    /// then close it (EOF without a line: it never came up).
+    #[arg(long, value_name = "N")]
+    ready_fd: Option<i32>,
     /// The compositor and its arguments.
     #[arg(
         required = true,
@@ -118,6 +124,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(Ok(f)) => Some(f),
         Some(Err(e)) => return Ok(super::usage(format!("--print-env {e}"))),
     };
+    let mut notifier = match notify::Notifier::new(args.ready_fd) {
+        Ok(n) => n,
+        Err(e) => return Ok(super::usage(e)),
+    };
     // From here on, whatever run creates is removed again when this guard goes.
     let mut cleanup = Cleanup::new(env_file);
     let (program, rest) = args
@@ -126,13 +136,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("no compositor given"))?;
 
     // 1. Plan.
-    let prepared = Binder::new(env.clone())
+    let mut prepared = Binder::new(env.clone())
         .strategies(chain.clone())
         .display(args.display.clone())
         .fix_perms(args.fix_perms)
         .prepare_directory();
-    if let Ok(p) = &prepared {
+    if let Ok(p) = &mut prepared {
         cleanup.created(p.dir.clone(), p.created.clone());
+        cleanup.hold(p.hold.take());
     }
     let input = plan::Input {
         program,
@@ -147,7 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(h) => plan::activated(input, h, &Machine(&env)),
         None => plan::plan(input, Directory::from_library(&prepared), &Machine(&env)),
     };
-    let plan = match planned {
+    let mut plan = match planned {
         Ok(p) => p,
         Err(refused) => {
             eprint!("{}", refused.text);
@@ -158,6 +169,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(shim = %shim.display(), dir = %dir.display(), "abstract via preload");
     }
     tracing::info!(strategy = %plan.strategy, "chosen");
+    // Readiness is run's to report: the compositor must not notify a supervisor itself.
+    plan.env.push(("NOTIFY_SOCKET", None));
+    notifier.status(&format!("starting {} ({})", plan.name(), plan.strategy));
     let publisher = Publisher::prepare(env.uid);
 
     // 2. Launch.
@@ -185,18 +199,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cleanup.published(record);
             }
             publish::announce(&plan, up, cleanup.env_file());
+            notifier.ready(
+                &up.endpoint,
+                &format!(
+                    "{} is up on {} ({})",
+                    plan.name(),
+                    up.endpoint,
+                    plan.strategy
+                ),
+            );
         }
         Ready::Exited => {}
-        Ready::TimedOut => eprintln!(
-            "waysock run: {} did not bring up a Wayland socket ({}) within {} s; still \
-             waiting for it to exit",
-            plan.name(),
-            plan.place.describe(),
-            args.ready_timeout
-        ),
+        Ready::TimedOut => {
+            eprintln!(
+                "waysock run: {} did not bring up a Wayland socket ({}) within {} s; stopping it",
+                plan.name(),
+                plan.place.describe(),
+                args.ready_timeout
+            );
+            child.terminate(Duration::from_secs(5));
+        }
     }
 
     // 5. Its end is ours.
+    let asked_to_stop = child.signalled();
     let status = child.wait()?;
     if matches!(ready, Ready::Exited) || !status.success() {
         eprintln!(
@@ -205,12 +231,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             launch::describe(status)
         );
     }
+    notifier.stopping(&format!(
+        "{} exited: {}",
+        plan.name(),
+        launch::describe(status)
+    ));
     drop(cleanup);
+    // A compositor that never answered failed: its own failure status is passed on, and a
+    // success (or the stop after --ready-timeout) becomes 125 — unless we were asked to stop
+    // it before it got there.
+    let never_ready = match ready {
+        Ready::Up(_) => false,
+        Ready::TimedOut => true,
+        Ready::Exited => status.success(),
+    };
+    if never_ready && !asked_to_stop {
+        eprintln!(
+            "waysock run: {} never answered on its display: exit {NEVER_READY}",
+            plan.name()
+        );
+        return Ok(ExitCode::from(NEVER_READY));
+    }
     Ok(exit_code(status))
 }
 
+/// `run`'s status when the compositor started but its display never answered (it exited 0
+/// first, or did not answer within `--ready-timeout`): like `env`/`timeout`, 125 is the tool
+/// failing, not the command.
+pub const NEVER_READY: u8 = 125;
+
 /// The machine as [`plan::plan`] asks about it.
-struct Machine<'a>(&'a Environment);
+pub(crate) struct Machine<'a>(pub(crate) &'a Environment);
 
 impl plan::Probe for Machine<'_> {
     fn blockers(&self, program: &OsStr) -> Vec<String> {
