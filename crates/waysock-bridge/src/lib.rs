@@ -10,6 +10,8 @@
 //!   crosses the wire.
 //! - [`channel`]: after it, every frame is sealed (ChaCha20-Poly1305) with per-connection keys.
 //! - [`transport`], [`session`], [`bridge`]: frames, one relayed connection, the two ends.
+//! - [`stream`]: the encoded side over TCP or a Unix stream (`waysock ssh`), and the two ends
+//!   over a Unix socket.
 //! - [`gate`]: the listening end's handshake stage, one poll loop for every unauthenticated
 //!   connection, bounded and shedding the oldest under a flood.
 #![deny(unsafe_code)]
@@ -22,4 +24,5 @@ pub mod codec;
 pub mod gate;
 pub mod protocol;
 pub mod session;
+pub mod stream;
 pub mod transport;

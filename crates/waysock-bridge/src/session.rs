@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,9 +33,10 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FileType, OFlags, SealFlags};
 
-use crate::channel::{self, OpenReader, SealWriter, Sealed};
+use crate::channel::{self, OpenReader, SealWriter, Sealed, SessionKeys};
 use crate::codec::{self, Direction, ObjectMap, Value};
 use crate::protocol::ArgType;
+use crate::stream::Stream;
 use crate::transport::{self, Frame, PipeDir, PIPE_WINDOW};
 
 /// Globals whose objects pass descriptors the bridge cannot translate (GPU buffers, sync
@@ -161,7 +162,7 @@ struct Shared {
     credits: Arc<Mutex<HashMap<u32, Arc<Credit>>>>,
     /// The stream's write half, shared by every thread that sends (pipe readers, acks, the
     /// pool-sync threads): each frame goes out whole, as one sealed record, in order.
-    writer: Arc<SealWriter<TcpStream>>,
+    writer: Arc<SealWriter<Stream>>,
     stats: Arc<Stats>,
     name: String,
     poll: BusyPoll,
@@ -304,7 +305,7 @@ impl Poller {
 struct SpinRead<'a> {
     sh: &'a Shared,
     poller: Poller,
-    stream: TcpStream,
+    stream: Stream,
 }
 
 impl io::Read for SpinRead<'_> {
@@ -351,7 +352,21 @@ pub fn run(
     stats: Arc<Stats>,
     busy_poll: std::time::Duration,
 ) -> io::Result<()> {
-    let Sealed { tcp: remote, keys } = remote;
+    let Sealed { tcp, keys } = remote;
+    run_over(local, Stream::Tcp(tcp), keys, side, name, stats, busy_poll)
+}
+
+/// [`run`] over any stream (TCP, or the Unix socket `waysock ssh` forwards), authenticated
+/// with `keys` (see [`crate::stream::authenticate`]).
+pub fn run_over(
+    local: UnixStream,
+    remote: Stream,
+    keys: SessionKeys,
+    side: Side,
+    name: &str,
+    stats: Arc<Stats>,
+    busy_poll: std::time::Duration,
+) -> io::Result<()> {
     remote.set_nodelay(true)?;
     let shared = Arc::new(Shared {
         side,
@@ -1072,7 +1087,7 @@ impl Credit {
 fn pump_in(
     sh: &Arc<Shared>,
     local: &UnixStream,
-    remote: &TcpStream,
+    remote: &Stream,
     key: &[u8; 32],
 ) -> io::Result<()> {
     // Pool updates are applied (decompressed, written) on a second thread while this one reads
@@ -1173,7 +1188,7 @@ impl Applier {
 fn pump_in_frames(
     sh: &Arc<Shared>,
     local: &UnixStream,
-    remote: &TcpStream,
+    remote: &Stream,
     key: &[u8; 32],
     applier: &Applier,
     jobs: &std::sync::mpsc::SyncSender<PoolUpdate>,
