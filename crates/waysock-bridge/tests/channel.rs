@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use waysock_bridge::channel::{OpenReader, SealWriter, SessionKeys, MAX_RECORD, TAG};
+use waysock_bridge::transport::MAX_FRAME;
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -34,6 +35,20 @@ fn the_largest_record_passes_and_one_byte_more_is_refused() {
     let mut want = largest;
     want.extend_from_slice(b"after");
     assert_eq!(open_all(&wire).unwrap(), want);
+}
+
+#[test]
+fn one_frame_of_the_largest_size_fits_one_record() {
+    // A frame is a 5-byte head and at most MAX_FRAME bytes of payload; a record holds one
+    // whole frame of the largest size, and not a byte more.
+    let w = SealWriter::new(Vec::new(), &KEY);
+    w.write_record(&vec![1; MAX_FRAME + 5]).unwrap();
+    assert!(w.write_record(&vec![1; MAX_FRAME + 6]).is_err());
+    w.close().unwrap();
+    assert_eq!(
+        open_all(&w.into_inner().unwrap()).unwrap().len(),
+        MAX_FRAME + 5
+    );
 }
 
 /// A stream whose write number `fail_at` (from 0) fails; every other write works.
