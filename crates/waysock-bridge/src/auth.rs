@@ -1,24 +1,43 @@
-//! Authentication of the two bridge ends (SPEC §8): both prove they hold the same secret, the
-//! whole content of a token file, by challenge-response. The secret never crosses the wire.
+//! Authentication and key agreement of the two bridge ends (SPEC §8): the Noise protocol
+//! framework's `NNpsk0` handshake, `Noise_NNpsk0_25519_ChaChaPoly_SHA256` (the `snow` crate),
+//! whose pre-shared key is a hash of the token file's whole content. The secret never crosses
+//! the wire, and every connection agrees on its keys by an ephemeral X25519 exchange, so a
+//! recording of a session cannot be decrypted later even by whoever then learns the token
+//! (forward secrecy).
 //!
 //! ```text
-//! connector → listener   "WSB3" nonce_c[32]
-//! listener  → connector  "WSB3" nonce_s[32] HMAC-SHA256(secret, "waysock-bridge listener" | nonce_c | nonce_s)
-//! connector → listener   HMAC-SHA256(secret, "waysock-bridge connector" | nonce_s | nonce_c)
+//! psk      = HMAC-SHA256(secret, "waysock-bridge WSB4 noise psk")
+//! prologue = "waysock-bridge WSB4"
+//! connector → listener   "WSB4" | Noise message 1 (psk, e):  e_c[32] tag[16]
+//! listener  → connector  "WSB4" | Noise message 2 (e, ee):   e_l[32] tag[16]
+//! (k1, k2)  = Noise Split() (raw), h = the handshake hash
+//! connector → listener   HMAC-SHA256(k1, "waysock-bridge WSB4 confirm" | h)
 //! listener  → connector  0x01 (accepted)
-//! then, both ends:       key c→s = HMAC-SHA256(secret, "waysock-bridge key: connector to listener" | nonce_c | nonce_s)
-//!                        key s→c = HMAC-SHA256(secret, "waysock-bridge key: listener to connector" | nonce_c | nonce_s)
+//! then, both ends:       key c→l = HMAC-SHA256(k1, "waysock-bridge WSB4 record key: connector to listener")
+//!                        key l→c = HMAC-SHA256(k2, "waysock-bridge WSB4 record key: listener to connector")
 //! ```
-//! A listener that ends a handshake early says why before it closes, so the connector can
-//! tell its user: in place of its greeting `"WSB-"` and a [`Refusal`] code, or in place of the
-//! `0x01` the code alone (`0x00`: our proof was wrong; `0x02`: busy; `0x03`: timed out). A
-//! connector of an older version reads that as a closed connection.
-//! Each MAC covers both nonces and the sender's role, so a reply cannot be replayed from
-//! another session or reflected back at its sender. MACs are compared in constant time. Any
-//! failure ends the handshake with nothing relayed. The nonces are always 32 bytes and the
-//! labels differ, so proofs and keys never share an input. After the handshake everything is
-//! sealed with the two keys ([`crate::channel`]). There is no forward secrecy: whoever later
-//! learns the secret can derive the keys of a recorded session.
+//!
+//! - Message 1 carries an (empty) payload encrypted under a key mixed from the psk and `e_c`:
+//!   the listener learns whether the connector holds the token before it does any
+//!   Diffie-Hellman work, and says so at once if not (a flood of wrong handshakes costs it two
+//!   hashes and one AEAD check each).
+//! - Message 2's payload tag proves to the connector that the listener holds the token and saw
+//!   message 1 unchanged (the tag covers the transcript hash).
+//! - The confirmation proves to the listener that the connector took part in this exchange (it
+//!   needs `e_c`'s private half): message 1 recorded from an earlier session and replayed is
+//!   answered, but the replayer cannot confirm, and nothing is relayed.
+//! - The record layer ([`crate::channel`]: ChaCha20-Poly1305, numbered records) keeps its own
+//!   framing and is keyed from the split. The split keys are used only as HMAC keys, each output
+//!   under its own label, so the confirmation and the two record keys never share an input (the
+//!   raw split would otherwise key both the confirmation and records, whose nonces start at 0
+//!   like Noise's own transport messages). The handshake hash `h` alone would not do: it mixes
+//!   in the psk but not the ephemeral exchange, so it has no forward secrecy.
+//!
+//! A listener that ends a handshake early says why before it closes, so the connector can tell
+//! its user: in place of its greeting `"WSB-"` and a code (`0x00`: our token is not its token;
+//! [`Refusal`]: busy, timed out), or in place of the `0x01` the code alone. A listener that
+//! receives a greeting of another version answers with its own magic and closes, so both ends
+//! name the mismatch. Any failure ends the handshake with nothing relayed.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -27,6 +46,8 @@ use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use snow::HandshakeState;
+use subtle::ConstantTimeEq;
 
 use crate::channel::SessionKeys;
 
@@ -34,13 +55,45 @@ use crate::channel::SessionKeys;
 pub const MIN_SECRET: usize = 16;
 /// Longest accepted token file (a secret, not a document).
 pub const MAX_SECRET: usize = 64 * 1024;
-/// The greeting: "WSB" and the channel protocol's version (3: sealed records, pipes with
-/// credit acks).
-const MAGIC: &[u8; 4] = b"WSB3";
+/// The greeting: "WSB" and the channel protocol's version (4: the Noise handshake; 3: sealed
+/// records, pipes with credit acks).
+const MAGIC: &[u8; 4] = b"WSB4";
 
 /// What the listener sends in place of its greeting when it ends the handshake at once; one
-/// [`Refusal`] code follows.
+/// code follows ([`TOKEN_REJECTED`] or a [`Refusal`]).
 const REFUSAL: &[u8; 4] = b"WSB-";
+
+/// The Noise protocol this version speaks.
+pub const NOISE_PROTOCOL: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+/// Mixed into the handshake hash first: the handshake is bound to this protocol and version.
+const PROLOGUE: &[u8] = b"waysock-bridge WSB4";
+/// Label of the pre-shared key (HMAC-SHA256 keyed with the secret).
+const L_PSK: &[u8] = b"waysock-bridge WSB4 noise psk";
+/// Label of the connector's key confirmation (HMAC-SHA256 keyed with the first split key).
+const L_CONFIRM: &[u8] = b"waysock-bridge WSB4 confirm";
+/// Label of the connector → listener record key.
+const L_TO_LISTENER: &[u8] = b"waysock-bridge WSB4 record key: connector to listener";
+/// Label of the listener → connector record key.
+const L_TO_CONNECTOR: &[u8] = b"waysock-bridge WSB4 record key: listener to connector";
+
+/// An ephemeral X25519 public key.
+const DH: usize = 32;
+/// The AEAD tag of a Noise message's (empty) payload.
+const NOISE_TAG: usize = 16;
+/// A Noise handshake message of ours: an ephemeral key and the tag of an empty payload.
+const NOISE_MSG: usize = DH + NOISE_TAG;
+/// The connector's greeting: the magic and Noise message 1.
+pub const GREETING_LEN: usize = 4 + NOISE_MSG;
+/// The listener's reply: the magic and Noise message 2.
+pub const REPLY_LEN: usize = 4 + NOISE_MSG;
+/// The connector's key confirmation.
+pub const PROOF_LEN: usize = 32;
+
+/// The status byte after the connector's confirmation: accepted.
+const ACCEPTED: u8 = 1;
+/// The code that says the connector's token is not the listener's (after [`REFUSAL`], or as
+/// the status byte when the confirmation was wrong).
+const TOKEN_REJECTED: u8 = 0;
 
 /// What a greeting that is not ours is.
 fn greeting_error(got: &[u8]) -> AuthError {
@@ -49,17 +102,16 @@ fn greeting_error(got: &[u8]) -> AuthError {
         _ => AuthError::NotABridge,
     }
 }
-const NONCE: usize = 32;
-const MAC: usize = 32;
-/// The connector's greeting: the magic and its nonce.
-pub const GREETING_LEN: usize = 4 + NONCE;
-/// The connector's proof.
-pub const PROOF_LEN: usize = MAC;
 
-/// The status byte after the connector's proof: accepted.
-const ACCEPTED: u8 = 1;
-/// The status byte after the connector's proof: the proof was wrong.
-const PROOF_REJECTED: u8 = 0;
+/// HMAC-SHA256 of `label | data` keyed with `key`: the one PRF of this module. Labels are
+/// distinct constants and `data` is empty or a 32-byte hash, so no two uses share an input.
+fn prf(key: &[u8], label: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| panic!("HMAC-SHA256 rejected a key (it accepts any length)"));
+    m.update(label);
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
 
 /// Why a listener ended a handshake before it was done, as it tells the connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,13 +169,17 @@ impl fmt::Display for Refusal {
 /// The shared secret, read from a token file. Never printed.
 pub struct Token {
     secret: Vec<u8>,
+    /// The Noise pre-shared key derived from it.
+    psk: [u8; 32],
 }
 
 impl Drop for Token {
     fn drop(&mut self) {
         // Best effort: do not leave the secret in freed memory.
         self.secret.fill(0);
+        self.psk.fill(0);
         std::hint::black_box(&self.secret);
+        std::hint::black_box(&self.psk);
     }
 }
 
@@ -229,46 +285,20 @@ impl Token {
                 len: secret.len() as u64,
             });
         }
-        Ok(Token { secret })
+        Ok(Token::new(secret))
     }
 
     /// A token from bytes (tests, and callers that keep the secret elsewhere).
     pub fn from_bytes(secret: &[u8]) -> Option<Token> {
         (MIN_SECRET..=MAX_SECRET)
             .contains(&secret.len())
-            .then(|| Token {
-                secret: secret.to_vec(),
-            })
+            .then(|| Token::new(secret.to_vec()))
     }
 
-    /// HMAC over `label | first | second`; the two nonces are always [`NONCE`] bytes, which
-    /// keeps the concatenation unambiguous.
-    fn hmac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
-        debug_assert!(first.len() == NONCE && second.len() == NONCE);
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable_hmac());
-        m.update(label);
-        m.update(first);
-        m.update(second);
-        m
+    fn new(secret: Vec<u8>) -> Token {
+        let psk = prf(&secret, L_PSK, &[]);
+        Token { secret, psk }
     }
-
-    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; MAC] {
-        self.hmac(label, first, second)
-            .finalize()
-            .into_bytes()
-            .into()
-    }
-
-    /// Checks a peer's proof in constant time (the `hmac` crate's `verify_slice`).
-    fn verify(&self, proof: &[u8], label: &[u8], first: &[u8], second: &[u8]) -> bool {
-        self.hmac(label, first, second).verify_slice(proof).is_ok()
-    }
-}
-
-/// HMAC accepts keys of any length; this cannot happen.
-fn unreachable_hmac() -> Hmac<Sha256> {
-    panic!("HMAC-SHA256 rejected a key (it accepts any length)")
 }
 
 /// `O_NONBLOCK`, so a FIFO planted as the token file cannot hang us in `open` (the file is also
@@ -280,9 +310,9 @@ fn libc_o_nonblock() -> i32 {
 /// Which end of the handshake we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The end that accepted the TCP connection.
+    /// The end that accepted the TCP connection (the Noise responder).
     Listener,
-    /// The end that made it.
+    /// The end that made it (the Noise initiator).
     Connector,
 }
 
@@ -300,28 +330,43 @@ pub enum AuthError {
         char::from(*.0)
     )]
     Version(u8),
-    /// The peer's proof was wrong: it does not hold our secret.
-    #[error("the peer does not hold the same token (proof rejected)")]
+    /// (Connector) The listener's reply did not authenticate: it does not hold our token, or
+    /// the reply was forged or altered on the way.
+    #[error(
+        "the peer's handshake reply did not authenticate: it does not hold the same token \
+         (or the reply was altered on the way)"
+    )]
     BadProof,
-    /// The listener rejected our proof.
-    #[error("the listener rejected our token")]
+    /// (Listener) The connector's greeting did not authenticate: it holds another token.
+    #[error("the connector does not hold the same token (its handshake did not authenticate)")]
+    WrongToken,
+    /// (Listener) The connector did not confirm the session keys: a recorded handshake
+    /// replayed, or one altered on the way.
+    #[error("the connector did not confirm the session keys (a replayed or altered handshake)")]
+    Unconfirmed,
+    /// (Connector) The listener rejected our token.
+    #[error("the listener rejected our token (the token files on the two ends differ)")]
     Rejected,
     /// The listener ended the handshake early and said why.
     #[error("{0}")]
     Refused(Refusal),
     /// The listener closed the connection before answering our greeting, without a reason
-    /// (a bridge of an older version refuses that way when it is busy).
+    /// (a bridge of an older version refuses that way when it is busy, or when our version
+    /// is not its own).
     #[error(
-        "the listener closed the connection without answering our greeting (a busy bridge of \
-         an older version, or not a waysock bridge)"
+        "the listener closed the connection without answering our greeting (a bridge of an \
+         older version, or not a waysock bridge)"
     )]
     NoAnswer,
-    /// The peer hung up mid-handshake: typically it found our proof wrong (a different token).
+    /// The peer hung up mid-handshake.
     #[error("the peer closed the connection during the handshake (it holds a different token?)")]
     PeerClosed,
     /// The handshake did not finish within our deadline.
     #[error("handshake timed out after {} s", .0.as_secs_f32())]
     TimedOut(std::time::Duration),
+    /// The Noise library failed for a reason of its own (no randomness, say).
+    #[error("handshake: {0}")]
+    Noise(snow::Error),
     /// The connection failed or timed out.
     #[error("handshake I/O: {0}")]
     Io(io::Error),
@@ -336,44 +381,92 @@ impl From<io::Error> for AuthError {
     }
 }
 
-/// The session's keys (connector → listener, listener → connector) from the secret and the
-/// connector's and listener's nonces. HMAC-SHA256 keyed with the secret is the PRF; distinct
-/// labels keep the keys apart from each other and from the proofs.
-fn session_keys(token: &Token, connector: &[u8], listener: &[u8]) -> ([u8; 32], [u8; 32]) {
-    (
-        token.mac(
-            b"waysock-bridge key: connector to listener",
-            connector,
-            listener,
-        ),
-        token.mac(
-            b"waysock-bridge key: listener to connector",
-            connector,
-            listener,
-        ),
-    )
-}
-
-fn nonce() -> io::Result<[u8; NONCE]> {
-    let mut n = [0u8; NONCE];
-    let mut filled = 0;
-    while filled < NONCE {
-        let got = rustix::rand::getrandom(&mut n[filled..], rustix::rand::GetRandomFlags::empty())
-            .map_err(io::Error::from)?;
-        filled += got;
+/// A Noise handshake state of our protocol, keyed with the token's psk.
+fn noise(token: &Token, role: Role) -> Result<HandshakeState, AuthError> {
+    let params = NOISE_PROTOCOL.parse().map_err(AuthError::Noise)?;
+    let builder = snow::Builder::new(params)
+        .prologue(PROLOGUE)
+        .and_then(|b| b.psk(0, &token.psk))
+        .map_err(AuthError::Noise)?;
+    match role {
+        Role::Connector => builder.build_initiator(),
+        Role::Listener => builder.build_responder(),
     }
-    Ok(n)
+    .map_err(AuthError::Noise)
 }
 
-/// The label of the listener's proof.
-const L_LISTENER: &[u8] = b"waysock-bridge listener";
-/// The label of the connector's proof.
-const L_CONNECTOR: &[u8] = b"waysock-bridge connector";
+/// What a finished handshake leaves: the two record keys and the connector's confirmation.
+struct Agreed {
+    to_listener: [u8; 32],
+    to_connector: [u8; 32],
+    confirm: [u8; PROOF_LEN],
+}
+
+impl Drop for Agreed {
+    fn drop(&mut self) {
+        self.to_listener.fill(0);
+        self.to_connector.fill(0);
+        std::hint::black_box(&self.to_listener);
+        std::hint::black_box(&self.to_connector);
+    }
+}
+
+impl Agreed {
+    /// From a finished handshake: see the module's diagram.
+    fn from(hs: &mut HandshakeState) -> Agreed {
+        debug_assert!(hs.is_handshake_finished());
+        let (mut k1, mut k2) = hs.dangerously_get_raw_split();
+        let agreed = Agreed {
+            to_listener: prf(&k1, L_TO_LISTENER, &[]),
+            to_connector: prf(&k2, L_TO_CONNECTOR, &[]),
+            confirm: prf(&k1, L_CONFIRM, hs.get_handshake_hash()),
+        };
+        k1.fill(0);
+        k2.fill(0);
+        std::hint::black_box((&k1, &k2));
+        agreed
+    }
+
+    fn keys(&self, role: Role) -> SessionKeys {
+        match role {
+            Role::Connector => SessionKeys {
+                send: self.to_listener,
+                receive: self.to_connector,
+            },
+            Role::Listener => SessionKeys {
+                send: self.to_connector,
+                receive: self.to_listener,
+            },
+        }
+    }
+}
+
+/// Reads a Noise message of ours (an empty payload); `bad` is what a failed check means here.
+fn read_noise(hs: &mut HandshakeState, msg: &[u8], bad: AuthError) -> Result<(), AuthError> {
+    let mut payload = [0u8; NOISE_MSG];
+    match hs.read_message(msg, &mut payload) {
+        Ok(0) => Ok(()),
+        // A payload: not something this version sends.
+        Ok(_) => Err(AuthError::NotABridge),
+        Err(snow::Error::Decrypt) => Err(bad),
+        Err(e) => Err(AuthError::Noise(e)),
+    }
+}
+
+/// Writes a Noise message of ours (an empty payload) after `MAGIC`.
+fn write_noise(hs: &mut HandshakeState) -> Result<[u8; 4 + NOISE_MSG], AuthError> {
+    let mut out = [0u8; 4 + NOISE_MSG];
+    out[..4].copy_from_slice(MAGIC);
+    let n = hs
+        .write_message(&[], &mut out[4..])
+        .map_err(AuthError::Noise)?;
+    debug_assert_eq!(n, NOISE_MSG);
+    Ok(out)
+}
 
 /// Runs the handshake on `stream` (set a read timeout on it first). `Ok` means the peer holds
 /// the same secret and Wayland bytes may flow, sealed with the returned keys (see
-/// [`crate::channel`]): one per direction, derived from the secret and both nonces, so fresh
-/// for every connection.
+/// [`crate::channel`]): one per direction, from this connection's ephemeral exchange.
 pub fn handshake<S: Read + Write>(
     stream: &mut S,
     token: &Token,
@@ -381,12 +474,9 @@ pub fn handshake<S: Read + Write>(
 ) -> Result<SessionKeys, AuthError> {
     match role {
         Role::Connector => {
-            let mine = nonce()?;
-            let mut hello = Vec::with_capacity(4 + NONCE);
-            hello.extend_from_slice(MAGIC);
-            hello.extend_from_slice(&mine);
-            stream.write_all(&hello)?;
-            let mut reply = [0u8; 4 + NONCE + MAC];
+            let mut hs = noise(token, Role::Connector)?;
+            stream.write_all(&write_noise(&mut hs)?)?;
+            let mut reply = [0u8; REPLY_LEN];
             stream
                 .read_exact(&mut reply[..4])
                 .map_err(|e| match e.kind() {
@@ -398,106 +488,142 @@ pub fn handshake<S: Read + Write>(
             if &reply[..4] == REFUSAL {
                 let mut code = [0u8; 1];
                 stream.read_exact(&mut code)?;
-                return Err(Refusal::from_code(code[0])
-                    .map(AuthError::Refused)
-                    .unwrap_or(AuthError::PeerClosed));
+                return Err(refused(code[0]).unwrap_or(AuthError::PeerClosed));
             }
             if &reply[..4] != MAGIC {
                 return Err(greeting_error(&reply[..4]));
             }
             stream.read_exact(&mut reply[4..])?;
-            let theirs = &reply[4..4 + NONCE];
-            let proof = &reply[4 + NONCE..];
-            if !token.verify(proof, L_LISTENER, &mine, theirs) {
-                return Err(AuthError::BadProof);
-            }
-            stream.write_all(&token.mac(L_CONNECTOR, theirs, &mine))?;
+            read_noise(&mut hs, &reply[4..], AuthError::BadProof)?;
+            let agreed = Agreed::from(&mut hs);
+            stream.write_all(&agreed.confirm)?;
             let mut ok = [0u8; 1];
             stream.read_exact(&mut ok)?;
             if ok[0] != ACCEPTED {
-                return Err(Refusal::from_code(ok[0])
-                    .map(AuthError::Refused)
-                    .unwrap_or(AuthError::Rejected));
+                return Err(refused(ok[0]).unwrap_or(AuthError::Rejected));
             }
-            let (to_listener, to_connector) = session_keys(token, &mine, theirs);
-            Ok(SessionKeys {
-                send: to_listener,
-                receive: to_connector,
-            })
+            Ok(agreed.keys(Role::Connector))
         }
         Role::Listener => {
             let mut hello = [0u8; GREETING_LEN];
-            stream.read_exact(&mut hello)?;
-            let (listening, reply) = Listening::greet(token, &hello)?;
+            let said = |stream: &mut S, d: Dismissal| {
+                let _ = stream.write_all(&d.say);
+                d.error
+            };
+            stream.read_exact(&mut hello[..4])?;
+            if let Err(d) = Listening::check_start(&hello[..4]) {
+                return Err(said(stream, d));
+            }
+            stream.read_exact(&mut hello[4..])?;
+            let (listening, reply) =
+                Listening::greet(token, &hello).map_err(|d| said(stream, d))?;
             stream.write_all(&reply)?;
             let mut proof = [0u8; PROOF_LEN];
             stream.read_exact(&mut proof)?;
-            match listening.finish(token, &proof) {
+            match listening.finish(&proof) {
                 Ok((keys, ok)) => {
                     stream.write_all(&ok)?;
                     Ok(keys)
                 }
-                Err((e, no)) => {
-                    let _ = stream.write_all(&no);
-                    Err(e)
-                }
+                Err(d) => Err(said(stream, d)),
             }
         }
     }
 }
 
-/// The listener's side of the handshake as two steps with no I/O of their own, for a caller
-/// that drives many handshakes from one poll loop ([`crate::gate`]); [`handshake`] runs the
-/// same steps on a blocking stream.
+/// A connector's greeting with `token`, for tests that stop a handshake after it.
+#[cfg(test)]
+pub(crate) fn test_greeting(token: &Token) -> [u8; GREETING_LEN] {
+    let mut hs = noise(token, Role::Connector).unwrap();
+    write_noise(&mut hs).unwrap()
+}
+
+/// What a listener's refusal code means to the connector.
+fn refused(code: u8) -> Option<AuthError> {
+    match code {
+        TOKEN_REJECTED => Some(AuthError::Rejected),
+        c => Refusal::from_code(c).map(AuthError::Refused),
+    }
+}
+
+/// A handshake the listener ends: why, and what to tell the connector before closing (best
+/// effort; it may be empty).
+#[derive(Debug)]
+pub struct Dismissal {
+    /// Why, for the listener's log.
+    pub error: AuthError,
+    /// The bytes that tell the connector.
+    pub say: Vec<u8>,
+}
+
+impl Dismissal {
+    fn new(error: AuthError, say: &[u8]) -> Dismissal {
+        Dismissal {
+            error,
+            say: say.to_vec(),
+        }
+    }
+}
+
+/// The listener's side of the handshake as steps with no I/O of their own, for a caller that
+/// drives many handshakes from one poll loop ([`crate::gate`]); [`handshake`] runs the same
+/// steps on a blocking stream.
 pub struct Listening {
-    mine: [u8; NONCE],
-    theirs: [u8; NONCE],
+    agreed: Agreed,
 }
 
 impl Listening {
     /// Checks what has arrived of a greeting so far: a wrong magic fails as soon as its four
-    /// bytes are in, without waiting for the rest.
-    pub fn check_start(got: &[u8]) -> Result<(), AuthError> {
+    /// bytes are in, without waiting for the rest. A bridge of another version is answered
+    /// with our magic, so that it can name the mismatch too.
+    pub fn check_start(got: &[u8]) -> Result<(), Dismissal> {
         if got.len() >= 4 && &got[..4] != MAGIC {
-            return Err(greeting_error(&got[..4]));
+            return Err(match greeting_error(&got[..4]) {
+                e @ AuthError::Version(_) => Dismissal::new(e, MAGIC),
+                e => Dismissal::new(e, &[]),
+            });
         }
         Ok(())
     }
 
     /// From the connector's whole greeting: the state to finish with, and our reply to send.
+    /// A greeting made with another token is refused here, before any Diffie-Hellman work.
     pub fn greet(
         token: &Token,
         hello: &[u8; GREETING_LEN],
-    ) -> Result<(Listening, Vec<u8>), AuthError> {
+    ) -> Result<(Listening, [u8; REPLY_LEN]), Dismissal> {
         Listening::check_start(hello)?;
-        let mut theirs = [0u8; NONCE];
-        theirs.copy_from_slice(&hello[4..]);
-        let mine = nonce()?;
-        let mut reply = Vec::with_capacity(4 + NONCE + MAC);
-        reply.extend_from_slice(MAGIC);
-        reply.extend_from_slice(&mine);
-        reply.extend_from_slice(&token.mac(L_LISTENER, &theirs, &mine));
-        Ok((Listening { mine, theirs }, reply))
+        let internal = |e| Dismissal::new(e, &[]);
+        let mut hs = noise(token, Role::Listener).map_err(internal)?;
+        read_noise(&mut hs, &hello[4..], AuthError::WrongToken).map_err(|e| match e {
+            AuthError::WrongToken => Dismissal::new(
+                e,
+                &[
+                    REFUSAL[0],
+                    REFUSAL[1],
+                    REFUSAL[2],
+                    REFUSAL[3],
+                    TOKEN_REJECTED,
+                ],
+            ),
+            e => Dismissal::new(e, &[]),
+        })?;
+        let reply = write_noise(&mut hs).map_err(internal)?;
+        Ok((
+            Listening {
+                agreed: Agreed::from(&mut hs),
+            },
+            reply,
+        ))
     }
 
-    /// From the connector's proof: the session keys and the status byte to send, or why it
-    /// failed and the status byte that says so.
-    pub fn finish(
-        self,
-        token: &Token,
-        proof: &[u8; PROOF_LEN],
-    ) -> Result<(SessionKeys, [u8; 1]), (AuthError, [u8; 1])> {
-        if !token.verify(proof, L_CONNECTOR, &self.mine, &self.theirs) {
-            return Err((AuthError::BadProof, [PROOF_REJECTED]));
+    /// From the connector's confirmation (compared in constant time): the session keys and
+    /// the status byte to send, or why it failed and the status byte that says so.
+    pub fn finish(self, proof: &[u8; PROOF_LEN]) -> Result<(SessionKeys, [u8; 1]), Dismissal> {
+        if !bool::from(self.agreed.confirm.ct_eq(proof)) {
+            return Err(Dismissal::new(AuthError::Unconfirmed, &[TOKEN_REJECTED]));
         }
-        let (to_listener, to_connector) = session_keys(token, &self.theirs, &self.mine);
-        Ok((
-            SessionKeys {
-                send: to_connector,
-                receive: to_listener,
-            },
-            [ACCEPTED],
-        ))
+        Ok((self.agreed.keys(Role::Listener), [ACCEPTED]))
     }
 }
 
@@ -505,89 +631,288 @@ impl Listening {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+    use std::sync::{Arc, Mutex};
 
     type Outcome = Result<SessionKeys, AuthError>;
 
-    fn run(a: &'static [u8], b: &'static [u8]) -> (Outcome, Outcome) {
-        let (mut x, mut y) = UnixStream::pair().unwrap();
-        x.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        y.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+    const SECRET: &[u8] = b"0123456789abcdef-secret";
+
+    fn pair() -> (UnixStream, UnixStream) {
+        let (x, y) = UnixStream::pair().unwrap();
+        for s in [&x, &y] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+        }
+        (x, y)
+    }
+
+    /// A stream that keeps a copy of every byte read from and written to it: the wire.
+    struct Tap<S> {
+        inner: S,
+        wire: Arc<Mutex<Vec<u8>>>,
+        sent: Vec<u8>,
+    }
+
+    impl<S: Read> Read for Tap<S> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.wire
+                .lock()
+                .map_err(|_| io::Error::other("tap poisoned"))?
+                .extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    impl<S: Write> Write for Tap<S> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.wire
+                .lock()
+                .map_err(|_| io::Error::other("tap poisoned"))?
+                .extend_from_slice(&buf[..n]);
+            self.sent.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    /// A full handshake between a connector holding `a` and a listener holding `b`; the
+    /// connector's side is tapped: (its outcome, the listener's, every byte both ways, what the
+    /// connector sent).
+    fn run_tapped(a: &'static [u8], b: &'static [u8]) -> (Outcome, Outcome, Vec<u8>, Vec<u8>) {
+        let (x, mut y) = pair();
         let t = std::thread::spawn(move || {
             let tok = Token::from_bytes(b).unwrap();
             handshake(&mut y, &tok, Role::Listener)
         });
         let tok = Token::from_bytes(a).unwrap();
-        let r = handshake(&mut x, &tok, Role::Connector);
-        drop(x);
-        (r, t.join().unwrap())
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let mut tap = Tap {
+            inner: x,
+            wire: Arc::clone(&wire),
+            sent: Vec::new(),
+        };
+        let r = handshake(&mut tap, &tok, Role::Connector);
+        let sent = std::mem::take(&mut tap.sent);
+        drop(tap);
+        let l = t.join().unwrap();
+        let wire = wire.lock().unwrap().clone();
+        (r, l, wire, sent)
+    }
+
+    fn run(a: &'static [u8], b: &'static [u8]) -> (Outcome, Outcome) {
+        let (c, l, _, _) = run_tapped(a, b);
+        (c, l)
     }
 
     #[test]
-    fn same_secret_passes_both_ways() {
-        let (c, l) = run(b"0123456789abcdef-secret", b"0123456789abcdef-secret");
+    fn same_secret_passes_and_every_session_has_keys_of_its_own() {
+        let (c, l) = run(SECRET, SECRET);
         let (c, l) = (c.unwrap(), l.unwrap());
-        // One key per direction, the same on both ends, and fresh for every connection.
+        // One key per direction, the same on both ends.
         assert_eq!(c.send, l.receive);
         assert_eq!(c.receive, l.send);
         assert_ne!(c.send, c.receive);
-        let (again, _) = run(b"0123456789abcdef-secret", b"0123456789abcdef-secret");
-        assert_ne!(again.unwrap().send, c.send);
+        // A second session between the same ends agrees on other keys (fresh ephemerals).
+        let (again, _) = run(SECRET, SECRET);
+        let again = again.unwrap();
+        assert_ne!(again.send, c.send);
+        assert_ne!(again.receive, c.receive);
     }
 
     #[test]
-    fn different_secret_fails_on_both_sides() {
-        let (c, l) = run(b"0123456789abcdef-secret", b"0123456789abcdef-SECRET");
-        assert!(matches!(c, Err(AuthError::BadProof)), "{c:?}");
-        // The connector gave up before proving anything: the listener sees the stream end.
-        assert!(l.is_err());
+    fn a_different_secret_is_refused_by_the_listener_and_named_on_both_sides() {
+        let (c, l) = run(SECRET, b"0123456789abcdef-SECRET");
+        assert!(matches!(c, Err(AuthError::Rejected)), "{c:?}");
+        assert!(c.unwrap_err().to_string().contains("token"));
+        assert!(matches!(l, Err(AuthError::WrongToken)), "{l:?}");
+        assert!(l.unwrap_err().to_string().contains("token"));
     }
 
     #[test]
-    fn secret_never_on_the_wire() {
-        let secret = b"very-secret-token-value";
-        let (mut x, mut y) = UnixStream::pair().unwrap();
+    fn neither_the_secret_nor_anything_derived_from_it_is_on_the_wire() {
+        let (c, _, wire, _) = run_tapped(SECRET, SECRET);
+        let keys = c.unwrap();
+        let tok = Token::from_bytes(SECRET).unwrap();
+        for (what, needle) in [
+            ("the secret", SECRET),
+            ("the psk", &tok.psk[..]),
+            ("a send key", &keys.send[..]),
+            ("a receive key", &keys.receive[..]),
+        ] {
+            assert!(
+                !wire.windows(16).any(|w| needle.windows(16).any(|n| n == w)),
+                "16 bytes of {what} crossed the wire"
+            );
+        }
+        // Greeting, reply, confirmation and status: nothing more.
+        assert_eq!(wire.len(), GREETING_LEN + REPLY_LEN + PROOF_LEN + 1);
+    }
+
+    #[test]
+    fn we_speak_plain_noise_nnpsk0() {
+        // A bare `snow` initiator of the named protocol, the psk and prologue as documented,
+        // completes the handshake with our listener: the wire is Noise's, not a variant.
+        let (mut x, mut y) = pair();
         let t = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4 + NONCE];
-            y.read_exact(&mut buf).unwrap();
-            seen.extend_from_slice(&buf);
-            seen
+            let tok = Token::from_bytes(SECRET).unwrap();
+            handshake(&mut y, &tok, Role::Listener)
         });
-        let tok = Token::from_bytes(secret).unwrap();
-        x.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        let tok = Token::from_bytes(SECRET).unwrap();
+        let psk = prf(SECRET, b"waysock-bridge WSB4 noise psk", &[]);
+        let mut hs = snow::Builder::new(NOISE_PROTOCOL.parse().unwrap())
+            .prologue(b"waysock-bridge WSB4")
+            .unwrap()
+            .psk(0, &psk)
+            .unwrap()
+            .build_initiator()
             .unwrap();
-        let _ = handshake(&mut x, &tok, Role::Connector);
-        let seen = t.join().unwrap();
-        assert!(!seen.windows(secret.len()).any(|w| w == secret));
+        let mut msg = [0u8; 128];
+        let n = hs.write_message(&[], &mut msg).unwrap();
+        assert_eq!(n, NOISE_MSG);
+        x.write_all(b"WSB4").unwrap();
+        x.write_all(&msg[..n]).unwrap();
+        let mut reply = [0u8; REPLY_LEN];
+        x.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..4], b"WSB4");
+        let mut payload = [0u8; 64];
+        assert_eq!(hs.read_message(&reply[4..], &mut payload).unwrap(), 0);
+        let (k1, _) = hs.dangerously_get_raw_split();
+        x.write_all(&prf(
+            &k1,
+            b"waysock-bridge WSB4 confirm",
+            hs.get_handshake_hash(),
+        ))
+        .unwrap();
+        let mut ok = [0u8; 1];
+        x.read_exact(&mut ok).unwrap();
+        assert_eq!(ok, [ACCEPTED]);
+        let keys = t.join().unwrap().unwrap();
+        assert_eq!(
+            keys.receive,
+            prf(
+                &k1,
+                b"waysock-bridge WSB4 record key: connector to listener",
+                &[]
+            )
+        );
+        drop(tok);
     }
 
     #[test]
-    fn a_bridge_of_another_protocol_version_is_named_as_such() {
-        let (mut x, mut y) = UnixStream::pair().unwrap();
-        let mut hello = b"WSB1".to_vec();
-        hello.extend_from_slice(&[7; NONCE]);
-        y.write_all(&hello).unwrap();
-        let tok = Token::from_bytes(b"0123456789abcdef").unwrap();
-        let err = handshake(&mut x, &tok, Role::Listener).unwrap_err();
-        assert!(matches!(err, AuthError::Version(b'1')), "{err}");
+    fn a_recorded_handshake_replayed_to_the_listener_is_refused() {
+        // What a connector sent in a successful session: its greeting and its confirmation.
+        let (c, l, _, sent) = run_tapped(SECRET, SECRET);
+        assert!(c.is_ok() && l.is_ok());
+        assert_eq!(sent.len(), GREETING_LEN + PROOF_LEN);
+        // Replayed on a new connection: the listener answers the greeting (it cannot tell a
+        // replay from a first try) but the confirmation is for other keys.
+        let (mut x, mut y) = pair();
+        let t = std::thread::spawn(move || {
+            let tok = Token::from_bytes(SECRET).unwrap();
+            handshake(&mut y, &tok, Role::Listener)
+        });
+        x.write_all(&sent[..GREETING_LEN]).unwrap();
+        let mut reply = [0u8; REPLY_LEN];
+        x.read_exact(&mut reply).unwrap();
+        x.write_all(&sent[GREETING_LEN..]).unwrap();
+        let mut status = [0u8; 1];
+        x.read_exact(&mut status).unwrap();
+        assert_eq!(status, [TOKEN_REJECTED]);
+        let l = t.join().unwrap();
+        assert!(matches!(l, Err(AuthError::Unconfirmed)), "{l:?}");
+        assert!(l.unwrap_err().to_string().contains("replayed"));
+
+        // The same through the steps the gate drives.
+        let tok = Token::from_bytes(SECRET).unwrap();
+        let hello: [u8; GREETING_LEN] = sent[..GREETING_LEN].try_into().unwrap();
+        let proof: [u8; PROOF_LEN] = sent[GREETING_LEN..].try_into().unwrap();
+        let (listening, _) = Listening::greet(&tok, &hello).unwrap();
+        let d = listening.finish(&proof).unwrap_err();
+        assert!(matches!(d.error, AuthError::Unconfirmed), "{:?}", d.error);
+        assert_eq!(d.say, [TOKEN_REJECTED]);
+    }
+
+    #[test]
+    fn a_recorded_reply_replayed_to_a_connector_is_refused() {
+        // A listener's reply from one session does not authenticate in another.
+        let (x, mut y) = pair();
+        let recorder = std::thread::spawn(move || {
+            let mut hello = [0u8; GREETING_LEN];
+            y.read_exact(&mut hello).unwrap();
+            let tok = Token::from_bytes(SECRET).unwrap();
+            let (_, reply) = Listening::greet(&tok, &hello).unwrap();
+            reply
+        });
+        let tok = Token::from_bytes(SECRET).unwrap();
+        let mut x2 = x.try_clone().unwrap();
+        x2.write_all(&test_greeting(&tok)).unwrap();
+        let reply = recorder.join().unwrap();
+        drop((x, x2));
+        let (mut a, mut b) = pair();
+        b.write_all(&reply).unwrap();
+        let c = handshake(&mut a, &tok, Role::Connector);
+        assert!(matches!(c, Err(AuthError::BadProof)), "{c:?}");
+        // It never confirmed anything.
+        let mut got = [0u8; GREETING_LEN + 1];
+        drop(a);
+        let n = b.read(&mut got).unwrap();
+        assert_eq!(n, GREETING_LEN);
+    }
+
+    #[test]
+    fn a_bridge_of_another_protocol_version_is_named_on_both_sides() {
+        // An older connector (WSB3: magic and a 32-byte nonce) meets this listener.
+        let (mut x, mut y) = pair();
+        let mut hello = b"WSB3".to_vec();
+        hello.extend_from_slice(&[7; 32]);
+        x.write_all(&hello).unwrap();
+        let tok = Token::from_bytes(SECRET).unwrap();
+        let err = handshake(&mut y, &tok, Role::Listener).unwrap_err();
+        assert!(matches!(err, AuthError::Version(b'3')), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("3 here, 1 there") && text.contains("same waysock version"),
+            text.contains("4 here, 3 there") && text.contains("same waysock version"),
             "{text}"
         );
+        // It was answered with our magic, which a WSB3 connector names as version 4 (what
+        // follows is a reset: the listener closed without reading the rest).
+        drop(y);
+        let mut answer = [0u8; 4];
+        x.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"WSB4");
+
+        // This connector meets a newer listener that answers with its magic.
+        let (mut x, mut y) = pair();
+        let t = std::thread::spawn(move || {
+            let mut hello = [0u8; GREETING_LEN];
+            y.read_exact(&mut hello).unwrap();
+            y.write_all(b"WSB5").unwrap();
+        });
+        let err = handshake(&mut x, &tok, Role::Connector).unwrap_err();
+        t.join().unwrap();
+        assert!(matches!(err, AuthError::Version(b'5')), "{err}");
+        assert!(err.to_string().contains("4 here, 5 there"), "{err}");
     }
 
     #[test]
     fn garbage_greeting_is_not_a_bridge() {
-        let (mut x, mut y) = UnixStream::pair().unwrap();
-        y.write_all(&[0x47; 36]).unwrap();
-        let tok = Token::from_bytes(b"0123456789abcdef").unwrap();
+        let (mut x, mut y) = pair();
+        x.write_all(&[0x47; GREETING_LEN]).unwrap();
+        let tok = Token::from_bytes(SECRET).unwrap();
         assert!(matches!(
-            handshake(&mut x, &tok, Role::Listener),
+            handshake(&mut y, &tok, Role::Listener),
             Err(AuthError::NotABridge)
         ));
+        // A bit flipped in a real greeting is a wrong token, never a pass.
+        let mut hello = test_greeting(&tok);
+        hello[10] ^= 1;
+        let d = Listening::greet(&tok, &hello).err().unwrap();
+        assert!(matches!(d.error, AuthError::WrongToken), "{:?}", d.error);
+        assert_eq!(d.say, b"WSB-\0");
     }
 
     #[test]

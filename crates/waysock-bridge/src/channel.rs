@@ -6,8 +6,9 @@
 //! record := len u32 (little endian) | ciphertext[len - 16] | tag[16]      (len ≤ MAX_RECORD)
 //! ```
 //!
-//! - One key per direction, derived from the token's secret and both handshake nonces (fresh
-//!   on every connection, so no key is ever used in two sessions); see `auth::handshake`.
+//! - One key per direction, derived from the split of the connection's Noise handshake (an
+//!   ephemeral exchange keyed with the token: fresh on every connection, so no key is ever used
+//!   in two sessions); see `auth::handshake`.
 //! - The nonce is the record's number in its direction (a counter from 0), never sent: a
 //!   record dropped, replayed or reordered fails authentication, which ends the session.
 //! - The length is the associated data: it cannot be changed either.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 
-use crate::auth::{AuthError, Listening, Refusal, Token, GREETING_LEN, PROOF_LEN};
+use crate::auth::{AuthError, Dismissal, Listening, Refusal, Token, GREETING_LEN, PROOF_LEN};
 use crate::channel::{Sealed, SessionKeys};
 
 /// How long one handshake may take on the listening end, from its accept to the last byte.
@@ -133,11 +133,12 @@ impl Source {
 
 /// Where a handshake stands.
 enum Phase {
-    /// Reading the connector's greeting.
+    /// Reading the connector's greeting (Noise message 1).
     Greeting,
-    /// Our reply is sent (or going out); reading the connector's proof.
+    /// Our reply (Noise message 2) is sent (or going out); reading the connector's key
+    /// confirmation.
     Proof(Listening),
-    /// The proof was right; the status byte is going out.
+    /// The confirmation was right; the status byte is going out.
     Accepted(SessionKeys),
 }
 
@@ -210,8 +211,8 @@ impl Pending {
                 Err(e) => return Step::Failed(format!("refused: handshake I/O: {e}")),
             }
             if matches!(self.phase, Phase::Greeting) {
-                if let Err(e) = Listening::check_start(&self.buf[..self.have]) {
-                    return Step::Failed(format!("refused: {e}"));
+                if let Err(d) = Listening::check_start(&self.buf[..self.have]) {
+                    return self.dismissed(d);
                 }
             }
             if self.have < need {
@@ -221,28 +222,34 @@ impl Pending {
             match std::mem::replace(&mut self.phase, Phase::Greeting) {
                 Phase::Greeting => match Listening::greet(token, &self.buf) {
                     Ok((listening, reply)) => {
-                        self.out = reply;
+                        self.out = reply.to_vec();
                         self.phase = Phase::Proof(listening);
                     }
-                    Err(e) => return Step::Failed(format!("refused: {e}")),
+                    Err(d) => return self.dismissed(d),
                 },
                 Phase::Proof(listening) => {
                     let mut proof = [0u8; PROOF_LEN];
                     proof.copy_from_slice(&self.buf[..PROOF_LEN]);
-                    match listening.finish(token, &proof) {
+                    match listening.finish(&proof) {
                         Ok((keys, ok)) => {
                             self.out = ok.to_vec();
                             self.phase = Phase::Accepted(keys);
                         }
-                        Err((e, no)) => {
-                            let _ = (&self.tcp).write(&no);
-                            return Step::Failed(format!("refused: {e}"));
-                        }
+                        Err(d) => return self.dismissed(d),
                     }
                 }
                 Phase::Accepted(_) => unreachable!("handled above"),
             }
         }
+    }
+
+    /// Tells the peer why its handshake ends (best effort, never blocking: these few bytes
+    /// fit any socket buffer) and what to log.
+    fn dismissed(&self, d: Dismissal) -> Step {
+        if !d.say.is_empty() {
+            let _ = (&self.tcp).write(&d.say);
+        }
+        Step::Failed(format!("refused: {}", d.error))
     }
 
     /// What the peer's hang-up means at this point.
@@ -262,7 +269,9 @@ impl Pending {
             (Phase::Greeting, 0) => "nothing received".into(),
             (Phase::Greeting, n) => format!("{n} of {GREETING_LEN} greeting bytes received"),
             (Phase::Proof(_), _) if !self.out.is_empty() => "our reply not taken".into(),
-            (Phase::Proof(_), n) => format!("{n} of {PROOF_LEN} proof bytes received"),
+            (Phase::Proof(_), n) => {
+                format!("{n} of {PROOF_LEN} key confirmation bytes received")
+            }
             (Phase::Accepted(_), _) => "our acceptance not taken".into(),
         }
     }
@@ -666,10 +675,11 @@ mod tests {
         victim
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let mut hello = b"WSB3".to_vec();
-        hello.extend_from_slice(&[9; 32]);
-        victim.write_all(&hello).unwrap();
-        let mut reply = [0u8; 68];
+        let token = Token::from_bytes(SECRET).unwrap();
+        victim
+            .write_all(&crate::auth::test_greeting(&token))
+            .unwrap();
+        let mut reply = [0u8; crate::auth::REPLY_LEN];
         victim.read_exact(&mut reply).unwrap();
         let _flood: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let mut status = [0u8; 1];
@@ -691,6 +701,35 @@ mod tests {
         let err = handshake(&mut early, &token, Role::Connector).unwrap_err();
         assert!(matches!(err, AuthError::Refused(Refusal::Busy)), "{err}");
         assert!(err.to_string().contains("busy"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_token_or_another_version_is_told_so_and_never_handed_on() {
+        let (addr, rx) = gate(Limits {
+            max_pending: 16,
+            per_source: 16,
+            deadline: Duration::from_secs(60),
+        });
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let token = Token::from_bytes(b"0123456789abcdef-not-the-gate-s").unwrap();
+        let err = handshake(&mut tcp, &token, Role::Connector).unwrap_err();
+        assert!(matches!(err, AuthError::Rejected), "{err}");
+
+        // A connector of the previous version (WSB3, a 32-byte nonce) hears our version.
+        let mut old = TcpStream::connect(addr).unwrap();
+        old.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut hello = b"WSB3".to_vec();
+        hello.extend_from_slice(&[9; 32]);
+        old.write_all(&hello).unwrap();
+        let mut got = Vec::new();
+        old.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"WSB4");
+
+        // The right token still gets through, and is the only one handed on.
+        connector(addr);
+        assert!(rx.recv_timeout(Duration::from_secs(20)).is_ok());
+        assert!(rx.try_recv().is_err(), "a refused handshake was handed on");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //!   argument, which arguments carry file descriptors and which create objects.
 //! - [`codec`]: strict framing and argument decoding of Wayland messages, and the
 //!   per-connection object map (ids → interfaces) that tells which message is which.
-//! - [`auth`]: the token file and the challenge-response both ends run first; the secret never
-//!   crosses the wire.
+//! - [`auth`]: the token file and the handshake both ends run first (Noise `NNpsk0`, the
+//!   token's hash as the pre-shared key); the secret never crosses the wire.
 //! - [`channel`]: after it, every frame is sealed (ChaCha20-Poly1305) with per-connection keys.
 //! - [`transport`], [`session`], [`bridge`]: frames, one relayed connection, the two ends.
 //! - [`stream`]: the encoded side over TCP or a Unix stream (`waysock ssh`), and the two ends

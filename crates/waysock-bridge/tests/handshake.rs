@@ -1,12 +1,12 @@
-//! How a failed handshake is named on each side (SPEC §8): the side that finds the proof wrong
-//! says so, the other sees the peer hang up (not a bare I/O error); a listener that closes on
-//! our greeting did not answer.
+//! How a failed handshake is named on each side (SPEC §8): the listener finds the connector's
+//! token wrong and tells it so before closing, so both name the token (not a bare I/O error or
+//! a hang-up); a listener that closes on our greeting did not answer.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use waysock_bridge::auth::{handshake, AuthError, Role, Token};
+use waysock_bridge::auth::{handshake, AuthError, Role, Token, GREETING_LEN};
 
 fn pair() -> (UnixStream, UnixStream) {
     let (x, y) = UnixStream::pair().unwrap();
@@ -17,7 +17,7 @@ fn pair() -> (UnixStream, UnixStream) {
 }
 
 #[test]
-fn different_secrets_are_a_bad_proof_here_and_a_hang_up_there() {
+fn different_secrets_are_named_as_the_token_on_both_sides() {
     let (mut x, mut y) = pair();
     let listener = std::thread::spawn(move || {
         let tok = Token::from_bytes(b"0123456789abcdef-listener").unwrap();
@@ -27,20 +27,21 @@ fn different_secrets_are_a_bad_proof_here_and_a_hang_up_there() {
     let c = handshake(&mut x, &tok, Role::Connector);
     drop(x);
     let l = listener.join().unwrap();
-    assert!(matches!(c, Err(AuthError::BadProof)), "{c:?}");
-    // The connector gave up before proving anything: the listener sees it hang up.
-    assert!(matches!(l, Err(AuthError::PeerClosed)), "{l:?}");
-    assert!(
-        l.unwrap_err().to_string().contains("different token"),
-        "the listener's words do not point at the token"
-    );
+    assert!(matches!(c, Err(AuthError::Rejected)), "{c:?}");
+    assert!(matches!(l, Err(AuthError::WrongToken)), "{l:?}");
+    for (side, e) in [("connector", c.unwrap_err()), ("listener", l.unwrap_err())] {
+        assert!(
+            e.to_string().contains("token"),
+            "the {side}'s words do not point at the token: {e}"
+        );
+    }
 }
 
 #[test]
 fn a_listener_that_closes_on_our_greeting_did_not_answer() {
     let (mut x, mut y) = pair();
     let listener = std::thread::spawn(move || {
-        let mut greeting = [0u8; 36];
+        let mut greeting = [0u8; GREETING_LEN];
         y.read_exact(&mut greeting).unwrap();
         // and hangs up
     });
