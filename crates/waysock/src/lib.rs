@@ -62,6 +62,6 @@ pub use strategy::inherited::{
 };
 pub use strategy::{Environment, NoDirectory, Roots, Strategy, StrategyError};
 pub use sys::{
-    adopt_inherited_fd, set_inheritable, set_inheritable_raw, terminate_with_parent,
-    validate_unix_stream, FdProblem,
+    adopt_inherited_fd, kind_name as file_kind_name, set_inheritable, set_inheritable_raw,
+    terminate_with_parent, validate_unix_stream, FdProblem,
 };

@@ -80,7 +80,10 @@ impl EnvFile {
         };
         let kind = FileType::from_raw_mode(st.st_mode);
         let problem = if kind != FileType::RegularFile {
-            Some(format!("is a {}, not a regular file", kind_word(kind)))
+            Some(format!(
+                "is a {}, not a regular file",
+                waysock::file_kind_name(kind)
+            ))
         } else if st.st_uid != self.uid {
             Some(format!(
                 "belongs to uid {}, not to us (uid {})",
@@ -210,18 +213,6 @@ impl EnvFile {
 impl Drop for EnvFile {
     fn drop(&mut self) {
         self.remove();
-    }
-}
-
-fn kind_word(kind: FileType) -> &'static str {
-    match kind {
-        FileType::Directory => "directory",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "FIFO",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        _ => "special file",
     }
 }
 
