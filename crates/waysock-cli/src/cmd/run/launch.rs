@@ -66,7 +66,9 @@ impl Launched {
         (self.child.stdout.take(), self.child.stderr.take())
     }
 
-    /// Stops the compositor: SIGTERM, then SIGKILL if it is still there after `grace`.
+    /// Stops the compositor: SIGTERM, then SIGKILL if it is still there after `grace`. Its exit
+    /// is looked for after 1 ms, then at intervals doubling up to 20 ms: a compositor that
+    /// stops at once (weston takes a few ms) is seen gone at once, a slow one costs few looks.
     pub fn terminate(&mut self, grace: std::time::Duration) {
         use rustix::process::{kill_process, Pid, Signal};
         let Some(pid) = Pid::from_raw(self.child.id() as i32) else {
@@ -78,11 +80,13 @@ impl Launched {
         // Not reaped yet, so the pid is still the compositor's.
         let _ = kill_process(pid, Signal::TERM);
         let until = std::time::Instant::now() + grace;
+        let mut pause = std::time::Duration::from_millis(1);
         while std::time::Instant::now() < until {
             if self.has_exited() {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
         }
         let _ = self.child.kill();
     }

@@ -27,7 +27,7 @@
 //!
 //! We chose watching over a preload observer because it works for every libwayland compositor
 //! with no code injected (static binaries and setuid wrappers included), costs one directory
-//! listing per 25 ms while starting, and proves readiness end to end.
+//! listing per 5 ms while starting, and proves readiness end to end.
 //!
 //! When no directory works and the chain allows `abstract`, `run` preloads
 //! `libwaysock_preload.so`: the compositor binds `$XDG_RUNTIME_DIR/wayland-N` and really gets

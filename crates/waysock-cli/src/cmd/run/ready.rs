@@ -43,8 +43,13 @@ pub enum Ready {
     TimedOut,
 }
 
-/// Looks every 25 ms until the compositor's display answers at `place`, it exits, or `limit`
-/// passes.
+/// How often [`wait`] looks: a compositor's display comes up some tens of milliseconds after
+/// its start, and until a socket appears a look is one directory listing, so readiness is
+/// seen within 5 ms of the first look that could succeed.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Looks every [`POLL`] (5 ms) until the compositor's display answers at `place`, it exits,
+/// or `limit` passes.
 pub fn wait(
     child: &mut Launched,
     place: &Place,
@@ -68,7 +73,7 @@ pub fn wait(
         if let Some(up) = found {
             return Ready::Up(up);
         }
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(POLL);
     }
 }
 
