@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, AuthError, Role, Token};
@@ -223,14 +223,66 @@ pub fn dial_unix(path: &Path, token: &Token) -> io::Result<(Stream, SessionKeys)
     Ok((stream, keys))
 }
 
+/// Logs a session's error end: a peer that went away mid-write (a client that exits while
+/// events are still on their way to it) is how sessions often end, not worth a warning on the
+/// user's terminal (`waysock ssh` shares it).
+fn ended(name: &str, e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+            tracing::info!("{name}: ended: {e}")
+        }
+        _ => tracing::warn!("{name}: ended: {e}"),
+    }
+}
+
+/// The sessions a serve function runs, counted, so that the end of a process can wait until
+/// they have closed cleanly instead of cutting them (the far end would report a cut).
+#[derive(Debug, Clone, Default)]
+pub struct Sessions(Arc<(Mutex<usize>, Condvar)>);
+
+/// One counted session: uncounted on drop.
+struct Counted(Sessions);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let (n, idle) = &*self.0 .0;
+        let mut n = n.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        idle.notify_all();
+    }
+}
+
+impl Sessions {
+    fn count(&self) -> Counted {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Counted(self.clone())
+    }
+
+    /// How many sessions are running.
+    pub fn active(&self) -> usize {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no session runs, at most `limit`: `true` if none does.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let (n, idle) = &*self.0;
+        let n = n.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, _) = idle
+            .wait_timeout_while(n, limit, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *n == 0
+    }
+}
+
 /// The client end over a Unix socket: every connection accepted on `listener` (and allowed by
 /// `accept`) is relayed, authenticated, to the compositor end listening at `remote`, each on a
-/// thread of its own. Runs until the listener fails.
+/// thread of its own, counted in `sessions`. Runs until the listener fails.
 pub fn serve_clients_unix(
     listener: UnixListener,
     remote: PathBuf,
     token: Arc<Token>,
     busy_poll: Duration,
+    sessions: Sessions,
     accept: impl Fn(&UnixStream) -> Result<(), String>,
 ) -> io::Result<()> {
     for (n, conn) in listener.incoming().enumerate() {
@@ -249,7 +301,9 @@ pub fn serve_clients_unix(
         }
         let token = Arc::clone(&token);
         let remote = remote.clone();
+        let counted = sessions.count();
         std::thread::spawn(move || {
+            let _counted = counted;
             let name = format!("client #{n}");
             let (stream, keys) = match dial_unix(&remote, &token) {
                 Ok(s) => s,
@@ -262,7 +316,7 @@ pub fn serve_clients_unix(
             let stats = Arc::new(Stats::default());
             match session::run_over(local, stream, keys, Side::Client, &name, stats, busy_poll) {
                 Ok(()) => tracing::info!("{name}: closed"),
-                Err(e) => tracing::warn!("{name}: ended: {e}"),
+                Err(e) => ended(&name, &e),
             }
         });
     }
@@ -323,7 +377,7 @@ pub fn serve_compositor_unix(
             let stats = Arc::new(Stats::default());
             match session::run_over(local, stream, keys, Side::Server, &name, stats, busy_poll) {
                 Ok(()) => tracing::info!("{name}: closed"),
-                Err(e) => tracing::warn!("{name}: ended: {e}"),
+                Err(e) => ended(&name, &e),
             }
         });
     }
@@ -375,6 +429,23 @@ mod tests {
         let s = Stream::from(a);
         let e = authenticate(&s, &token, Role::Connector, Duration::from_millis(200)).unwrap_err();
         assert!(matches!(e, AuthError::TimedOut(_)), "{e}");
+    }
+
+    #[test]
+    fn sessions_are_counted_until_they_end() {
+        let sessions = Sessions::default();
+        assert!(sessions.wait_idle(Duration::ZERO));
+        let one = sessions.count();
+        let two = sessions.count();
+        assert_eq!(sessions.active(), 2);
+        assert!(!sessions.wait_idle(Duration::from_millis(10)));
+        drop(one);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(two);
+        });
+        assert!(sessions.wait_idle(Duration::from_secs(10)));
+        t.join().unwrap();
     }
 
     #[test]
