@@ -53,6 +53,13 @@ enum Command {
     /// both ends authenticated with a shared token file, the traffic encrypted and
     /// authenticated (ChaCha20-Poly1305).
     Bridge(cmd::bridge::Args),
+    /// Run a client on another host with its display bridged to this one's compositor,
+    /// carried by your own ssh (`waysock ssh [SSH-OPTIONS] HOST -- CLIENT`); the client's
+    /// status is ours.
+    Ssh(cmd::ssh::Args),
+    /// The far side of `waysock ssh`, started by it on the remote host.
+    #[command(name = "ssh-remote", hide = true)]
+    SshRemote(cmd::ssh::RemoteArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(cmd::completions::Args),
     /// Print the manual page (roff) on stdout: `waysock manpage | man -l -`.
@@ -96,6 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => cmd::ls::run(args),
         Command::Wait(args) => cmd::wait::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
+        Command::Ssh(args) => cmd::ssh::run(args),
+        Command::SshRemote(args) => cmd::ssh::run_remote(args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
         Command::Manpage(args) => cmd::manpage::run(args, Cli::command()),
     }

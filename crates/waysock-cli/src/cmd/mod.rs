@@ -11,6 +11,7 @@ pub mod ls;
 pub mod manpage;
 pub mod preload;
 pub mod run;
+pub mod ssh;
 pub mod wait;
 
 use std::ffi::{OsStr, OsString};
