@@ -223,6 +223,9 @@ done
 up run || exit 0
 "$W" exec -- wayland-info >"$L/info.out" 2>"$L/info.err"; echo $? >"$L/info.rc"
 "$W" exec -- timeout 3 weston-simple-shm >"$L/shm.out" 2>"$L/shm.err"; echo $? >"$L/shm.rc"
+# A shell that starts two clients: each connects on its own (no inherited WAYLAND_SOCKET that
+# the second would take again).
+"$W" exec -- sh -c 'wayland-info >/dev/null && wayland-info' >"$L/two.out" 2>"$L/two.err"; echo $? >"$L/two.rc"
 "$W" ls >"$L/ls.out" 2>"$L/ls.err"; echo $? >"$L/ls.rc"
 down
 "#,
@@ -263,6 +266,13 @@ down
         "weston-simple-shm did not keep drawing for 3 s\n{}",
         ctx()
     );
+    assert_eq!(
+        w.rc("two"),
+        Some(0),
+        "a second client started by the same shell failed\n{}",
+        ctx()
+    );
+    assert!(w.log("two.out").contains("wl_compositor"), "{}", ctx());
     assert_eq!(w.rc("ls"), Some(0), "waysock ls failed\n{}", ctx());
     assert!(
         w.log("ls.out")

@@ -78,24 +78,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         waysock::set_inheritable_raw(n)?;
     }
     if let Handoff::Socket(stream) = handoff {
-        waysock::set_inheritable(&stream)?;
-        cmd.env("WAYLAND_SOCKET", stream.as_raw_fd().to_string());
-        // Later connections (a second wl_display_connect, or the client's children) dial
-        // XDG_RUNTIME_DIR/WAYLAND_DISPLAY: the shim maps that path to the abstract name.
-        match (&endpoint, super::preload::shim_path()) {
-            (Endpoint::Abstract(abs), Ok(shim)) => {
+        // An abstract display: every connection the client and its children make reaches it
+        // through the shim's mapping of XDG_RUNTIME_DIR/WAYLAND_DISPLAY. The connection made
+        // here is handed over as WAYLAND_SOCKET only where the shim cannot reach the program
+        // (static, setuid): a WAYLAND_SOCKET inherited by a shell or a test runner would be
+        // taken again by each client it starts, and every one after the first would fail.
+        let shim = match &endpoint {
+            Endpoint::Abstract(_) if super::preload::blockers(program).is_empty() => {
+                super::preload::shim_path().ok()
+            }
+            _ => None,
+        };
+        match (&endpoint, shim) {
+            (Endpoint::Abstract(abs), Some(shim)) => {
                 let dir = super::preload::runtime_dir_for_shim(&env);
                 super::preload::apply(&mut cmd, &shim, &dir, &[]);
                 cmd.env("WAYLAND_DISPLAY", display_for_abstract(env.uid, abs));
+                cmd.env_remove("WAYLAND_SOCKET");
+                drop(stream);
             }
-            (Endpoint::Abstract(_), Err(why)) => tracing::warn!(
-                "handing over one connection as WAYLAND_SOCKET; a second connection would \
-                 need the preload shim: {why}"
-            ),
-            _ => {}
+            (ep, _) => {
+                if matches!(ep, Endpoint::Abstract(_)) {
+                    tracing::warn!(
+                        "handing over one connection as WAYLAND_SOCKET: the preload shim \
+                         cannot reach {} (a second connection would fail)",
+                        program.to_string_lossy()
+                    );
+                }
+                waysock::set_inheritable(&stream)?;
+                cmd.env("WAYLAND_SOCKET", stream.as_raw_fd().to_string());
+                // Stays open across exec; the client owns it from then on.
+                let _ = stream.into_raw_fd();
+            }
         }
-        // Stays open across exec; the client owns it from then on.
-        let _ = stream.into_raw_fd();
     }
     let err = cmd.exec();
     eprintln!(

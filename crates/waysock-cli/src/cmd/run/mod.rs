@@ -17,10 +17,11 @@
 //! How `run` learns the name the compositor really bound: a stock compositor picks its own
 //! name (`wl_display_add_socket_auto`; weston 10 and sway 1.7 start at `wayland-1`), so `run`
 //! watches the directory it chose, and takes a display for the compositor's when the
-//! compositor (or a descendant) holds its lock and it answers a roundtrip ([`ready`]).
+//! compositor (or a descendant) created its listening socket (`SO_PEERCRED` on a connection)
+//! or, for a socket handed down to it, holds its lock, and it answers a roundtrip ([`ready`]).
 //!
-//! The lock holder alone tells a socket that was there before the child started from the
-//! child's own: a live one's lock is held by another process, a stale one's by nobody. (An
+//! Either tells a socket that was there before the child started from the child's own: a live
+//! one was made by, and its lock is held by, another process; a stale one refuses. (An
 //! earlier version also required a `(name, inode)` not seen before the start; but a compositor
 //! that reclaims a stale socket of the same name, as libwayland does, may get the very same
 //! inode back on ext4, and then `run` never saw the display come up.)

@@ -101,17 +101,25 @@ fn up_in_dir(dir: &Path, want: Option<&str>, pid: u32) -> Option<Up> {
         if want.is_some_and(|w| w != name) {
             continue;
         }
-        let Ok(md) = std::fs::symlink_metadata(dir.join(format!("{name}.lock"))) else {
-            continue;
-        };
-        let Some(holder) = waysock::probe::flock_holder(md.dev(), md.ino()) else {
-            continue;
-        };
-        if !waysock::probe::is_same_or_descendant(holder, pid) {
-            continue;
-        }
         let Ok(mut s) = UnixStream::connect(dir.join(&name)) else {
             continue;
+        };
+        // Whose is it? The listener's creator (SO_PEERCRED) answers at once; only when that is
+        // not the child (a socket handed down by a parent: socket activation) is the lock's
+        // holder asked, through /proc/locks, whose first read can take tens of milliseconds.
+        let holder = match waysock::probe::server_pid(&s)
+            .filter(|p| waysock::probe::is_same_or_descendant(*p, pid))
+        {
+            Some(p) => p,
+            None => {
+                let Ok(md) = std::fs::symlink_metadata(dir.join(format!("{name}.lock"))) else {
+                    continue;
+                };
+                match waysock::probe::flock_holder(md.dev(), md.ino()) {
+                    Some(h) if waysock::probe::is_same_or_descendant(h, pid) => h,
+                    _ => continue,
+                }
+            }
         };
         if waysock::probe::roundtrip(&mut s, Duration::from_secs(2)).is_ok() {
             let endpoint = Endpoint::Unix(dir.join(&name));
