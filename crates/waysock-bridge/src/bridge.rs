@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{self, Role, Token};
 use crate::channel::{Sealed, SessionKeys};
+use crate::display_error;
 use crate::gate::{self, Limits};
 use crate::session::{self, Side, Stats};
 
@@ -111,12 +112,61 @@ pub(crate) fn transient(e: &io::Error) -> bool {
     waysock::classify::accept_is_transient(e)
 }
 
+/// Why the compositor end could not be dialled; every message names it (`tcp:ADDR:PORT`).
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Nothing listens there: the host answered with a reset.
+    #[error(
+        "tcp:{addr} refused the connection (is `waysock bridge --listen tcp:…` running there?)"
+    )]
+    Refused {
+        /// The compositor end.
+        addr: SocketAddr,
+    },
+    /// No answer within [`HANDSHAKE_TIMEOUT`].
+    #[error(
+        "tcp:{addr} did not answer within {} s (host down, or a firewall drops the packets)",
+        HANDSHAKE_TIMEOUT.as_secs()
+    )]
+    TimedOut {
+        /// The compositor end.
+        addr: SocketAddr,
+    },
+    /// Any other failure to connect (no route, network down…).
+    #[error("tcp:{addr} cannot be reached: {source}")]
+    Connect {
+        /// The compositor end.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Connected, but the handshake failed (a different token, another version, busy…).
+    #[error("tcp:{addr}: {source}")]
+    Handshake {
+        /// The compositor end.
+        addr: SocketAddr,
+        /// Why.
+        source: auth::AuthError,
+    },
+}
+
+impl DialError {
+    fn connect(addr: SocketAddr, e: io::Error) -> DialError {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => DialError::Refused { addr },
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => DialError::TimedOut { addr },
+            _ => DialError::Connect { addr, source: e },
+        }
+    }
+}
+
 /// Dials the compositor end and authenticates: a connection ready for [`session::run`].
-pub fn dial(addr: SocketAddr, token: &Token) -> io::Result<Sealed> {
-    let tcp = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
-    tune(&tcp)?;
+pub fn dial(addr: SocketAddr, token: &Token) -> Result<Sealed, DialError> {
+    let tcp = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)
+        .map_err(|e| DialError::connect(addr, e))?;
+    tune(&tcp).map_err(|e| DialError::connect(addr, e))?;
     let keys = authenticate(&tcp, token, Role::Connector)
-        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, format!("tcp:{addr}: {e}")))?;
+        .map_err(|source| DialError::Handshake { addr, source })?;
     Ok(Sealed { tcp, keys })
 }
 
@@ -150,7 +200,13 @@ pub fn serve_clients(
             let tcp = match dial(remote, &token) {
                 Ok(t) => t,
                 Err(e) => {
+                    // The client hears why, as from a compositor, and ends with the reason.
                     tracing::warn!("{name}: {e}");
+                    display_error::tell(
+                        &local,
+                        display_error::IMPLEMENTATION,
+                        &format!("waysock bridge: {e}"),
+                    );
                     return;
                 }
             };

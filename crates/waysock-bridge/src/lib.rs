@@ -12,6 +12,8 @@
 //! - [`transport`], [`session`], [`bridge`]: frames, one relayed connection, the two ends.
 //! - [`stream`]: the encoded side over TCP or a Unix stream (`waysock ssh`), and the two ends
 //!   over a Unix socket.
+//! - [`display_error`]: a client the bridge cannot serve is told why, as a compositor would
+//!   (`wl_display.error`).
 //! - [`gate`]: the listening end's handshake stage, one poll loop for every unauthenticated
 //!   connection, bounded and shedding the oldest under a flood.
 #![deny(unsafe_code)]
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod bridge;
 pub mod channel;
 pub mod codec;
+pub mod display_error;
 pub mod gate;
 pub mod protocol;
 pub mod session;

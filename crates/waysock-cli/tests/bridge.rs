@@ -502,8 +502,9 @@ fn wrong_token_is_refused_and_nothing_is_relayed() {
         return;
     };
     let rig = Rig::new(net, Some(b"not-the-same-secret-at-all-0123"));
-    // wayland-info 1.21 exits 0 when the display hangs up on it (it just lists nothing):
-    // what counts is that it saw no global, and fast.
+    // wayland-info 1.21 exits 0 whatever its roundtrip says (it just lists nothing): what
+    // counts is that it saw no global, fast, and printed the bridge's reason (libwayland
+    // prints the wl_display.error the bridge sends).
     let start = Instant::now();
     let info = rig.client("wayland-info", &[], CLIENT);
     let took = start.elapsed();
@@ -512,6 +513,15 @@ fn wrong_token_is_refused_and_nothing_is_relayed() {
         "wayland-info got through with a wrong token\n{}\n{}",
         info.context(),
         rig.logs()
+    );
+    let reason = format!(
+        "wl_display@1: error 3: waysock bridge: {}: the listener rejected our token",
+        rig.net.endpoint()
+    );
+    assert!(
+        info.stderr().contains(&reason),
+        "wayland-info does not print {reason:?}\n{}",
+        info.context()
     );
     assert!(
         took < Duration::from_secs(8) && !info.timed_out,
@@ -523,15 +533,21 @@ fn wrong_token_is_refused_and_nothing_is_relayed() {
     let shm = rig.client("timeout", &["8", "weston-simple-shm"], CLIENT);
     let took = start.elapsed();
     assert!(
-        shm.code() == Some(1) && took < Duration::from_secs(6),
-        "weston-simple-shm with a wrong token: expected a quick failure, took {took:?}\n{}\n{}",
+        shm.code() == Some(1) && took < Duration::from_secs(6) && shm.stderr().contains(&reason),
+        "weston-simple-shm with a wrong token: expected a quick failure saying {reason:?}, \
+         took {took:?}\n{}\n{}",
         shm.context(),
         rig.logs()
     );
 
-    // Also waysock exec with the wrong secret.
+    // Also waysock exec with the wrong secret: it names the endpoint and the token.
     let exec = rig.exec_info(&rig.scratch.path().join("client-token"));
     exec.assert_code(1);
+    let said = format!(
+        "waysock exec: {}: the listener rejected our token",
+        rig.net.endpoint()
+    );
+    assert!(exec.stderr().contains(&said), "{}", exec.context());
     assert!(
         !exec.stdout().contains("wl_compositor"),
         "{}",
@@ -875,6 +891,19 @@ fn loopback_bridges(
     display: &Path,
     extra: &[&str],
 ) -> (Proc, Proc) {
+    let listen = format!("unix:{}", display.display());
+    loopback_bridges_on(scratch, comp_sock, &listen, &[], extra)
+}
+
+/// [`loopback_bridges`] with the client side's `--listen` and environment given (`None`
+/// removes a variable).
+fn loopback_bridges_on(
+    scratch: &Scratch,
+    comp_sock: &Path,
+    listen: &str,
+    client_env: &[(&str, Option<&str>)],
+    extra: &[&str],
+) -> (Proc, Proc) {
     let token = scratch.path().join("token");
     write_token(&token, &random_token(), 0o600);
     let token = token.display().to_string();
@@ -908,8 +937,7 @@ fn loopback_bridges(
             )
         },
     );
-    let mut client_bridge = spawn(
-        "client-side bridge",
+    let mut cmd = command(
         Place::Here,
         &[("WAYSOCK_LOG", "info")],
         &w,
@@ -917,7 +945,7 @@ fn loopback_bridges(
             &[
                 "bridge",
                 "--listen",
-                &format!("unix:{}", display.display()),
+                listen,
                 "--connect",
                 &format!("tcp:127.0.0.1:{port}"),
                 "--token-file",
@@ -926,6 +954,16 @@ fn loopback_bridges(
             extra,
         ]
         .concat(),
+    );
+    for (k, v) in client_env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut client_bridge = Proc::spawn(
+        "client-side bridge",
+        cmd,
         &scratch.path().join("client-bridge.log"),
     );
     client_bridge.wait_log("waysock bridge: unix:", STARTUP);
@@ -1083,4 +1121,216 @@ fn busy_poll_budget_out_of_range_is_a_usage_error() {
     let out = run_command(cmd, Duration::from_secs(20));
     assert_eq!(out.code(), Some(2), "{}", out.context());
     assert!(out.stderr().contains("--busy-poll-us"), "{}", out.context());
+}
+
+// ---- honest errors (issue 12, item 3) ------------------------------------------------------
+
+/// `wayland-info` and `weston-simple-shm` through a client-side bridge whose far end is
+/// `far` (nothing there), all in `place`: both print the bridge's reason, naming `far`, and
+/// `weston-simple-shm` fails (wayland-info 1.21 exits 0 whatever its roundtrip says); so does
+/// `waysock exec --endpoint far`.
+fn clients_hear_why(test: &str, place: Place<'_>, far: &str, says: &str) {
+    let scratch = Scratch::new(test);
+    let cdir = scratch.path().join("c");
+    std::fs::create_dir(&cdir).unwrap();
+    set_mode(&cdir, 0o700);
+    let token = scratch.path().join("token");
+    write_token(&token, &random_token(), 0o600);
+    let token = token.display().to_string();
+    let w = bin();
+    let mut bridge = spawn(
+        "client-side bridge",
+        place,
+        &[("WAYSOCK_LOG", "info")],
+        &w,
+        &[
+            "bridge",
+            "--listen",
+            &format!("unix:{}/wayland-9", cdir.display()),
+            "--connect",
+            far,
+            "--token-file",
+            &token,
+        ],
+        &scratch.path().join("client-bridge.log"),
+    );
+    bridge.wait_log("waysock bridge: unix:", STARTUP);
+    let cdir = cdir.display().to_string();
+    let env = [
+        ("XDG_RUNTIME_DIR", cdir.as_str()),
+        ("WAYLAND_DISPLAY", "wayland-9"),
+    ];
+    let reason = format!("wl_display@1: error 3: waysock bridge: {far}{says}");
+    let info = run(place, &env, "wayland-info", &[], CLIENT);
+    assert!(
+        info.stderr().contains(&reason) && !info.stdout().contains("interface:"),
+        "wayland-info does not print {reason:?}\n{}\n--- bridge:\n{}",
+        info.context(),
+        bridge.log()
+    );
+    let shm = run(place, &env, "timeout", &["20", "weston-simple-shm"], CLIENT);
+    assert!(
+        shm.code() == Some(1) && shm.stderr().contains(&reason),
+        "weston-simple-shm: expected exit 1 saying {reason:?}\n{}\n--- bridge:\n{}",
+        shm.context(),
+        bridge.log()
+    );
+    let exec = run(
+        place,
+        &[],
+        &w,
+        &[
+            "exec",
+            "--endpoint",
+            far,
+            "--token-file",
+            &token,
+            "--",
+            "true",
+        ],
+        CLIENT,
+    );
+    exec.assert_code(1);
+    let said = format!("waysock exec: {far}{says}");
+    assert!(
+        exec.stderr().contains(&said),
+        "exec does not say {said:?}\n{}",
+        exec.context()
+    );
+}
+
+#[test]
+fn a_far_end_that_refuses_is_named_to_the_client() {
+    let test = "a_far_end_that_refuses_is_named_to_the_client";
+    if !can_run_loopback(test)
+        || !Needs::new(test)
+            .programs(&["wayland-info", "weston-simple-shm", "timeout"])
+            .met()
+    {
+        return;
+    }
+    // A port nothing listens on: the kernel answers with a reset.
+    let port = waysock_testkit::free_port().unwrap();
+    clients_hear_why(
+        "bridge-refused",
+        Place::Here,
+        &format!("tcp:127.0.0.1:{port}"),
+        " refused the connection",
+    );
+}
+
+#[test]
+fn an_unreachable_far_end_is_named_to_the_client() {
+    let test = "an_unreachable_far_end_is_named_to_the_client";
+    if !can_run(test) {
+        return;
+    }
+    // A network namespace of our own with only loopback up: no route to the far end, and
+    // nothing leaves the namespace.
+    let ns = Netns(format!("wsbr-{}-unreach", std::process::id()));
+    if let Err(why) = ip(&["netns", "add", &ns.0]) {
+        skip(test, &why);
+        return;
+    }
+    ip(&["-n", &ns.0, "link", "set", "lo", "up"]).unwrap();
+    clients_hear_why(
+        "bridge-unreachable",
+        Place::Netns(&ns.0, &[]),
+        &format!("tcp:10.231.254.1:{PORT}"),
+        " cannot be reached: Network is unreachable",
+    );
+}
+
+#[test]
+fn listen_on_a_display_name_without_a_runtime_dir_follows_the_chain_and_sigterm_cleans_up() {
+    let test =
+        "listen_on_a_display_name_without_a_runtime_dir_follows_the_chain_and_sigterm_cleans_up";
+    if !can_run_loopback(test) {
+        return;
+    }
+    let scratch = Scratch::new("bridge-listen-chain");
+    let home = scratch.path().join("home");
+    let comp_dir = scratch.path().join("comp");
+    for d in [&home, &comp_dir] {
+        std::fs::create_dir(d).unwrap();
+        set_mode(d, 0o700);
+    }
+    let comp_sock = comp_dir.join("wayland-7");
+    let _compositor = keymap::start(UnixListener::bind(&comp_sock).unwrap());
+    let home_s = home.display().to_string();
+    // The README's host-b line with XDG_RUNTIME_DIR unset: a path in `/`, which is no runtime
+    // dir; the message says what to pass instead.
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "bridge",
+        "--listen",
+        "unix:/wayland-9",
+        "--connect",
+        "tcp:127.0.0.1:1",
+        "--token-file",
+    ])
+    .arg(scratch.path().join("token"))
+    .env_remove("XDG_RUNTIME_DIR")
+    .stdin(Stdio::null());
+    write_token(&scratch.path().join("token"), &random_token(), 0o600);
+    let r = run_command(cmd, CLIENT);
+    r.assert_code(1);
+    assert!(
+        r.stderr().contains("cannot listen on unix:/wayland-9")
+            && r.stderr().contains("pass --listen wayland-9"),
+        "{}",
+        r.context()
+    );
+
+    // `--listen unix:wayland-9` (a name, not a path) goes through the chain: here narrowed to
+    // $HOME/.local/run, as `waysock run` would bind it.
+    let (_server_end, mut client_end) = loopback_bridges_on(
+        &scratch,
+        &comp_sock,
+        "unix:wayland-9",
+        &[
+            ("XDG_RUNTIME_DIR", None),
+            ("HOME", Some(&home_s)),
+            ("WAYSOCK_STRATEGIES", Some("home")),
+        ],
+        &[],
+    );
+    let dir = home.join(".local/run");
+    let socket = dir.join("wayland-9");
+    let lock = dir.join("wayland-9.lock");
+    assert!(
+        client_end
+            .log()
+            .contains(&format!("waysock bridge: unix:{}", socket.display())),
+        "{}",
+        client_end.log()
+    );
+    assert!(client_end.log().contains(&format!(
+        "XDG_RUNTIME_DIR={} WAYLAND_DISPLAY=wayland-9",
+        dir.display()
+    )));
+    let got = keymap::fetch(UnixStream::connect(&socket).unwrap()).unwrap();
+    assert!(
+        got == keymap::keymap(),
+        "the keymap differs through the bridge"
+    );
+    assert!(lock.exists(), "no lock at {}", lock.display());
+
+    // SIGTERM to the bridge itself (under unshare): its socket and lock go with it.
+    let below = descendants(client_end.pid());
+    assert_eq!(below.len(), 1, "{below:?}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(below[0] as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let st = client_end.wait(Duration::from_secs(10));
+    assert!(st.is_some(), "the bridge did not end on SIGTERM");
+    assert!(
+        !socket.exists() && !lock.exists(),
+        "left behind after SIGTERM: {:?}",
+        std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    );
 }
