@@ -475,3 +475,35 @@ fn unique_number() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     u64::from(std::process::id()) * 1000 + N.fetch_add(1, Ordering::Relaxed)
 }
+
+#[test]
+fn a_runtime_dir_that_cannot_be_created_reports_why() {
+    // mkdir failing (EACCES: the parent is root's 0755, we run as another uid) is reported as
+    // that failure of the `create` step, not as the directory missing afterwards.
+    let name = "a_runtime_dir_that_cannot_be_created_reports_why";
+    if !waysock_testkit::is_root() {
+        return skip(name, "needs root to run one thread as another uid");
+    }
+    let scratch = Scratch::new("rt-eacces");
+    set_mode(scratch.path(), 0o755);
+    let rt = scratch.path().join("rt");
+    let base = scratch.path().to_path_buf();
+    let failure = std::thread::spawn(move || {
+        // This thread only, and only the effective uid: root comes back below.
+        let nobody = rustix::process::Uid::from_raw(65534);
+        rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+        let mut env = env_in(&base);
+        env.xdg_runtime_dir = Some(rt.into());
+        let report = Binder::new(env)
+            .strategies(vec![Strategy::RuntimeDir])
+            .diagnose()
+            .map_or_else(|e| e.report().cloned(), Some)
+            .expect("a report");
+        rustix::thread::set_thread_res_uid(None, rustix::process::Uid::ROOT, None).unwrap();
+        failure_of(&report, Strategy::RuntimeDir)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(failure.errno, Some(Errno::ACCES), "{failure:?}");
+    assert!(!scratch.path().join("rt").exists());
+}
