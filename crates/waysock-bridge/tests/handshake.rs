@@ -2,11 +2,11 @@
 //! token wrong and tells it so before closing, so both name the token (not a bare I/O error or
 //! a hang-up); a listener that closes on our greeting did not answer.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use waysock_bridge::auth::{handshake, AuthError, Role, Token, GREETING_LEN};
+use waysock_bridge::auth::{handshake, AuthError, Refusal, Role, Token, GREETING_LEN};
 
 fn pair() -> (UnixStream, UnixStream) {
     let (x, y) = UnixStream::pair().unwrap();
@@ -49,4 +49,29 @@ fn a_listener_that_closes_on_our_greeting_did_not_answer() {
     let c = handshake(&mut x, &tok, Role::Connector);
     listener.join().unwrap();
     assert!(matches!(c, Err(AuthError::NoAnswer)), "{c:?}");
+}
+
+#[test]
+fn a_listener_that_refuses_before_its_greeting_is_named_with_its_reason() {
+    for (refusal, words) in [
+        (Refusal::Busy, "busy"),
+        (Refusal::TimedOut, "timed out waiting"),
+    ] {
+        let (mut x, mut y) = pair();
+        let listener = std::thread::spawn(move || {
+            let mut greeting = [0u8; GREETING_LEN];
+            y.read_exact(&mut greeting).unwrap();
+            y.write_all(&refusal.message(false)).unwrap();
+        });
+        let tok = Token::from_bytes(b"0123456789abcdef-secret").unwrap();
+        let c = handshake(&mut x, &tok, Role::Connector);
+        listener.join().unwrap();
+        match c {
+            Err(AuthError::Refused(r)) => {
+                assert_eq!(r, refusal);
+                assert!(r.to_string().contains(words), "{r}");
+            }
+            other => panic!("{refusal:?}: {other:?}"),
+        }
+    }
 }
