@@ -507,3 +507,39 @@ fn a_runtime_dir_that_cannot_be_created_reports_why() {
     assert_eq!(failure.errno, Some(Errno::ACCES), "{failure:?}");
     assert!(!scratch.path().join("rt").exists());
 }
+
+#[test]
+fn a_missing_ancestor_that_cannot_be_created_reports_why() {
+    // The home strategy creates `$HOME/.local` when missing; mkdir failing there (EACCES: the
+    // HOME is root's 0755 and we run as another uid) is reported as that failure, not as the
+    // directory missing afterwards.
+    let name = "a_missing_ancestor_that_cannot_be_created_reports_why";
+    if !waysock_testkit::is_root() {
+        return skip(name, "needs root to run one thread as another uid");
+    }
+    let scratch = Scratch::new("rt-anc-eacces");
+    set_mode(scratch.path(), 0o755);
+    let home = scratch.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    set_mode(&home, 0o755);
+    let base = scratch.path().to_path_buf();
+    let h = home.clone();
+    let failure = std::thread::spawn(move || {
+        // This thread only, and only the effective uid: root comes back below.
+        let nobody = rustix::process::Uid::from_raw(65534);
+        rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+        let mut env = env_in(&base);
+        env.home = Some(h.into());
+        let report = Binder::new(env)
+            .strategies(vec![Strategy::Home])
+            .diagnose()
+            .map_or_else(|e| e.report().cloned(), Some)
+            .expect("a report");
+        rustix::thread::set_thread_res_uid(None, rustix::process::Uid::ROOT, None).unwrap();
+        failure_of(&report, Strategy::Home)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(failure.errno, Some(Errno::ACCES), "{failure:?}");
+    assert!(!home.join(".local").exists());
+}
