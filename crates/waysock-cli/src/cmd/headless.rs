@@ -3,7 +3,8 @@
 //! until it answers a roundtrip, runs CMD with an environment that reaches exactly that
 //! display, and tears everything down again. CMD's status is ours.
 //!
-//! It is `run`'s pipeline (plan, launch, ready, publish, one cleanup guard) with a client at
+//! It is `run`'s pipeline (plan, launch, ready, one cleanup guard; nothing published: the
+//! display is CMD's alone) with a client at
 //! the end, and these differences:
 //! - the compositor's output goes to a pipe: kept in `--log FILE` if asked, and its last lines
 //!   shown when it cannot start (exit 125, with the verdict `doctor` gives here);
@@ -28,7 +29,6 @@ use waysock::{Binder, Endpoint, Environment};
 use super::envfile::EnvFile;
 use super::run::cleanup::Cleanup;
 use super::run::plan::{self, Directory, Place};
-use super::run::publish::Publisher;
 use super::run::ready::{self, Ready};
 use super::run::{launch, Machine};
 
@@ -322,7 +322,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     ] {
         plan.env.push((k, None));
     }
-    let publisher = Publisher::prepare(env.uid);
     let log = match log_file.as_mut().map(EnvFile::create_open) {
         None => None,
         Some(Ok(f)) => Some(f),
@@ -331,7 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(f) = log_file.as_mut() {
         f.keep();
     }
-    let mut compositor = match launch::launch_with(&plan, &publisher.child_env(), None, |c| {
+    let mut compositor = match launch::launch_with(&plan, &[], None, |c| {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -378,9 +377,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     cleanup.display(&up.display);
-    if let Some(record) = publisher.publish(&up, plan.strategy) {
-        cleanup.published(record);
-    }
+    // Not published: the display is CMD's alone (handed to it by path), and no other job's
+    // discovery should see it.
     tracing::info!(endpoint = %up.endpoint, compositor = %plan.name(), "up");
 
     // CMD, reaching exactly this display; our signals go to it.
