@@ -17,6 +17,11 @@
 //!   copy in 64-byte blocks and only changed runs cross the wire, LZ4-compressed when that
 //!   saves a tenth or more, each sent as soon as it is ready (large ranges on two threads).
 //!   `wl_shm_pool.resize` resizes the mirror.
+//! - buffers the compositor fills (wlr-screencopy `copy`, ext-image-copy-capture `capture`):
+//!   the client side first brings the far copy of the buffer up to date; the compositor side
+//!   keeps a snapshot of it, and on the frame's `ready` compares the filled buffer with it and
+//!   sends the changed runs back, which the client side writes into the client's pool (and its
+//!   shadow) before it forwards `ready`.
 //! - any other memory descriptor (keymaps) is copied once into a read-only memfd;
 //! - pipes (`wl_data_offer.receive`, `wl_data_source.send`, primary selection) are relayed as
 //!   streams, end of file included.
@@ -105,7 +110,9 @@ pub struct Stats {
 
 /// A mirrored shared-memory pool (sending side).
 struct Mirror {
-    fd: OwnedFd,
+    /// Shared with the pool-update worker, which writes what the compositor filled back
+    /// into the client's pool (screencopy).
+    fd: Arc<OwnedFd>,
     size: usize,
     shadow: Vec<u8>,
     /// Where the pool is read into on each commit (kept to avoid a fresh allocation).
@@ -135,8 +142,9 @@ struct SurfaceState {
 
 /// A descriptor received from the stream, waiting for its Wayland message.
 enum InFd {
-    /// A mirrored pool: kept, since later frames update it.
-    Shm { fd: OwnedFd, size: u64 },
+    /// A mirrored pool: kept, since later frames update it (and, for a buffer the compositor
+    /// fills, read back).
+    Shm { fd: Arc<OwnedFd>, size: u64 },
     /// Handed to the local peer once.
     Once(OwnedFd),
 }
@@ -151,6 +159,36 @@ struct State {
     in_fds: HashMap<u32, InFd>,
     /// Bytes held in mirrors (sender) — bounded by [`MAX_MIRRORED`].
     mirrored: u64,
+    /// Client side: capture frames (ext-image-copy-capture) and the buffer attached to each.
+    attached: HashMap<u32, u32>,
+    /// Server side: each pool the client created, by object id, and its mirror's id.
+    far_pools: HashMap<u32, u32>,
+    /// Server side: each shm buffer the client created, and where it lies in its mirror.
+    far_buffers: HashMap<u32, Region>,
+    /// Server side: capture frames, the buffer the compositor is to fill for each, and what
+    /// that buffer held when the capture started (what the client side has there).
+    captures: HashMap<u32, Capture>,
+    /// Bytes held in capture snapshots, at most [`MAX_POOL`].
+    snapshots: u64,
+    /// Client side: ranges of mirrors the compositor filled (and the worker wrote into the
+    /// client's pool), for the outgoing thread to fold into its shadows before it compares
+    /// anything the client sends after them.
+    returned: Vec<(u32, u64, Vec<u8>)>,
+}
+
+/// Where a shm buffer lies in its pool's mirror.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Region {
+    mirror: u32,
+    offset: usize,
+    len: usize,
+}
+
+/// A capture in progress (server side): the buffer and, once the compositor was asked to
+/// fill it, what it held then.
+struct Capture {
+    region: Region,
+    snapshot: Option<Vec<u8>>,
 }
 
 struct Shared {
@@ -383,6 +421,12 @@ pub fn run_over(
             surfaces: HashMap::new(),
             in_fds: HashMap::new(),
             mirrored: 0,
+            attached: HashMap::new(),
+            far_pools: HashMap::new(),
+            far_buffers: HashMap::new(),
+            captures: HashMap::new(),
+            snapshots: 0,
+            returned: Vec::new(),
         }),
         pipes: Mutex::new(HashMap::new()),
         credits: Arc::new(Mutex::new(HashMap::new())),
@@ -448,6 +492,7 @@ fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
         }
         pending.extend_from_slice(&buf[..n]);
         fdq.extend(fds);
+        fold_returned(sh)?;
         if fdq.len() > 4 * transport::MAX_FDS {
             return Err(protocol_error(format!(
                 "{}: {} descriptors queued without messages that carry them",
@@ -467,11 +512,15 @@ fn pump_out(sh: &Shared, local: &UnixStream) -> io::Result<()> {
             }
             let msg = &pending[at..at + size];
             let out = translate_out(sh, &h, msg, &mut fdq)?;
-            if !out.side_frames.is_empty() || !out.syncs.is_empty() {
+            if !out.side_frames.is_empty() || !out.syncs.is_empty() || !out.returns.is_empty() {
                 flush(sh, &mut batch, &mut batch_fds)?;
                 sh.send(&out.side_frames)?;
                 for &(id, start, end) in &out.syncs {
                     sync_mirror(sh, id, start, end)?;
+                }
+                // The filled buffer's changed runs go before the `ready` that announces it.
+                for c in out.returns {
+                    send_back(sh, c)?;
                 }
             }
             if out.forward {
@@ -529,6 +578,8 @@ struct Out {
     syncs: Vec<(u32, usize, usize)>,
     /// Local pipe read ends to relay, started only once the frames announcing them are sent.
     readers: Vec<(OwnedFd, u32)>,
+    /// Buffers the compositor filled, whose changes go back before the message (`ready`).
+    returns: Vec<Capture>,
     /// The message as it is to be forwarded, when it differs from what arrived.
     rewrite: Option<Vec<u8>>,
 }
@@ -564,6 +615,7 @@ fn translate_out(
         side_frames: Vec::new(),
         syncs: Vec::new(),
         readers: Vec::new(),
+        returns: Vec::new(),
         rewrite: None,
     };
     let Some(def) = st.map.message(h, dir) else {
@@ -597,7 +649,7 @@ fn translate_out(
             }
             st.mirrored += size;
             let m = Mirror {
-                fd,
+                fd: Arc::new(fd),
                 size: size as usize,
                 shadow: vec![0; size as usize],
                 scratch: Vec::new(),
@@ -701,6 +753,38 @@ fn translate_out(
         (Side::Client, "wl_surface", "destroy") => {
             st.surfaces.remove(&h.object);
         }
+        // The compositor is about to fill a buffer: the far side's copy must be what the
+        // client has (it sends back only what changes).
+        (Side::Client, "zwlr_screencopy_frame_v1", "copy" | "copy_with_damage") => {
+            sync_whole_buffer(&st, uint(args.first()), &mut out);
+        }
+        (Side::Client, "ext_image_copy_capture_frame_v1", "attach_buffer") => {
+            let buffer = uint(args.first());
+            st.attached.insert(h.object, buffer);
+        }
+        (Side::Client, "ext_image_copy_capture_frame_v1", "capture") => {
+            if let Some(&buffer) = st.attached.get(&h.object) {
+                sync_whole_buffer(&st, buffer, &mut out);
+            }
+        }
+        (Side::Client, "ext_image_copy_capture_frame_v1", "destroy") => {
+            st.attached.remove(&h.object);
+        }
+        (Side::Server, "zwlr_screencopy_frame_v1" | "ext_image_copy_capture_frame_v1", "ready") => {
+            if let Some(c) = st.captures.remove(&h.object) {
+                st.snapshots -= c.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+                out.returns.push(c);
+            }
+        }
+        (
+            Side::Server,
+            "zwlr_screencopy_frame_v1" | "ext_image_copy_capture_frame_v1",
+            "failed",
+        ) => {
+            if let Some(c) = st.captures.remove(&h.object) {
+                st.snapshots -= c.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+            }
+        }
         (Side::Client, "wl_surface", "attach") => {
             let buffer = uint(args.first());
             let s = st.surfaces.entry(h.object).or_default();
@@ -788,25 +872,204 @@ fn forget_mirror_if_unused(
 }
 
 /// Brings `[start, end)` of mirror `id` up to date on the far side, without holding the
-/// session state: mirrors are only touched by the local → remote thread (this one), so the
-/// mirror is taken out of the map for the duration and put back.
+/// session state: shadows are only touched by the local → remote thread (this one), so the
+/// shadow is taken out of the mirror for the duration and put back. The mirror itself stays
+/// in the map (the pool-update worker may write what the compositor filled into its pool).
 fn sync_mirror(sh: &Shared, id: u32, start: usize, end: usize) -> io::Result<()> {
-    let Some(mut m) = sh.state.lock().map_err(|_| poisoned())?.mirrors.remove(&id) else {
-        return Ok(());
+    let (fd, mut shadow, mut scratch) = {
+        let mut st = sh.state.lock().map_err(|_| poisoned())?;
+        let Some(m) = st.mirrors.get_mut(&id) else {
+            return Ok(());
+        };
+        (
+            Arc::clone(&m.fd),
+            std::mem::take(&mut m.shadow),
+            std::mem::take(&mut m.scratch),
+        )
     };
     let r = sync(
-        &mut m,
+        fd.as_fd(),
+        &mut shadow,
+        &mut scratch,
         start,
         end,
         &|f: Frame| sh.send(std::slice::from_ref(&f)),
         id,
     );
-    sh.state
+    if let Some(m) = sh
+        .state
         .lock()
         .map_err(|_| poisoned())?
         .mirrors
-        .insert(id, m);
+        .get_mut(&id)
+    {
+        m.shadow = shadow;
+        m.scratch = scratch;
+    }
     r
+}
+
+/// Queues the whole of shm `buffer` to be brought up to date on the far side (before the
+/// compositor fills it, so that what it sends back is exactly what changed).
+fn sync_whole_buffer(st: &State, buffer: u32, out: &mut Out) {
+    if let Some(b) = st.buffers.get(&buffer) {
+        let end = b.offset.saturating_add(b.stride.saturating_mul(b.height));
+        out.syncs.push((b.mirror, b.offset, end));
+    }
+}
+
+/// Client side: folds what the compositor filled (written into the client's pools by the
+/// pool-update worker) into the shadows, so they stay what the far side holds.
+fn fold_returned(sh: &Shared) -> io::Result<()> {
+    let mut st = sh.state.lock().map_err(|_| poisoned())?;
+    if st.returned.is_empty() {
+        return Ok(());
+    }
+    for (id, offset, bytes) in std::mem::take(&mut st.returned) {
+        if let Some(m) = st.mirrors.get_mut(&id) {
+            let (a, z) = (offset as usize, offset as usize + bytes.len());
+            if let Some(dst) = m.shadow.get_mut(a..z) {
+                dst.copy_from_slice(&bytes);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Server side: the compositor filled a capture's buffer (`ready`): sends the runs that
+/// changed since the capture started back to the client side, which writes them into the
+/// client's pool before it forwards `ready`.
+fn send_back(sh: &Shared, c: Capture) -> io::Result<()> {
+    let Some(mut shadow) = c.snapshot else {
+        // `ready` for a capture never started: nothing was filled.
+        return Ok(());
+    };
+    let fd = match sh
+        .state
+        .lock()
+        .map_err(|_| poisoned())?
+        .in_fds
+        .get(&c.region.mirror)
+    {
+        Some(InFd::Shm { fd, .. }) => Arc::clone(fd),
+        // The pool is gone: nobody can see the pixels.
+        _ => return Ok(()),
+    };
+    let mut cur = vec![0u8; shadow.len()];
+    pread_full(fd.as_fd(), &mut cur, c.region.offset as u64)?;
+    let id = c.region.mirror;
+    let at = c.region.offset;
+    diff_runs(&cur, &mut shadow, &AtomicBool::new(false), &mut |i, run| {
+        sh.send(&[run_frame(id, (at + i) as u64, run)])
+    })
+}
+
+/// Reads `buf.len()` bytes at `offset`; what lies beyond the file's end reads as zeros.
+fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n =
+            rustix::io::pread(fd, &mut buf[got..], offset + got as u64).map_err(io::Error::from)?;
+        if n == 0 {
+            buf[got..].fill(0);
+            break;
+        }
+        got += n;
+    }
+    Ok(())
+}
+
+/// Server side: what a capture's buffer holds as the compositor is asked to fill it (the far
+/// side holds the same), bounded by [`MAX_POOL`] for all captures in progress together.
+fn snapshot(sh: &Shared, st: &mut State, r: Region) -> io::Result<Option<Vec<u8>>> {
+    let (fd, size) = match st.in_fds.get(&r.mirror) {
+        Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size as usize),
+        _ => return Ok(None),
+    };
+    let len = r.len.min(size.saturating_sub(r.offset));
+    if st.snapshots + len as u64 > MAX_POOL {
+        return Err(protocol_error(format!(
+            "{}: captures in progress hold more than {MAX_POOL} bytes",
+            sh.name
+        )));
+    }
+    let mut snap = vec![0u8; len];
+    pread_full(fd.as_fd(), &mut snap, r.offset as u64)?;
+    st.snapshots += len as u64;
+    Ok(Some(snap))
+}
+
+/// Server side: keeps track of the client's pools and buffers (as forwarded to the
+/// compositor, with the ids of the descriptors `fds` the message carries), and of the
+/// captures the compositor is asked to fill.
+fn track_far(
+    sh: &Shared,
+    st: &mut State,
+    iface: &str,
+    name: &str,
+    object: u32,
+    args: &[Value<'_>],
+    fds: &[u32],
+) -> io::Result<()> {
+    match (iface, name) {
+        ("wl_shm", "create_pool") => {
+            if let Some(&id) = fds.first() {
+                st.far_pools.insert(uint(args.first()), id);
+            }
+        }
+        ("wl_shm_pool", "create_buffer") => {
+            if let Some(&mirror) = st.far_pools.get(&object) {
+                let (offset, height, stride) = (
+                    int(args.get(1)).max(0) as usize,
+                    int(args.get(3)).max(0) as usize,
+                    int(args.get(4)).max(0) as usize,
+                );
+                let region = Region {
+                    mirror,
+                    offset,
+                    len: height.saturating_mul(stride),
+                };
+                st.far_buffers.insert(uint(args.first()), region);
+            }
+        }
+        ("wl_shm_pool", "destroy") => {
+            st.far_pools.remove(&object);
+        }
+        ("wl_buffer", "destroy") => {
+            st.far_buffers.remove(&object);
+        }
+        ("zwlr_screencopy_frame_v1", "copy" | "copy_with_damage")
+        | ("ext_image_copy_capture_frame_v1", "attach_buffer") => {
+            if let Some(c) = st.captures.remove(&object) {
+                st.snapshots -= c.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+            }
+            if let Some(&region) = st.far_buffers.get(&uint(args.first())) {
+                let snapshot = if iface == "zwlr_screencopy_frame_v1" {
+                    snapshot(sh, st, region)?
+                } else {
+                    None
+                };
+                st.captures.insert(object, Capture { region, snapshot });
+            }
+        }
+        ("ext_image_copy_capture_frame_v1", "capture") => {
+            if let Some(region) = st.captures.get(&object).map(|c| c.region) {
+                let snap = snapshot(sh, st, region)?;
+                if let Some(c) = st.captures.get_mut(&object) {
+                    if let Some(old) = std::mem::replace(&mut c.snapshot, snap) {
+                        st.snapshots -= old.len() as u64;
+                    }
+                }
+            }
+        }
+        ("zwlr_screencopy_frame_v1" | "ext_image_copy_capture_frame_v1", "destroy") => {
+            if let Some(c) = st.captures.remove(&object) {
+                st.snapshots -= c.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Ranges at least this large are synced on two threads, half each.
@@ -822,22 +1085,23 @@ const RUN: usize = 512 * 1024;
 /// on two threads, each sending as it goes, so reading, comparing, compressing, the wire and
 /// the far side's decompression all overlap.
 fn sync(
-    m: &mut Mirror,
+    fd: BorrowedFd<'_>,
+    shadow: &mut [u8],
+    scratch: &mut Vec<u8>,
     start: usize,
     end: usize,
     send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
     id: u32,
 ) -> io::Result<()> {
-    let end = end.min(m.size);
+    let end = end.min(shadow.len());
     if start >= end {
         return Ok(());
     }
     let len = end - start;
     // Reused between commits: no fresh (zeroed) allocation per frame.
-    m.scratch.resize(len, 0);
-    let cur = &mut m.scratch[..len];
-    let shadow = &mut m.shadow[start..end];
-    let fd = m.fd.as_fd();
+    scratch.resize(len, 0);
+    let cur = &mut scratch[..len];
+    let shadow = &mut shadow[start..end];
     let stop = AtomicBool::new(false);
     if len < PARALLEL_SYNC {
         return sync_part(fd, start, cur, shadow, send, id, &stop);
@@ -886,18 +1150,22 @@ fn sync_part(
     id: u32,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    let len = cur.len();
-    let mut got = 0;
-    while got < len {
-        let n = rustix::io::pread(fd, &mut cur[got..], (offset + got) as u64)
-            .map_err(io::Error::from)?;
-        if n == 0 {
-            // The client's file is shorter than it claimed: the rest reads as zeros.
-            cur[got..].fill(0);
-            break;
-        }
-        got += n;
-    }
+    pread_full(fd, cur, offset as u64)?;
+    diff_runs(cur, shadow, stop, &mut |i, run| {
+        send(run_frame(id, (offset + i) as u64, run))
+    })
+}
+
+/// Compares `cur` with `shadow` (what the far side holds) in [`BLOCK`]-byte blocks and hands
+/// each changed run (at most [`RUN`] bytes, its offset in `cur`) to `emit` as soon as it is
+/// found, after copying it into `shadow`. Stops early once `stop` is raised.
+fn diff_runs(
+    cur: &[u8],
+    shadow: &mut [u8],
+    stop: &AtomicBool,
+    emit: &mut dyn FnMut(usize, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let len = cur.len().min(shadow.len());
     let mut i = 0;
     while i < len {
         if stop.load(Ordering::Relaxed) {
@@ -920,27 +1188,30 @@ fn sync_part(
         }
         let run = &cur[run_start..run_end];
         shadow[run_start..run_end].copy_from_slice(run);
-        let at = (offset + run_start) as u64;
-        // Pixels usually compress well (waypipe also uses LZ4 by default); a run that does
-        // not shrink by a tenth goes raw.
-        let packed = lz4_flex::block::compress(run);
-        send(if packed.len() < run.len() - run.len() / 10 {
-            Frame::ShmLz4 {
-                id,
-                offset: at,
-                raw_len: run.len() as u32,
-                bytes: packed,
-            }
-        } else {
-            Frame::ShmData {
-                id,
-                offset: at,
-                bytes: run.to_vec(),
-            }
-        })?;
+        emit(run_start, run)?;
         i = run_end;
     }
     Ok(())
+}
+
+/// One changed run of mirror `id` at `at` as a frame: LZ4-compressed when that saves a tenth
+/// or more (pixels usually compress well; waypipe also uses LZ4 by default), raw otherwise.
+fn run_frame(id: u32, at: u64, run: &[u8]) -> Frame {
+    let packed = lz4_flex::block::compress(run);
+    if packed.len() < run.len() - run.len() / 10 {
+        Frame::ShmLz4 {
+            id,
+            offset: at,
+            raw_len: run.len() as u32,
+            bytes: packed,
+        }
+    } else {
+        Frame::ShmData {
+            id,
+            offset: at,
+            bytes: run.to_vec(),
+        }
+    }
 }
 
 /// A descriptor that is not a shm pool: a pipe (relayed) or memory (copied once). A pipe read
@@ -1232,6 +1503,7 @@ fn pump_in_frames(
                 let mut st = sh.state.lock().map_err(|_| poisoned())?;
                 // Keep the object map in step with what the far side forwarded.
                 let mut at = 0;
+                let mut fd_at = 0;
                 while let Some(h) = codec::header(&bytes[at..])
                     .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?
                 {
@@ -1249,6 +1521,12 @@ fn pump_in_frames(
                         if sh.side == Side::Server && def.name == "bind" {
                             check_bind(sh, &st.map, h.object, &args)?;
                         }
+                        let carried = fds.get(fd_at..).unwrap_or(&[]);
+                        fd_at += def.fd_count();
+                        if sh.side == Side::Server {
+                            let iface = st.map.interface_of(h.object).map_or("", |i| i.name);
+                            track_far(sh, &mut st, iface, def.name, h.object, &args, carried)?;
+                        }
                         st.map
                             .apply(&h, dir, def, &args)
                             .map_err(|e| protocol_error(format!("{}: {e}", sh.name)))?;
@@ -1265,7 +1543,7 @@ fn pump_in_frames(
                 for id in &fds {
                     match st.in_fds.remove(id) {
                         Some(InFd::Shm { fd, size }) => {
-                            once.push(rustix::io::dup(&fd).map_err(io::Error::from)?);
+                            once.push(rustix::io::dup(&*fd).map_err(io::Error::from)?);
                             st.in_fds.insert(*id, InFd::Shm { fd, size });
                         }
                         Some(InFd::Once(fd)) => once.push(fd),
@@ -1301,7 +1579,14 @@ fn pump_in_frames(
                 }
                 let fd = memfd("waysock-shm")?;
                 rustix::fs::ftruncate(&fd, size).map_err(io::Error::from)?;
-                insert_in_fd(sh, id, InFd::Shm { fd, size })?;
+                insert_in_fd(
+                    sh,
+                    id,
+                    InFd::Shm {
+                        fd: Arc::new(fd),
+                        size,
+                    },
+                )?;
             }
             Frame::ShmData { id, offset, bytes } => {
                 sh.stats
@@ -1365,7 +1650,7 @@ fn pump_in_frames(
                 }
                 st.mirrored = total;
                 if let Some(InFd::Shm { fd, size: s }) = st.in_fds.get_mut(&id) {
-                    rustix::fs::ftruncate(&*fd, size).map_err(io::Error::from)?;
+                    rustix::fs::ftruncate(&**fd, size).map_err(io::Error::from)?;
                     *s = size;
                 }
             }
@@ -1535,27 +1820,41 @@ impl PipeWriter {
     }
 }
 
-/// Writes bytes from the stream into a mirrored pool, within its bounds.
+/// Writes bytes from the stream into a mirrored pool, within its bounds: on the server side
+/// the compositor's copy of a client's pool; on the client side the client's own pool, which
+/// the compositor filled (a capture), and then the shadow follows ([`fold_returned`]).
 fn write_pool(sh: &Shared, id: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
-    let st = sh.state.lock().map_err(|_| poisoned())?;
-    let Some(InFd::Shm { fd, size }) = st.in_fds.get(&id) else {
-        return Err(protocol_error(format!(
-            "{}: data for unknown pool {id}",
-            sh.name
-        )));
+    let mut st = sh.state.lock().map_err(|_| poisoned())?;
+    let (fd, size, returned) = match st.in_fds.get(&id) {
+        Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size, false),
+        _ if sh.side == Side::Client => match st.mirrors.get(&id) {
+            Some(m) => (Arc::clone(&m.fd), m.size as u64, true),
+            // The client let go of the pool while the compositor filled it: nobody looks.
+            None => return Ok(()),
+        },
+        _ => {
+            return Err(protocol_error(format!(
+                "{}: data for unknown pool {id}",
+                sh.name
+            )))
+        }
     };
     if offset
         .checked_add(bytes.len() as u64)
-        .is_none_or(|e| e > *size)
+        .is_none_or(|e| e > size)
     {
         return Err(protocol_error(format!(
             "{}: pool data beyond the pool's end",
             sh.name
         )));
     }
+    if returned {
+        st.returned.push((id, offset, bytes.to_vec()));
+    }
+    drop(st);
     let mut done = 0;
     while done < bytes.len() {
-        done += rustix::io::pwrite(fd, &bytes[done..], offset + done as u64)
+        done += rustix::io::pwrite(&*fd, &bytes[done..], offset + done as u64)
             .map_err(io::Error::from)?;
     }
     Ok(())
