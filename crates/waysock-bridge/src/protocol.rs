@@ -9,6 +9,11 @@
 //! it). A message's opcode is its index in [`Interface::requests`] or [`Interface::events`],
 //! exactly as in the XML.
 //!
+//! [`handled`] is generated with them: for each message the bridge acts on, a struct with its
+//! arguments typed (`handled::WlShmPoolCreateBuffer { id, offset, width, height, stride,
+//! format }`), its opcode as a constant, and a variant of [`handled::Handled`], which the
+//! session's translation core matches on.
+//!
 //! ```
 //! use waysock_bridge::protocol::{find_interface, ArgType};
 //! let shm = find_interface("wl_shm").unwrap();
@@ -122,6 +127,47 @@ mod tests {
         assert!(find_interface("wl_nonexistent").is_none());
         assert!(find_interface_bytes(b"wl_display").is_some());
         assert!(find_interface_bytes(b"\xff").is_none());
+    }
+
+    #[test]
+    fn handled_messages_match_the_tables() {
+        use crate::codec::{self, Direction};
+        assert_eq!(handled::ALL.len(), 22);
+        for &(iface, dir, opcode, name) in handled::ALL {
+            let i = find_interface(iface).unwrap();
+            let list = match dir {
+                Direction::Request => i.requests,
+                Direction::Event => i.events,
+            };
+            let m = &list[usize::from(opcode)];
+            assert_eq!(m.name, name, "{iface} {dir:?} {opcode}");
+            // Values decoded by that signature (all zeros but non-null ids and strings) are
+            // accepted by the typed accessor, and dispatch finds it.
+            let mut body = Vec::new();
+            for a in m.args {
+                match a.ty {
+                    ArgType::String => body.extend_from_slice(&[2, 0, 0, 0, b'x', 0, 0, 0]),
+                    ArgType::NewId if a.interface.is_none() => {
+                        body.extend_from_slice(&[2, 0, 0, 0, b'x', 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0])
+                    }
+                    ArgType::Object | ArgType::NewId => body.extend_from_slice(&[5, 0, 0, 0]),
+                    ArgType::Array => body.extend_from_slice(&[0, 0, 0, 0]),
+                    ArgType::Fd => {}
+                    _ => body.extend_from_slice(&[0, 0, 0, 0]),
+                }
+            }
+            let args = codec::decode(m, &body).unwrap();
+            let typed = handled::Handled::from_args(iface, dir, opcode, &args);
+            assert!(matches!(typed, Some(Ok(_))), "{iface}.{name}: {typed:?}");
+            // Values of another shape are a typed error, never zeros.
+            let wrong = vec![codec::Value::Array(&[]); args.len() + 1];
+            assert_eq!(
+                handled::Handled::from_args(iface, dir, opcode, &wrong),
+                Some(Err(handled::ArgMismatch(format!("{iface}.{name}").leak())))
+            );
+        }
+        // Not handled: no typed form.
+        assert!(handled::Handled::from_args("wl_surface", Direction::Request, 3, &[]).is_none());
     }
 
     #[test]

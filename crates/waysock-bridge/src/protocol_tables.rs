@@ -5292,3 +5292,721 @@ pub static INTERFACES: &[Interface] = &[
         ] },
     ] },
 ];
+
+/// The messages the bridge acts on, with their arguments typed (generated from the same
+/// signatures as [`INTERFACES`]; see `waysock_protogen::HANDLED`).
+pub mod handled {
+    use crate::codec::{Direction, Value};
+
+    /// A decoded message's values do not fit the signature they were decoded with.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[error("{0}: arguments do not fit its signature")]
+    pub struct ArgMismatch(pub &'static str);
+
+    /// `wl_registry.bind` (request 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlRegistryBind<'a> {
+        /// `name` (uint).
+        pub name: u32,
+        /// `id`: the interface name sent before the new id.
+        pub id_interface: Option<&'a [u8]>,
+        /// `id`: the version sent before the new id.
+        pub id_version: u32,
+        /// `id` (new_id).
+        pub id: u32,
+    }
+
+    impl<'a> WlRegistryBind<'a> {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_registry";
+        /// Its name.
+        pub const NAME: &'static str = "bind";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value<'a>]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Uint(name), Value::NewId { interface: id_interface, version: id_version, id }] => Ok(Self { name: *name, id_interface: *id_interface, id_version: *id_version, id: *id }),
+                _ => Err(ArgMismatch("wl_registry.bind")),
+            }
+        }
+    }
+
+    /// `wl_registry.global` (event 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlRegistryGlobal<'a> {
+        /// `name` (uint).
+        pub name: u32,
+        /// `interface` (string).
+        pub interface: Option<&'a [u8]>,
+        /// `version` (uint).
+        pub version: u32,
+    }
+
+    impl<'a> WlRegistryGlobal<'a> {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_registry";
+        /// Its name.
+        pub const NAME: &'static str = "global";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Event;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value<'a>]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Uint(name), Value::String(interface), Value::Uint(version)] => Ok(Self { name: *name, interface: *interface, version: *version }),
+                _ => Err(ArgMismatch("wl_registry.global")),
+            }
+        }
+    }
+
+    /// `wl_shm.create_pool` (request 0, 1 fd).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlShmCreatePool {
+        /// `id` (new_id, wl_shm_pool).
+        pub id: u32,
+        /// `size` (int).
+        pub size: i32,
+    }
+
+    impl WlShmCreatePool {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_shm";
+        /// Its name.
+        pub const NAME: &'static str = "create_pool";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::NewId { id, .. }, Value::Fd, Value::Int(size)] => Ok(Self { id: *id, size: *size }),
+                _ => Err(ArgMismatch("wl_shm.create_pool")),
+            }
+        }
+    }
+
+    /// `wl_shm_pool.create_buffer` (request 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlShmPoolCreateBuffer {
+        /// `id` (new_id, wl_buffer).
+        pub id: u32,
+        /// `offset` (int).
+        pub offset: i32,
+        /// `width` (int).
+        pub width: i32,
+        /// `height` (int).
+        pub height: i32,
+        /// `stride` (int).
+        pub stride: i32,
+        /// `format` (uint).
+        pub format: u32,
+    }
+
+    impl WlShmPoolCreateBuffer {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_shm_pool";
+        /// Its name.
+        pub const NAME: &'static str = "create_buffer";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::NewId { id, .. }, Value::Int(offset), Value::Int(width), Value::Int(height), Value::Int(stride), Value::Uint(format)] => Ok(Self { id: *id, offset: *offset, width: *width, height: *height, stride: *stride, format: *format }),
+                _ => Err(ArgMismatch("wl_shm_pool.create_buffer")),
+            }
+        }
+    }
+
+    /// `wl_shm_pool.destroy` (request 1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlShmPoolDestroy {
+    }
+
+    impl WlShmPoolDestroy {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_shm_pool";
+        /// Its name.
+        pub const NAME: &'static str = "destroy";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 1;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("wl_shm_pool.destroy")),
+            }
+        }
+    }
+
+    /// `wl_shm_pool.resize` (request 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlShmPoolResize {
+        /// `size` (int).
+        pub size: i32,
+    }
+
+    impl WlShmPoolResize {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_shm_pool";
+        /// Its name.
+        pub const NAME: &'static str = "resize";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 2;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Int(size)] => Ok(Self { size: *size }),
+                _ => Err(ArgMismatch("wl_shm_pool.resize")),
+            }
+        }
+    }
+
+    /// `wl_buffer.destroy` (request 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlBufferDestroy {
+    }
+
+    impl WlBufferDestroy {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_buffer";
+        /// Its name.
+        pub const NAME: &'static str = "destroy";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("wl_buffer.destroy")),
+            }
+        }
+    }
+
+    /// `wl_surface.destroy` (request 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlSurfaceDestroy {
+    }
+
+    impl WlSurfaceDestroy {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_surface";
+        /// Its name.
+        pub const NAME: &'static str = "destroy";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("wl_surface.destroy")),
+            }
+        }
+    }
+
+    /// `wl_surface.attach` (request 1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlSurfaceAttach {
+        /// `buffer` (object, wl_buffer).
+        pub buffer: u32,
+        /// `x` (int).
+        pub x: i32,
+        /// `y` (int).
+        pub y: i32,
+    }
+
+    impl WlSurfaceAttach {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_surface";
+        /// Its name.
+        pub const NAME: &'static str = "attach";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 1;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Object(buffer), Value::Int(x), Value::Int(y)] => Ok(Self { buffer: *buffer, x: *x, y: *y }),
+                _ => Err(ArgMismatch("wl_surface.attach")),
+            }
+        }
+    }
+
+    /// `wl_surface.damage` (request 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlSurfaceDamage {
+        /// `x` (int).
+        pub x: i32,
+        /// `y` (int).
+        pub y: i32,
+        /// `width` (int).
+        pub width: i32,
+        /// `height` (int).
+        pub height: i32,
+    }
+
+    impl WlSurfaceDamage {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_surface";
+        /// Its name.
+        pub const NAME: &'static str = "damage";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 2;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Int(x), Value::Int(y), Value::Int(width), Value::Int(height)] => Ok(Self { x: *x, y: *y, width: *width, height: *height }),
+                _ => Err(ArgMismatch("wl_surface.damage")),
+            }
+        }
+    }
+
+    /// `wl_surface.commit` (request 6).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlSurfaceCommit {
+    }
+
+    impl WlSurfaceCommit {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_surface";
+        /// Its name.
+        pub const NAME: &'static str = "commit";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 6;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("wl_surface.commit")),
+            }
+        }
+    }
+
+    /// `wl_surface.damage_buffer` (request 9).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WlSurfaceDamageBuffer {
+        /// `x` (int).
+        pub x: i32,
+        /// `y` (int).
+        pub y: i32,
+        /// `width` (int).
+        pub width: i32,
+        /// `height` (int).
+        pub height: i32,
+    }
+
+    impl WlSurfaceDamageBuffer {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "wl_surface";
+        /// Its name.
+        pub const NAME: &'static str = "damage_buffer";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 9;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Int(x), Value::Int(y), Value::Int(width), Value::Int(height)] => Ok(Self { x: *x, y: *y, width: *width, height: *height }),
+                _ => Err(ArgMismatch("wl_surface.damage_buffer")),
+            }
+        }
+    }
+
+    /// `zwlr_screencopy_frame_v1.copy` (request 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ZwlrScreencopyFrameV1Copy {
+        /// `buffer` (object, wl_buffer).
+        pub buffer: u32,
+    }
+
+    impl ZwlrScreencopyFrameV1Copy {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "zwlr_screencopy_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "copy";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Object(buffer)] => Ok(Self { buffer: *buffer }),
+                _ => Err(ArgMismatch("zwlr_screencopy_frame_v1.copy")),
+            }
+        }
+    }
+
+    /// `zwlr_screencopy_frame_v1.destroy` (request 1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ZwlrScreencopyFrameV1Destroy {
+    }
+
+    impl ZwlrScreencopyFrameV1Destroy {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "zwlr_screencopy_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "destroy";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 1;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("zwlr_screencopy_frame_v1.destroy")),
+            }
+        }
+    }
+
+    /// `zwlr_screencopy_frame_v1.copy_with_damage` (request 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ZwlrScreencopyFrameV1CopyWithDamage {
+        /// `buffer` (object, wl_buffer).
+        pub buffer: u32,
+    }
+
+    impl ZwlrScreencopyFrameV1CopyWithDamage {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "zwlr_screencopy_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "copy_with_damage";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 2;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Object(buffer)] => Ok(Self { buffer: *buffer }),
+                _ => Err(ArgMismatch("zwlr_screencopy_frame_v1.copy_with_damage")),
+            }
+        }
+    }
+
+    /// `zwlr_screencopy_frame_v1.ready` (event 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ZwlrScreencopyFrameV1Ready {
+        /// `tv_sec_hi` (uint).
+        pub tv_sec_hi: u32,
+        /// `tv_sec_lo` (uint).
+        pub tv_sec_lo: u32,
+        /// `tv_nsec` (uint).
+        pub tv_nsec: u32,
+    }
+
+    impl ZwlrScreencopyFrameV1Ready {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "zwlr_screencopy_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "ready";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Event;
+        /// Its opcode.
+        pub const OPCODE: u16 = 2;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Uint(tv_sec_hi), Value::Uint(tv_sec_lo), Value::Uint(tv_nsec)] => Ok(Self { tv_sec_hi: *tv_sec_hi, tv_sec_lo: *tv_sec_lo, tv_nsec: *tv_nsec }),
+                _ => Err(ArgMismatch("zwlr_screencopy_frame_v1.ready")),
+            }
+        }
+    }
+
+    /// `zwlr_screencopy_frame_v1.failed` (event 3).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ZwlrScreencopyFrameV1Failed {
+    }
+
+    impl ZwlrScreencopyFrameV1Failed {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "zwlr_screencopy_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "failed";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Event;
+        /// Its opcode.
+        pub const OPCODE: u16 = 3;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("zwlr_screencopy_frame_v1.failed")),
+            }
+        }
+    }
+
+    /// `ext_image_copy_capture_frame_v1.destroy` (request 0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExtImageCopyCaptureFrameV1Destroy {
+    }
+
+    impl ExtImageCopyCaptureFrameV1Destroy {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "ext_image_copy_capture_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "destroy";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 0;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("ext_image_copy_capture_frame_v1.destroy")),
+            }
+        }
+    }
+
+    /// `ext_image_copy_capture_frame_v1.attach_buffer` (request 1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExtImageCopyCaptureFrameV1AttachBuffer {
+        /// `buffer` (object, wl_buffer).
+        pub buffer: u32,
+    }
+
+    impl ExtImageCopyCaptureFrameV1AttachBuffer {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "ext_image_copy_capture_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "attach_buffer";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 1;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Object(buffer)] => Ok(Self { buffer: *buffer }),
+                _ => Err(ArgMismatch("ext_image_copy_capture_frame_v1.attach_buffer")),
+            }
+        }
+    }
+
+    /// `ext_image_copy_capture_frame_v1.capture` (request 3).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExtImageCopyCaptureFrameV1Capture {
+    }
+
+    impl ExtImageCopyCaptureFrameV1Capture {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "ext_image_copy_capture_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "capture";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Request;
+        /// Its opcode.
+        pub const OPCODE: u16 = 3;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("ext_image_copy_capture_frame_v1.capture")),
+            }
+        }
+    }
+
+    /// `ext_image_copy_capture_frame_v1.ready` (event 3).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExtImageCopyCaptureFrameV1Ready {
+    }
+
+    impl ExtImageCopyCaptureFrameV1Ready {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "ext_image_copy_capture_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "ready";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Event;
+        /// Its opcode.
+        pub const OPCODE: u16 = 3;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [] => Ok(Self {  }),
+                _ => Err(ArgMismatch("ext_image_copy_capture_frame_v1.ready")),
+            }
+        }
+    }
+
+    /// `ext_image_copy_capture_frame_v1.failed` (event 4).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExtImageCopyCaptureFrameV1Failed {
+        /// `reason` (uint).
+        pub reason: u32,
+    }
+
+    impl ExtImageCopyCaptureFrameV1Failed {
+        /// Its interface.
+        pub const INTERFACE: &'static str = "ext_image_copy_capture_frame_v1";
+        /// Its name.
+        pub const NAME: &'static str = "failed";
+        /// Request or event.
+        pub const DIRECTION: Direction = Direction::Event;
+        /// Its opcode.
+        pub const OPCODE: u16 = 4;
+
+        /// Its arguments from decoded values.
+        pub fn from_args(args: &[Value]) -> Result<Self, ArgMismatch> {
+            match args {
+                [Value::Uint(reason)] => Ok(Self { reason: *reason }),
+                _ => Err(ArgMismatch("ext_image_copy_capture_frame_v1.failed")),
+            }
+        }
+    }
+
+    /// One handled message, its arguments typed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Handled<'a> {
+        /// `wl_registry.bind`.
+        WlRegistryBind(WlRegistryBind<'a>),
+        /// `wl_registry.global`.
+        WlRegistryGlobal(WlRegistryGlobal<'a>),
+        /// `wl_shm.create_pool`.
+        WlShmCreatePool(WlShmCreatePool),
+        /// `wl_shm_pool.create_buffer`.
+        WlShmPoolCreateBuffer(WlShmPoolCreateBuffer),
+        /// `wl_shm_pool.destroy`.
+        WlShmPoolDestroy(WlShmPoolDestroy),
+        /// `wl_shm_pool.resize`.
+        WlShmPoolResize(WlShmPoolResize),
+        /// `wl_buffer.destroy`.
+        WlBufferDestroy(WlBufferDestroy),
+        /// `wl_surface.destroy`.
+        WlSurfaceDestroy(WlSurfaceDestroy),
+        /// `wl_surface.attach`.
+        WlSurfaceAttach(WlSurfaceAttach),
+        /// `wl_surface.damage`.
+        WlSurfaceDamage(WlSurfaceDamage),
+        /// `wl_surface.commit`.
+        WlSurfaceCommit(WlSurfaceCommit),
+        /// `wl_surface.damage_buffer`.
+        WlSurfaceDamageBuffer(WlSurfaceDamageBuffer),
+        /// `zwlr_screencopy_frame_v1.copy`.
+        ZwlrScreencopyFrameV1Copy(ZwlrScreencopyFrameV1Copy),
+        /// `zwlr_screencopy_frame_v1.destroy`.
+        ZwlrScreencopyFrameV1Destroy(ZwlrScreencopyFrameV1Destroy),
+        /// `zwlr_screencopy_frame_v1.copy_with_damage`.
+        ZwlrScreencopyFrameV1CopyWithDamage(ZwlrScreencopyFrameV1CopyWithDamage),
+        /// `zwlr_screencopy_frame_v1.ready`.
+        ZwlrScreencopyFrameV1Ready(ZwlrScreencopyFrameV1Ready),
+        /// `zwlr_screencopy_frame_v1.failed`.
+        ZwlrScreencopyFrameV1Failed(ZwlrScreencopyFrameV1Failed),
+        /// `ext_image_copy_capture_frame_v1.destroy`.
+        ExtImageCopyCaptureFrameV1Destroy(ExtImageCopyCaptureFrameV1Destroy),
+        /// `ext_image_copy_capture_frame_v1.attach_buffer`.
+        ExtImageCopyCaptureFrameV1AttachBuffer(ExtImageCopyCaptureFrameV1AttachBuffer),
+        /// `ext_image_copy_capture_frame_v1.capture`.
+        ExtImageCopyCaptureFrameV1Capture(ExtImageCopyCaptureFrameV1Capture),
+        /// `ext_image_copy_capture_frame_v1.ready`.
+        ExtImageCopyCaptureFrameV1Ready(ExtImageCopyCaptureFrameV1Ready),
+        /// `ext_image_copy_capture_frame_v1.failed`.
+        ExtImageCopyCaptureFrameV1Failed(ExtImageCopyCaptureFrameV1Failed),
+    }
+
+    impl<'a> Handled<'a> {
+        /// Message `opcode` of `interface` going `dir`, typed; `None` if the bridge does not handle it.
+        pub fn from_args(
+            interface: &str,
+            dir: Direction,
+            opcode: u16,
+            args: &[Value<'a>],
+        ) -> Option<Result<Handled<'a>, ArgMismatch>> {
+            Some(match (interface, dir, opcode) {
+                ("wl_registry", Direction::Request, 0) => WlRegistryBind::from_args(args).map(Handled::WlRegistryBind),
+                ("wl_registry", Direction::Event, 0) => WlRegistryGlobal::from_args(args).map(Handled::WlRegistryGlobal),
+                ("wl_shm", Direction::Request, 0) => WlShmCreatePool::from_args(args).map(Handled::WlShmCreatePool),
+                ("wl_shm_pool", Direction::Request, 0) => WlShmPoolCreateBuffer::from_args(args).map(Handled::WlShmPoolCreateBuffer),
+                ("wl_shm_pool", Direction::Request, 1) => WlShmPoolDestroy::from_args(args).map(Handled::WlShmPoolDestroy),
+                ("wl_shm_pool", Direction::Request, 2) => WlShmPoolResize::from_args(args).map(Handled::WlShmPoolResize),
+                ("wl_buffer", Direction::Request, 0) => WlBufferDestroy::from_args(args).map(Handled::WlBufferDestroy),
+                ("wl_surface", Direction::Request, 0) => WlSurfaceDestroy::from_args(args).map(Handled::WlSurfaceDestroy),
+                ("wl_surface", Direction::Request, 1) => WlSurfaceAttach::from_args(args).map(Handled::WlSurfaceAttach),
+                ("wl_surface", Direction::Request, 2) => WlSurfaceDamage::from_args(args).map(Handled::WlSurfaceDamage),
+                ("wl_surface", Direction::Request, 6) => WlSurfaceCommit::from_args(args).map(Handled::WlSurfaceCommit),
+                ("wl_surface", Direction::Request, 9) => WlSurfaceDamageBuffer::from_args(args).map(Handled::WlSurfaceDamageBuffer),
+                ("zwlr_screencopy_frame_v1", Direction::Request, 0) => ZwlrScreencopyFrameV1Copy::from_args(args).map(Handled::ZwlrScreencopyFrameV1Copy),
+                ("zwlr_screencopy_frame_v1", Direction::Request, 1) => ZwlrScreencopyFrameV1Destroy::from_args(args).map(Handled::ZwlrScreencopyFrameV1Destroy),
+                ("zwlr_screencopy_frame_v1", Direction::Request, 2) => ZwlrScreencopyFrameV1CopyWithDamage::from_args(args).map(Handled::ZwlrScreencopyFrameV1CopyWithDamage),
+                ("zwlr_screencopy_frame_v1", Direction::Event, 2) => ZwlrScreencopyFrameV1Ready::from_args(args).map(Handled::ZwlrScreencopyFrameV1Ready),
+                ("zwlr_screencopy_frame_v1", Direction::Event, 3) => ZwlrScreencopyFrameV1Failed::from_args(args).map(Handled::ZwlrScreencopyFrameV1Failed),
+                ("ext_image_copy_capture_frame_v1", Direction::Request, 0) => ExtImageCopyCaptureFrameV1Destroy::from_args(args).map(Handled::ExtImageCopyCaptureFrameV1Destroy),
+                ("ext_image_copy_capture_frame_v1", Direction::Request, 1) => ExtImageCopyCaptureFrameV1AttachBuffer::from_args(args).map(Handled::ExtImageCopyCaptureFrameV1AttachBuffer),
+                ("ext_image_copy_capture_frame_v1", Direction::Request, 3) => ExtImageCopyCaptureFrameV1Capture::from_args(args).map(Handled::ExtImageCopyCaptureFrameV1Capture),
+                ("ext_image_copy_capture_frame_v1", Direction::Event, 3) => ExtImageCopyCaptureFrameV1Ready::from_args(args).map(Handled::ExtImageCopyCaptureFrameV1Ready),
+                ("ext_image_copy_capture_frame_v1", Direction::Event, 4) => ExtImageCopyCaptureFrameV1Failed::from_args(args).map(Handled::ExtImageCopyCaptureFrameV1Failed),
+                _ => return None,
+            })
+        }
+    }
+
+    /// Every handled message: (interface, direction, opcode, name), for tests.
+    pub const ALL: &[(&str, Direction, u16, &str)] = &[
+        (WlRegistryBind::INTERFACE, WlRegistryBind::DIRECTION, WlRegistryBind::OPCODE, WlRegistryBind::NAME),
+        (WlRegistryGlobal::INTERFACE, WlRegistryGlobal::DIRECTION, WlRegistryGlobal::OPCODE, WlRegistryGlobal::NAME),
+        (WlShmCreatePool::INTERFACE, WlShmCreatePool::DIRECTION, WlShmCreatePool::OPCODE, WlShmCreatePool::NAME),
+        (WlShmPoolCreateBuffer::INTERFACE, WlShmPoolCreateBuffer::DIRECTION, WlShmPoolCreateBuffer::OPCODE, WlShmPoolCreateBuffer::NAME),
+        (WlShmPoolDestroy::INTERFACE, WlShmPoolDestroy::DIRECTION, WlShmPoolDestroy::OPCODE, WlShmPoolDestroy::NAME),
+        (WlShmPoolResize::INTERFACE, WlShmPoolResize::DIRECTION, WlShmPoolResize::OPCODE, WlShmPoolResize::NAME),
+        (WlBufferDestroy::INTERFACE, WlBufferDestroy::DIRECTION, WlBufferDestroy::OPCODE, WlBufferDestroy::NAME),
+        (WlSurfaceDestroy::INTERFACE, WlSurfaceDestroy::DIRECTION, WlSurfaceDestroy::OPCODE, WlSurfaceDestroy::NAME),
+        (WlSurfaceAttach::INTERFACE, WlSurfaceAttach::DIRECTION, WlSurfaceAttach::OPCODE, WlSurfaceAttach::NAME),
+        (WlSurfaceDamage::INTERFACE, WlSurfaceDamage::DIRECTION, WlSurfaceDamage::OPCODE, WlSurfaceDamage::NAME),
+        (WlSurfaceCommit::INTERFACE, WlSurfaceCommit::DIRECTION, WlSurfaceCommit::OPCODE, WlSurfaceCommit::NAME),
+        (WlSurfaceDamageBuffer::INTERFACE, WlSurfaceDamageBuffer::DIRECTION, WlSurfaceDamageBuffer::OPCODE, WlSurfaceDamageBuffer::NAME),
+        (ZwlrScreencopyFrameV1Copy::INTERFACE, ZwlrScreencopyFrameV1Copy::DIRECTION, ZwlrScreencopyFrameV1Copy::OPCODE, ZwlrScreencopyFrameV1Copy::NAME),
+        (ZwlrScreencopyFrameV1Destroy::INTERFACE, ZwlrScreencopyFrameV1Destroy::DIRECTION, ZwlrScreencopyFrameV1Destroy::OPCODE, ZwlrScreencopyFrameV1Destroy::NAME),
+        (ZwlrScreencopyFrameV1CopyWithDamage::INTERFACE, ZwlrScreencopyFrameV1CopyWithDamage::DIRECTION, ZwlrScreencopyFrameV1CopyWithDamage::OPCODE, ZwlrScreencopyFrameV1CopyWithDamage::NAME),
+        (ZwlrScreencopyFrameV1Ready::INTERFACE, ZwlrScreencopyFrameV1Ready::DIRECTION, ZwlrScreencopyFrameV1Ready::OPCODE, ZwlrScreencopyFrameV1Ready::NAME),
+        (ZwlrScreencopyFrameV1Failed::INTERFACE, ZwlrScreencopyFrameV1Failed::DIRECTION, ZwlrScreencopyFrameV1Failed::OPCODE, ZwlrScreencopyFrameV1Failed::NAME),
+        (ExtImageCopyCaptureFrameV1Destroy::INTERFACE, ExtImageCopyCaptureFrameV1Destroy::DIRECTION, ExtImageCopyCaptureFrameV1Destroy::OPCODE, ExtImageCopyCaptureFrameV1Destroy::NAME),
+        (ExtImageCopyCaptureFrameV1AttachBuffer::INTERFACE, ExtImageCopyCaptureFrameV1AttachBuffer::DIRECTION, ExtImageCopyCaptureFrameV1AttachBuffer::OPCODE, ExtImageCopyCaptureFrameV1AttachBuffer::NAME),
+        (ExtImageCopyCaptureFrameV1Capture::INTERFACE, ExtImageCopyCaptureFrameV1Capture::DIRECTION, ExtImageCopyCaptureFrameV1Capture::OPCODE, ExtImageCopyCaptureFrameV1Capture::NAME),
+        (ExtImageCopyCaptureFrameV1Ready::INTERFACE, ExtImageCopyCaptureFrameV1Ready::DIRECTION, ExtImageCopyCaptureFrameV1Ready::OPCODE, ExtImageCopyCaptureFrameV1Ready::NAME),
+        (ExtImageCopyCaptureFrameV1Failed::INTERFACE, ExtImageCopyCaptureFrameV1Failed::DIRECTION, ExtImageCopyCaptureFrameV1Failed::OPCODE, ExtImageCopyCaptureFrameV1Failed::NAME),
+    ];
+}

@@ -37,6 +37,40 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("wayland-protocols-plasma", "plasma-wayland-protocols"),
 ];
 
+/// The messages the bridge acts on: (interface, `request` or `event`, message). For each the
+/// generator emits a struct with its arguments typed (the `fd`s, which travel out of band,
+/// left out), its opcode as a constant, and a variant of `Handled`, the enum the bridge's
+/// translation core matches on — so a renamed message or a changed signature is a compile
+/// error, not a silently skipped string match.
+pub const HANDLED: &[(&str, &str, &str)] = &[
+    ("wl_registry", "request", "bind"),
+    ("wl_registry", "event", "global"),
+    ("wl_shm", "request", "create_pool"),
+    ("wl_shm_pool", "request", "create_buffer"),
+    ("wl_shm_pool", "request", "destroy"),
+    ("wl_shm_pool", "request", "resize"),
+    ("wl_buffer", "request", "destroy"),
+    ("wl_surface", "request", "destroy"),
+    ("wl_surface", "request", "attach"),
+    ("wl_surface", "request", "damage"),
+    ("wl_surface", "request", "commit"),
+    ("wl_surface", "request", "damage_buffer"),
+    ("zwlr_screencopy_frame_v1", "request", "copy"),
+    ("zwlr_screencopy_frame_v1", "request", "destroy"),
+    ("zwlr_screencopy_frame_v1", "request", "copy_with_damage"),
+    ("zwlr_screencopy_frame_v1", "event", "ready"),
+    ("zwlr_screencopy_frame_v1", "event", "failed"),
+    ("ext_image_copy_capture_frame_v1", "request", "destroy"),
+    (
+        "ext_image_copy_capture_frame_v1",
+        "request",
+        "attach_buffer",
+    ),
+    ("ext_image_copy_capture_frame_v1", "request", "capture"),
+    ("ext_image_copy_capture_frame_v1", "event", "ready"),
+    ("ext_image_copy_capture_frame_v1", "event", "failed"),
+];
+
 /// Where the generated table lives, relative to the workspace root.
 pub const TABLE_PATH: &str = "crates/waysock-bridge/src/protocol_tables.rs";
 
@@ -295,7 +329,168 @@ pub fn generate(sources: &[Source]) -> Result<String, String> {
     if !interfaces.contains_key("wl_display") {
         return Err("no wl_display interface: wayland.xml missing".into());
     }
-    Ok(render(sources, &interfaces))
+    let mut out = render(sources, &interfaces);
+    render_handled(&mut out, &interfaces)?;
+    Ok(out)
+}
+
+/// `wl_shm_pool` + `create_buffer` → `WlShmPoolCreateBuffer`.
+fn camel(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        for word in part.split('_').filter(|w| !w.is_empty()) {
+            let mut c = word.chars();
+            if let Some(first) = c.next() {
+                out.extend(first.to_uppercase());
+                out.push_str(c.as_str());
+            }
+        }
+    }
+    out
+}
+
+/// Argument names that are Rust keywords get a trailing underscore.
+fn field(name: &str) -> String {
+    match name {
+        "type" | "ref" | "move" | "fn" | "impl" | "mod" | "use" | "loop" | "match" | "self"
+        | "box" | "in" | "as" | "where" | "struct" | "enum" | "trait" | "static" | "const" => {
+            format!("{name}_")
+        }
+        _ => name.to_owned(),
+    }
+}
+
+/// The typed structs of [`HANDLED`] and the `Handled` enum.
+fn render_handled(s: &mut String, interfaces: &BTreeMap<String, Interface>) -> Result<(), String> {
+    s.push_str(
+        "\n/// The messages the bridge acts on, with their arguments typed (generated from the \
+         same\n/// signatures as [`INTERFACES`]; see `waysock_protogen::HANDLED`).\npub mod handled {\n    \
+         use crate::codec::{Direction, Value};\n\n    /// A decoded message's values do not \
+         fit the signature they were decoded with.\n    #[derive(Debug, Clone, Copy, \
+         PartialEq, Eq, thiserror::Error)]\n    #[error(\"{0}: arguments do not fit its \
+         signature\")]\n    pub struct ArgMismatch(pub &'static str);\n",
+    );
+    let mut variants = Vec::new();
+    for (iname, kind, mname) in HANDLED {
+        let iface = interfaces
+            .get(*iname)
+            .ok_or_else(|| format!("handled interface {iname} is not in the XML"))?;
+        let list = if *kind == "request" {
+            &iface.requests
+        } else {
+            &iface.events
+        };
+        let opcode = list
+            .iter()
+            .position(|m| m.name == *mname)
+            .ok_or_else(|| format!("handled message {iname}.{mname} ({kind}) is not in the XML"))?;
+        let m = &list[opcode];
+        let ty = camel(&[iname, mname]);
+        let dir = if *kind == "request" {
+            "Request"
+        } else {
+            "Event"
+        };
+        let borrows = m.args.iter().any(|a| {
+            matches!(a.ty, "String" | "Array") || (a.ty == "NewId" && a.interface.is_none())
+        });
+        let lt = if borrows { "<'a>" } else { "" };
+        let mut fields = String::new();
+        let mut pattern = Vec::new();
+        let mut init = Vec::new();
+        for a in &m.args {
+            let f = field(&a.name);
+            let (rust, pat) = match a.ty {
+                "Int" => ("i32", format!("Value::Int({f})")),
+                "Uint" => ("u32", format!("Value::Uint({f})")),
+                "Fixed" => ("i32", format!("Value::Fixed({f})")),
+                "Object" => ("u32", format!("Value::Object({f})")),
+                "String" => ("Option<&'a [u8]>", format!("Value::String({f})")),
+                "Array" => ("&'a [u8]", format!("Value::Array({f})")),
+                "NewId" if a.interface.is_none() => {
+                    let _ = writeln!(
+                        fields,
+                        "        /// `{}`: the interface name sent before the new id.\n        pub {f}_interface: Option<&'a [u8]>,\n        /// `{}`: the version sent before the new id.\n        pub {f}_version: u32,",
+                        a.name, a.name
+                    );
+                    init.push(format!("{f}_interface: *{f}_interface"));
+                    init.push(format!("{f}_version: *{f}_version"));
+                    let id = if f == "id" {
+                        f.clone()
+                    } else {
+                        format!("id: {f}")
+                    };
+                    pattern.push(format!(
+                        "Value::NewId {{ interface: {f}_interface, version: {f}_version, {id} }}"
+                    ));
+                    init.push(format!("{f}: *{f}"));
+                    let _ = writeln!(
+                        fields,
+                        "        /// `{}` (new_id).\n        pub {f}: u32,",
+                        a.name
+                    );
+                    continue;
+                }
+                "NewId" if f == "id" => ("u32", "Value::NewId { id, .. }".to_owned()),
+                "NewId" => ("u32", format!("Value::NewId {{ id: {f}, .. }}")),
+                "Fd" => {
+                    pattern.push("Value::Fd".to_owned());
+                    continue;
+                }
+                other => return Err(format!("{iname}.{mname}: argument type {other}")),
+            };
+            let xml_ty = if a.ty == "NewId" {
+                "new_id".to_owned()
+            } else {
+                a.ty.to_lowercase()
+            };
+            let what = match &a.interface {
+                Some(i) => format!("`{}` ({xml_ty}, {i})", a.name),
+                None => format!("`{}` ({xml_ty})", a.name),
+            };
+            let _ = writeln!(fields, "        /// {what}.\n        pub {f}: {rust},");
+            pattern.push(pat);
+            init.push(format!("{f}: *{f}"));
+        }
+        let fds: usize = m.args.iter().filter(|a| a.ty == "Fd").count();
+        let _ = writeln!(
+            s,
+            "\n    /// `{iname}.{mname}` ({kind} {opcode}{}).\n    #[derive(Debug, Clone, Copy, PartialEq, Eq)]\n    pub struct {ty}{lt} {{\n{fields}    }}\n\n    impl{lt} {ty}{lt} {{\n        /// Its interface.\n        pub const INTERFACE: &'static str = {iname:?};\n        /// Its name.\n        pub const NAME: &'static str = {mname:?};\n        /// Request or event.\n        pub const DIRECTION: Direction = Direction::{dir};\n        /// Its opcode.\n        pub const OPCODE: u16 = {opcode};\n\n        /// Its arguments from decoded values.\n        pub fn from_args(args: &[Value{lt}]) -> Result<Self, ArgMismatch> {{\n            match args {{\n                [{}] => Ok(Self {{ {} }}),\n                _ => Err(ArgMismatch({:?})),\n            }}\n        }}\n    }}",
+            if fds > 0 { format!(", {fds} fd") } else { String::new() },
+            pattern.join(", "),
+            init.join(", "),
+            format!("{iname}.{mname}"),
+        );
+        variants.push((
+            ty,
+            lt,
+            iname.to_string(),
+            dir,
+            opcode,
+            format!("{iname}.{mname}"),
+        ));
+    }
+    s.push_str("\n    /// One handled message, its arguments typed.\n    #[derive(Debug, Clone, Copy, PartialEq, Eq)]\n    pub enum Handled<'a> {\n");
+    for (ty, lt, _, _, _, full) in &variants {
+        let _ = writeln!(s, "        /// `{full}`.\n        {ty}({ty}{lt}),");
+    }
+    s.push_str("    }\n\n    impl<'a> Handled<'a> {\n        /// Message `opcode` of `interface` going `dir`, typed; `None` if the bridge does not \
+                handle it.\n        pub fn from_args(\n            interface: &str,\n            dir: Direction,\n            opcode: u16,\n            args: &[Value<'a>],\n        ) -> Option<Result<Handled<'a>, ArgMismatch>> {\n            Some(match (interface, dir, opcode) {\n");
+    for (ty, _, iname, dir, opcode, _) in &variants {
+        let _ = writeln!(
+            s,
+            "                ({iname:?}, Direction::{dir}, {opcode}) => {ty}::from_args(args).map(Handled::{ty}),"
+        );
+    }
+    s.push_str("                _ => return None,\n            })\n        }\n    }\n\n    /// Every handled message: (interface, direction, opcode, name), for tests.\n    pub const ALL: &[(&str, Direction, u16, &str)] = &[\n");
+    for (ty, _, _, _, _, _) in &variants {
+        let _ = writeln!(
+            s,
+            "        ({ty}::INTERFACE, {ty}::DIRECTION, {ty}::OPCODE, {ty}::NAME),"
+        );
+    }
+    s.push_str("    ];\n}\n");
+    Ok(())
 }
 
 fn render(sources: &[Source], interfaces: &BTreeMap<String, Interface>) -> String {
