@@ -1,0 +1,417 @@
+//! stream → local: opens frames from the far side, applies pool updates (on a worker thread),
+//! pipes and copies to local descriptors, keeps the core in step with each Wayland message,
+//! and hands the messages with their descriptors to the local peer.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::SealFlags;
+
+use super::core::Region;
+use super::error::SessionError;
+use super::pipes::{spawn_pipe_reader, PipeWriter};
+use super::poll::{From, Poller, SpinRead};
+use super::{shm, InFd, Shared, Side, MAX_MIRRORED, MAX_PIPES, MAX_POOL, MAX_SESSION_FDS};
+use crate::channel::OpenReader;
+use crate::codec;
+use crate::stream::Stream;
+use crate::transport::{self, Frame, PipeDir, PIPE_WINDOW};
+
+/// stream → local.
+pub(super) fn pump_in(
+    sh: &Arc<Shared>,
+    local: &UnixStream,
+    remote: &Stream,
+    key: &[u8; 32],
+) -> Result<(), SessionError> {
+    // Pool updates are applied (decompressed, written) on a second thread while this one reads
+    // and opens the next records; anything that depends on the pools waits for it first.
+    let applier = Applier::default();
+    let span = tracing::Span::current();
+    std::thread::scope(|scope| {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<PoolUpdate>(4);
+        let worker = std::thread::Builder::new()
+            .name("waysock-apply".into())
+            .spawn_scoped(scope, || {
+                let _span = span.enter();
+                applier.run(sh, queue)
+            })?;
+        let r = pump_in_frames(sh, local, remote, key, &applier, &jobs);
+        drop(jobs);
+        let _ = worker.join();
+        r
+    })
+}
+
+/// One received update of a mirrored pool, to be applied.
+struct PoolUpdate {
+    id: u32,
+    offset: u64,
+    /// LZ4-compressed to this length, or raw.
+    raw_len: Option<u32>,
+    bytes: Vec<u8>,
+}
+
+/// The pool-update worker of [`pump_in`]: how many updates are queued or in progress, and the
+/// first that failed.
+#[derive(Default)]
+struct Applier {
+    state: Mutex<(usize, Option<SessionError>)>,
+    idle: std::sync::Condvar,
+}
+
+impl Applier {
+    fn run(&self, sh: &Shared, queue: std::sync::mpsc::Receiver<PoolUpdate>) {
+        // Decompressed pool data lands here, reused update after update (at most CHUNK bytes).
+        let mut unpacked: Vec<u8> = Vec::new();
+        for u in queue {
+            let r = match u.raw_len {
+                None => write_pool(sh, u.id, u.offset, &u.bytes),
+                Some(raw_len) => {
+                    unpacked.resize(raw_len as usize, 0);
+                    match lz4_flex::block::decompress_into(&u.bytes, &mut unpacked) {
+                        Ok(n) if n == raw_len as usize => write_pool(sh, u.id, u.offset, &unpacked),
+                        Ok(_) => Err(SessionError::Lz4Length),
+                        Err(e) => Err(SessionError::Lz4(e.to_string())),
+                    }
+                }
+            };
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            st.0 = st.0.saturating_sub(1);
+            if let Err(e) = r {
+                st.1.get_or_insert(e);
+            }
+            self.idle.notify_all();
+        }
+    }
+
+    /// Queues an update (waits while 4 are queued: the stream then waits too).
+    fn queue(
+        &self,
+        jobs: &std::sync::mpsc::SyncSender<PoolUpdate>,
+        u: PoolUpdate,
+    ) -> Result<(), SessionError> {
+        {
+            let mut st = self.state.lock()?;
+            if let Some(e) = st.1.take() {
+                return Err(e);
+            }
+            st.0 += 1;
+        }
+        jobs.send(u).map_err(|_| SessionError::ApplierStopped)
+    }
+
+    /// Waits until every queued update is applied; the first failure, if any.
+    fn wait(&self) -> Result<(), SessionError> {
+        let mut st = self.state.lock()?;
+        while st.0 > 0 && st.1.is_none() {
+            st = self.idle.wait(st)?;
+        }
+        match st.1.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn pump_in_frames(
+    sh: &Arc<Shared>,
+    local: &UnixStream,
+    remote: &Stream,
+    key: &[u8; 32],
+    applier: &Applier,
+    jobs: &std::sync::mpsc::SyncSender<PoolUpdate>,
+) -> Result<(), SessionError> {
+    let mut reader = OpenReader::new(
+        io::BufReader::with_capacity(
+            256 * 1024,
+            SpinRead {
+                poll: &sh.poll,
+                poller: Poller::new(From::Remote),
+                stream: remote.try_clone()?,
+            },
+        ),
+        key,
+    );
+    loop {
+        let Some(frame) = Frame::read(&mut reader)? else {
+            return applier.wait();
+        };
+        if !matches!(
+            frame,
+            Frame::ShmData { .. }
+                | Frame::ShmLz4 { .. }
+                | Frame::ShmNew { .. }
+                | Frame::PipeNew { .. }
+                | Frame::PipeData { .. }
+                | Frame::PipeEof { .. }
+                | Frame::PipeAck { .. }
+        ) {
+            // A Wayland message may make the compositor read a pool, and a resize or drop
+            // changes one: every update sent before it must be in place.
+            applier.wait()?;
+        }
+        match frame {
+            Frame::Wayland { fds, bytes } => wayland(sh, local, &fds, &bytes)?,
+            Frame::ShmNew { id, size } => {
+                if size > MAX_POOL {
+                    return Err(SessionError::FarPoolTooLarge(size));
+                }
+                {
+                    let mut st = sh.fds.lock()?;
+                    if st.mirrored + size > MAX_MIRRORED {
+                        return Err(SessionError::FarMirrorsTooMuch);
+                    }
+                    st.mirrored += size;
+                }
+                let fd = memfd("waysock-shm")?;
+                rustix::fs::ftruncate(&fd, size).map_err(io::Error::from)?;
+                let fd = Arc::new(fd);
+                insert_in_fd(sh, id, InFd::Shm { fd, size })?;
+            }
+            Frame::ShmData { id, offset, bytes } => {
+                sh.stats
+                    .received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let u = PoolUpdate {
+                    id,
+                    offset,
+                    raw_len: None,
+                    bytes,
+                };
+                applier.queue(jobs, u)?;
+            }
+            Frame::ShmLz4 {
+                id,
+                offset,
+                raw_len,
+                bytes,
+            } => {
+                sh.stats
+                    .received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                // raw_len ≤ CHUNK was checked when the frame was decoded.
+                let u = PoolUpdate {
+                    id,
+                    offset,
+                    raw_len: Some(raw_len),
+                    bytes,
+                };
+                applier.queue(jobs, u)?;
+            }
+            Frame::ShmSize { id, size } => {
+                if size > MAX_POOL {
+                    return Err(SessionError::FarPoolTooLarge(size));
+                }
+                let mut st = sh.fds.lock()?;
+                let old = match st.in_fds.get(&id) {
+                    Some(InFd::Shm { size: s, .. }) => *s,
+                    _ => return Err(SessionError::ResizeUnknownPool(id)),
+                };
+                let total = st.mirrored - old.min(st.mirrored) + size;
+                if total > MAX_MIRRORED {
+                    return Err(SessionError::FarMirrorsTooMuch);
+                }
+                st.mirrored = total;
+                if let Some(InFd::Shm { fd, size: s }) = st.in_fds.get_mut(&id) {
+                    rustix::fs::ftruncate(&**fd, size).map_err(io::Error::from)?;
+                    *s = size;
+                }
+            }
+            Frame::MemNew { id, bytes } => {
+                let fd = memfd("waysock-mem")?;
+                let mut done = 0;
+                while done < bytes.len() {
+                    done += rustix::io::pwrite(&fd, &bytes[done..], done as u64)
+                        .map_err(io::Error::from)?;
+                }
+                let _ = rustix::fs::fcntl_add_seals(
+                    &fd,
+                    SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+                );
+                insert_in_fd(sh, id, InFd::Once(fd))?;
+            }
+            Frame::PipeNew { id, dir } => {
+                let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(io::Error::from)?;
+                let peer_end = match dir {
+                    PipeDir::PeerWrites => {
+                        spawn_pipe_reader(sh, r, id);
+                        w
+                    }
+                    PipeDir::PeerReads => {
+                        let mut pipes = sh.pipes.lock()?;
+                        if pipes.len() >= MAX_PIPES {
+                            return Err(SessionError::TooManyPipes);
+                        }
+                        pipes.insert(id, PipeWriter::spawn(sh, w, id));
+                        r
+                    }
+                };
+                insert_in_fd(sh, id, InFd::Once(peer_end))?;
+            }
+            Frame::PipeData { id, bytes } => {
+                // Never blocks: the far side sends at most PIPE_WINDOW bytes we have not
+                // acknowledged, and one that sends more ends the session.
+                let mut pipes = sh.pipes.lock()?;
+                if let Some(w) = pipes.get(&id) {
+                    let n = bytes.len() as u64;
+                    if w.queued.fetch_add(n, Ordering::SeqCst) + n > u64::from(PIPE_WINDOW) {
+                        return Err(SessionError::PipeWindow(id));
+                    }
+                    if w.queue.send(bytes).is_err() {
+                        pipes.remove(&id);
+                    }
+                }
+            }
+            Frame::PipeAck { id, n } => {
+                let credit = sh.credits.lock()?.get(&id).cloned();
+                // An ack for a pipe already finished is harmless.
+                if let Some(c) = credit {
+                    c.refund(n);
+                }
+            }
+            Frame::PipeEof { id } => {
+                sh.pipes.lock()?.remove(&id);
+            }
+            Frame::ShmDrop { id } => {
+                let mut st = sh.fds.lock()?;
+                if let Some(InFd::Shm { size, .. }) = st.in_fds.get(&id) {
+                    let size = *size;
+                    st.in_fds.remove(&id);
+                    st.mirrored = st.mirrored.saturating_sub(size);
+                }
+            }
+        }
+    }
+}
+
+/// One Wayland frame from the far side: keeps the core in step with each message (taking
+/// capture snapshots it asks for), then hands the bytes and their descriptors to the peer.
+fn wayland(sh: &Shared, local: &UnixStream, fds: &[u32], bytes: &[u8]) -> Result<(), SessionError> {
+    sh.stats.received.fetch_add(
+        bytes.len() as u64 + 7 + 4 * fds.len() as u64,
+        Ordering::Relaxed,
+    );
+    let mut at = 0;
+    let mut fd_at = 0;
+    while let Some(h) = codec::header(&bytes[at..])? {
+        let size = h.size as usize;
+        if bytes.len() - at < size {
+            return Err(SessionError::SplitMessage);
+        }
+        let carried = fds.get(fd_at..).unwrap_or(&[]);
+        let verdict = sh
+            .core
+            .lock()?
+            .incoming(&h, &bytes[at..at + size], carried)?;
+        fd_at += verdict.fds;
+        if let Some(frame) = verdict.forget {
+            sh.fds.lock()?.forget_snapshot(frame);
+        }
+        if let Some((frame, region)) = verdict.snapshot {
+            take_snapshot(sh, frame, region)?;
+        }
+        at += size;
+    }
+    if at != bytes.len() {
+        return Err(SessionError::TrailingBytes);
+    }
+    let mut once = Vec::new();
+    {
+        let mut st = sh.fds.lock()?;
+        for id in fds {
+            match st.in_fds.remove(id) {
+                Some(InFd::Shm { fd, size }) => {
+                    once.push(rustix::io::dup(&*fd).map_err(io::Error::from)?);
+                    st.in_fds.insert(*id, InFd::Shm { fd, size });
+                }
+                Some(InFd::Once(fd)) => once.push(fd),
+                None => return Err(SessionError::UnknownDescriptor(*id)),
+            }
+        }
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = once.iter().map(AsFd::as_fd).collect();
+    transport::send_with_fds(local.as_fd(), bytes, &borrowed)?;
+    sh.poll.expect_reply(From::Local);
+    Ok(())
+}
+
+/// Server side: keeps what a capture's buffer holds as the compositor is asked to fill it
+/// (the client side holds the same), bounded by [`MAX_POOL`] for all captures together. Read
+/// without holding any lock.
+fn take_snapshot(sh: &Shared, frame: u32, r: Region) -> Result<(), SessionError> {
+    let (fd, size) = match sh.fds.lock()?.in_fds.get(&r.mirror) {
+        Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size as usize),
+        _ => return Ok(()),
+    };
+    let len = r.len.min(size.saturating_sub(r.offset));
+    let mut snap = vec![0u8; len];
+    shm::pread_full(fd.as_fd(), &mut snap, r.offset as u64)?;
+    let mut st = sh.fds.lock()?;
+    st.forget_snapshot(frame);
+    if st.snapshot_bytes + len as u64 > MAX_POOL {
+        return Err(SessionError::CapturesTooLarge);
+    }
+    st.snapshot_bytes += len as u64;
+    st.snapshots.insert(frame, snap);
+    Ok(())
+}
+
+/// Writes bytes from the stream into a mirrored pool, within its bounds: on the server side
+/// the compositor's copy of a client's pool; on the client side the client's own pool, which
+/// the compositor filled (a capture) — then the shadow follows (`returned`). The write
+/// happens without holding any lock.
+fn write_pool(sh: &Shared, id: u32, offset: u64, bytes: &[u8]) -> Result<(), SessionError> {
+    let fd = {
+        let mut st = sh.fds.lock()?;
+        let (fd, size, returned) = match st.in_fds.get(&id) {
+            Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size, false),
+            _ if sh.side == Side::Client => match st.pools.get(&id) {
+                Some((fd, size)) => (Arc::clone(fd), *size, true),
+                // The client let go of the pool while the compositor filled it: nobody looks.
+                None => return Ok(()),
+            },
+            _ => return Err(SessionError::UnknownPool(id)),
+        };
+        if offset
+            .checked_add(bytes.len() as u64)
+            .is_none_or(|e| e > size)
+        {
+            return Err(SessionError::BeyondPool);
+        }
+        if returned {
+            st.returned.push((id, offset, bytes.to_vec()));
+        }
+        fd
+    };
+    let mut done = 0;
+    while done < bytes.len() {
+        done += rustix::io::pwrite(&*fd, &bytes[done..], offset + done as u64)
+            .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Records a descriptor from the stream, within the session's limit.
+fn insert_in_fd(sh: &Shared, id: u32, fd: InFd) -> Result<(), SessionError> {
+    let mut st = sh.fds.lock()?;
+    if st.in_fds.len() >= MAX_SESSION_FDS {
+        return Err(SessionError::TooManyDescriptors);
+    }
+    st.in_fds.insert(id, fd);
+    Ok(())
+}
+
+fn memfd(name: &str) -> io::Result<OwnedFd> {
+    rustix::fs::memfd_create(
+        name,
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(io::Error::from)
+}
