@@ -235,3 +235,37 @@ fn session_keys_never_print() {
     };
     assert_eq!(format!("{keys:?}"), "SessionKeys(..)");
 }
+
+/// A reader whose first call fails with `kind`; later calls read `data`.
+struct FailsFirst<'a> {
+    kind: Option<io::ErrorKind>,
+    data: &'a [u8],
+}
+
+impl Read for FailsFirst<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(kind) = self.kind.take() {
+            return Err(kind.into());
+        }
+        self.data.read(buf)
+    }
+}
+
+#[test]
+fn a_read_error_other_than_interrupted_ends_the_channel() {
+    let w = SealWriter::new(Vec::new(), &KEY);
+    w.write_record(b"one").unwrap();
+    w.close().unwrap();
+    let wire = w.into_inner().unwrap();
+    let mut r = OpenReader::new(
+        FailsFirst {
+            kind: Some(io::ErrorKind::ConnectionReset),
+            data: &wire,
+        },
+        &KEY,
+    );
+    let e = r.read(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    // Failed for good: the data that follows is not read as if nothing had happened.
+    assert!(r.read(&mut [0u8; 8]).is_err());
+}
