@@ -7,6 +7,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use waysock::{Binder, Environment, Outcome, Report, Roots, Strategy, LISTEN_FDS_START};
 use waysock_testkit::Scratch;
 
+/// Held by the tests that mark fds close-on-exec: their fd ranges may overlap.
+static FDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn env(base: &std::path::Path, fds: &str, pid: u32, names: Option<&str>) -> Environment {
     let mut env = Environment::clean(Roots::under(&base.join("nowhere")));
     env.listen_fds = Some(fds.into());
@@ -82,6 +85,7 @@ fn the_fd_named_wayland_is_chosen() {
 
 #[test]
 fn listen_fds_close_on_exec_marks_exactly_the_passed_fds() {
+    let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
     let s = Scratch::new("inh-cloexec");
     let me = std::process::id();
     // Two inheritable fds of ours, a < b; LISTEN_FDS covers up to a only.
@@ -114,4 +118,39 @@ fn listen_fds_close_on_exec_marks_exactly_the_passed_fds() {
         "fd {a_n} (within LISTEN_FDS={n}) is still inheritable"
     );
     assert!(!cloexec(&b), "fd {b_n} (beyond LISTEN_FDS={n}) was changed");
+}
+
+#[test]
+fn pass_on_listen_fd_keeps_only_the_chosen_fd_inheritable() {
+    let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Scratch::new("inh-passon");
+    let me = std::process::id();
+    let a = std::fs::File::open("/dev/null").unwrap();
+    let b = std::fs::File::open("/dev/null").unwrap();
+    for f in [&a, &b] {
+        rustix::io::fcntl_setfd(f.as_fd(), rustix::io::FdFlags::empty()).unwrap();
+    }
+    let cloexec = |f: &std::fs::File| {
+        rustix::io::fcntl_getfd(f.as_fd())
+            .unwrap()
+            .contains(rustix::io::FdFlags::CLOEXEC)
+    };
+    let (a_n, b_n) = (a.as_raw_fd(), b.as_raw_fd());
+    assert!(a_n < b_n && a_n >= LISTEN_FDS_START);
+    // LISTEN_FDS covers both; `b` is the one handed on.
+    let n = b_n - LISTEN_FDS_START + 1;
+    let pass = |fds: i32, pid: u32| {
+        waysock::pass_on_listen_fd(&env(s.path(), &fds.to_string(), pid, None), b_n)
+    };
+    // Not ours, none, or absurd: nothing is touched.
+    assert_eq!(pass(n, me + 1), 0);
+    assert_eq!(pass(0, me), 0);
+    assert_eq!(pass(5000, me), 0);
+    assert!(!cloexec(&a) && !cloexec(&b));
+    assert_eq!(pass(n, me), n - 1);
+    assert!(cloexec(&a), "fd {a_n}, not handed on, is still inheritable");
+    assert!(
+        !cloexec(&b),
+        "fd {b_n}, the one handed on, was made close-on-exec"
+    );
 }
