@@ -287,4 +287,40 @@ mod tests {
         assert!(c.debug && c.warn);
         assert!(c.allows(1) && c.allows(5) && c.allows(7) && !c.allows(6));
     }
+
+    #[test]
+    fn dot_names_are_never_mapped() {
+        let c = cfg("/run/user/1000");
+        assert_eq!(c.map(b"/run/user/1000/."), None);
+        assert_eq!(c.map(b"/run/user/1000/.."), None);
+    }
+
+    #[test]
+    fn an_abstract_name_that_fits_is_mapped_and_one_byte_more_is_not() {
+        let c = cfg("/d");
+        // "wayland-1000-" + rest: a display name whose abstract name is exactly ABSTRACT_MAX.
+        let fits = |extra: usize| {
+            let rest = "x".repeat(ABSTRACT_MAX - "wayland-1000-".len() + extra);
+            format!("/d/wayland-{rest}")
+        };
+        assert!(
+            matches!(c.map(fits(0).as_bytes()), Some(Mapped::Socket(a)) if a.len() == ABSTRACT_MAX)
+        );
+        assert_eq!(c.map(fits(1).as_bytes()), None);
+    }
+
+    #[test]
+    fn a_listen_path_must_fit_sun_path() {
+        let listen = |len: usize| {
+            let path = format!("/{}/wayland-1", "d".repeat(len - "//wayland-1".len()));
+            assert_eq!(path.len(), len);
+            Listen::from_vars(|k| match k {
+                "WAYSOCK_LISTEN_FD" => Some("3".into()),
+                "WAYSOCK_LISTEN_PATH" => Some(path.clone().into()),
+                _ => None,
+            })
+        };
+        assert!(listen(107).is_some());
+        assert!(listen(108).is_none());
+    }
 }
