@@ -150,7 +150,11 @@ fn human(
             s,
             "\nAbstract fallback for stock compositors: preload shim {} (not for static, \
              setuid/file-capability, or pure-Rust-socket compositors: `waysock run` checks)",
-            shim.display()
+            if shim.starts_with("/proc/self/fd") {
+                "built into waysock (handed over as a sealed memfd)".to_string()
+            } else {
+                shim.display().to_string()
+            }
         ),
         (None, Some(why)) => writeln!(
             s,
