@@ -5,8 +5,10 @@
 //! frame   := kind u8 | len u32 (little endian) | payload[len]      (len ≤ MAX_FRAME)
 //! WAYLAND := nfds u16 | fd_id u32 × nfds | whole Wayland messages
 //! SHM_NEW := fd_id u32 | size u64            a mirrored shared-memory object (starts zeroed)
-//! SHM_DATA:= fd_id u32 | offset u64 | bytes  bring a range of it up to date
-//! SHM_LZ4 := fd_id u32 | offset u64 | raw_len u32 | lz4 block   the same, compressed
+//! SHM_PATCH:= fd_id u32 | base u64 | packing u8 | raw_len u32 | body   bring spans of it up
+//!            to date; the body (raw, or one LZ4 block of raw_len ≤ MAX_PATCH bytes) is the
+//!            spans' bytes back to back, then (skip u32 | len u32) per span (skip: unchanged
+//!            bytes since the previous span's end, or since base), then the span count u32
 //! SHM_SIZE:= fd_id u32 | size u64            wl_shm_pool.resize
 //! MEM_NEW := fd_id u32 | bytes               a read-only copy (keymaps)
 //! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
@@ -29,12 +31,17 @@ use rustix::net::{
 pub const MAX_FRAME: usize = 4 << 20;
 /// Largest chunk of shared memory or pipe data put in one frame.
 pub const CHUNK: usize = 1 << 20;
+/// Largest body of one `SHM_PATCH` once decompressed.
+pub const MAX_PATCH: usize = CHUNK;
 /// Most bytes of one relayed pipe in flight (sent, not yet acknowledged as written into the
 /// far side's local pipe). Each pipe is flow-controlled on its own, so a reader that does not
 /// read holds back only its own pipe, never the Wayland messages sharing the stream.
 pub const PIPE_WINDOW: u32 = 1 << 20;
 /// Most descriptors in one Wayland frame (libwayland sends at most 28 per message batch).
 pub const MAX_FDS: usize = 28;
+
+/// The fixed part of an `SHM_PATCH` payload (id, base, packing, raw_len).
+const PATCH_HEAD: usize = 17;
 
 /// Frame kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +51,8 @@ pub enum Kind {
     Wayland = 1,
     /// A new mirrored shared-memory object.
     ShmNew = 2,
-    /// Bytes of a mirrored object.
-    ShmData = 3,
+    /// Changed spans of a mirrored object.
+    ShmPatch = 3,
     /// A mirrored object's new size.
     ShmSize = 4,
     /// A read-only copy of a memory object.
@@ -56,8 +63,6 @@ pub enum Kind {
     PipeData = 7,
     /// The writer closed a relayed pipe.
     PipeEof = 8,
-    /// Bytes of a mirrored object, LZ4-compressed.
-    ShmLz4 = 9,
     /// A mirrored object is no longer used.
     ShmDrop = 10,
     /// Bytes of a relayed pipe were delivered: the sender may send as many more.
@@ -69,13 +74,12 @@ impl Kind {
         Some(match b {
             1 => Kind::Wayland,
             2 => Kind::ShmNew,
-            3 => Kind::ShmData,
+            3 => Kind::ShmPatch,
             4 => Kind::ShmSize,
             5 => Kind::MemNew,
             6 => Kind::PipeNew,
             7 => Kind::PipeData,
             8 => Kind::PipeEof,
-            9 => Kind::ShmLz4,
             10 => Kind::ShmDrop,
             11 => Kind::PipeAck,
             _ => return None,
@@ -91,6 +95,16 @@ pub enum PipeDir {
     PeerWrites = 0,
     /// Our local peer gets the read end; the bytes come from the other side.
     PeerReads = 1,
+}
+
+/// How an `SHM_PATCH` body crosses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Packing {
+    /// As it is.
+    Raw = 0,
+    /// One LZ4 block.
+    Lz4 = 1,
 }
 
 /// One decoded frame.
@@ -110,24 +124,18 @@ pub enum Frame {
         /// Its size.
         size: u64,
     },
-    /// Bytes at `offset` of a mirrored object.
-    ShmData {
+    /// Changed spans of a mirrored object at or after `base` (the body's layout is in the
+    /// module's description).
+    ShmPatch {
         /// Its id.
         id: u32,
-        /// Where.
-        offset: u64,
-        /// What.
-        bytes: Vec<u8>,
-    },
-    /// Bytes at `offset` of a mirrored object, as an LZ4 block of `raw_len` bytes.
-    ShmLz4 {
-        /// Its id.
-        id: u32,
-        /// Where.
-        offset: u64,
-        /// Length once decompressed (at most [`CHUNK`]).
+        /// Where the first span's skip counts from.
+        base: u64,
+        /// How the body crosses.
+        packing: Packing,
+        /// The body's length once unpacked (at most [`MAX_PATCH`]; for `Raw`, `bytes`'s).
         raw_len: u32,
-        /// The compressed block.
+        /// The body as it crosses.
         bytes: Vec<u8>,
     },
     /// A mirrored object's new size.
@@ -224,23 +232,19 @@ impl Frame {
                     Kind::ShmSize
                 }
             }
-            Frame::ShmData { id, offset, bytes } => {
-                p.extend_from_slice(&id.to_le_bytes());
-                p.extend_from_slice(&offset.to_le_bytes());
-                p.extend_from_slice(bytes);
-                Kind::ShmData
-            }
-            Frame::ShmLz4 {
+            Frame::ShmPatch {
                 id,
-                offset,
+                base,
+                packing,
                 raw_len,
                 bytes,
             } => {
                 p.extend_from_slice(&id.to_le_bytes());
-                p.extend_from_slice(&offset.to_le_bytes());
+                p.extend_from_slice(&base.to_le_bytes());
+                p.push(*packing as u8);
                 p.extend_from_slice(&raw_len.to_le_bytes());
                 p.extend_from_slice(bytes);
-                Kind::ShmLz4
+                Kind::ShmPatch
             }
             Frame::MemNew { id, bytes } | Frame::PipeData { id, bytes } => {
                 p.extend_from_slice(&id.to_le_bytes());
@@ -280,8 +284,7 @@ impl Frame {
     fn tail_len(&self) -> usize {
         match self {
             Frame::Wayland { fds, bytes } => 4 * fds.len() + bytes.len(),
-            Frame::ShmData { bytes, .. }
-            | Frame::ShmLz4 { bytes, .. }
+            Frame::ShmPatch { bytes, .. }
             | Frame::MemNew { bytes, .. }
             | Frame::PipeData { bytes, .. } => bytes.len(),
             _ => 0,
@@ -321,24 +324,9 @@ impl Frame {
                     Frame::ShmSize { id, size }
                 }
             }
-            Kind::ShmData => Frame::ShmData {
-                id: u32_at(p, 0)?,
-                offset: u64_at(p, 4)?,
-                bytes: p.get(12..).ok_or_else(|| bad("frame too short"))?.to_vec(),
-            },
-            Kind::ShmLz4 => {
-                let raw_len = u32_at(p, 12)?;
-                if raw_len as usize > CHUNK {
-                    return Err(bad(format!(
-                        "compressed block of {raw_len} bytes (at most {CHUNK})"
-                    )));
-                }
-                Frame::ShmLz4 {
-                    id: u32_at(p, 0)?,
-                    offset: u64_at(p, 4)?,
-                    raw_len,
-                    bytes: p[16..].to_vec(),
-                }
+            Kind::ShmPatch => {
+                let fixed = p.get(..PATCH_HEAD).ok_or_else(|| bad("frame too short"))?;
+                Frame::patch(fixed, p[PATCH_HEAD..].to_vec())?
             }
             Kind::MemNew | Kind::PipeData => {
                 let id = u32_at(p, 0)?;
@@ -392,6 +380,31 @@ impl Frame {
         })
     }
 
+    /// An `SHM_PATCH` from its fixed part and its body, checked.
+    fn patch(fixed: &[u8], bytes: Vec<u8>) -> io::Result<Frame> {
+        let packing = match fixed[12] {
+            0 => Packing::Raw,
+            1 => Packing::Lz4,
+            p => return Err(bad(format!("unknown packing {p}"))),
+        };
+        let raw_len = u32_at(fixed, 13)?;
+        if raw_len as usize > MAX_PATCH {
+            return Err(bad(format!(
+                "a patch of {raw_len} bytes (at most {MAX_PATCH})"
+            )));
+        }
+        if packing == Packing::Raw && raw_len as usize != bytes.len() {
+            return Err(bad("a raw patch's length is not its body's"));
+        }
+        Ok(Frame::ShmPatch {
+            id: u32_at(fixed, 0)?,
+            base: u64_at(fixed, 4)?,
+            packing,
+            raw_len,
+            bytes,
+        })
+    }
+
     /// Reads one frame; `Ok(None)` at a clean end of stream.
     pub fn read(r: &mut impl Read) -> io::Result<Option<Frame>> {
         let mut head = [0u8; 5];
@@ -403,21 +416,17 @@ impl Frame {
         if len > MAX_FRAME {
             return Err(bad(format!("frame of {len} bytes (at most {MAX_FRAME})")));
         }
-        if head[0] == Kind::ShmData as u8 && len >= 12 {
+        if head[0] == Kind::ShmPatch as u8 && len >= PATCH_HEAD {
             // The bulk of the traffic: read the pixels straight into the frame's own buffer
             // (no zero-filled staging buffer, no second copy in `decode`).
-            let mut fixed = [0u8; 12];
+            let mut fixed = [0u8; PATCH_HEAD];
             r.read_exact(&mut fixed)?;
-            let mut bytes = Vec::with_capacity(len - 12);
-            r.take((len - 12) as u64).read_to_end(&mut bytes)?;
-            if bytes.len() != len - 12 {
+            let mut bytes = Vec::with_capacity(len - PATCH_HEAD);
+            r.take((len - PATCH_HEAD) as u64).read_to_end(&mut bytes)?;
+            if bytes.len() != len - PATCH_HEAD {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            return Ok(Some(Frame::ShmData {
-                id: u32_at(&fixed, 0)?,
-                offset: u64_at(&fixed, 4)?,
-                bytes,
-            }));
+            return Frame::patch(&fixed, bytes).map(Some);
         }
         let mut p = vec![0u8; len];
         r.read_exact(&mut p)?;
@@ -501,15 +510,18 @@ mod tests {
                 id: 7,
                 size: 1 << 33,
             },
-            Frame::ShmData {
+            Frame::ShmPatch {
                 id: 7,
-                offset: 4096,
+                base: 4096,
+                packing: Packing::Raw,
+                raw_len: 100,
                 bytes: vec![9; 100],
             },
             Frame::ShmSize { id: 7, size: 10 },
-            Frame::ShmLz4 {
+            Frame::ShmPatch {
                 id: 7,
-                offset: 64,
+                base: 64,
+                packing: Packing::Lz4,
                 raw_len: 4096,
                 bytes: vec![1, 2, 3],
             },
@@ -555,5 +567,23 @@ mod tests {
         assert!(Frame::read(&mut &huge[..]).is_err());
         assert!(Frame::decode(1, &[29, 0]).is_err());
         assert!(Frame::decode(6, &[1, 0, 0, 0, 9]).is_err());
+        // A patch too large once unpacked, of an unknown packing, or raw of another length.
+        let patch = |packing: u8, raw_len: u32, body: &[u8]| {
+            let mut p = vec![7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, packing];
+            p.extend_from_slice(&raw_len.to_le_bytes());
+            p.extend_from_slice(body);
+            p
+        };
+        assert!(Frame::decode(3, &patch(1, MAX_PATCH as u32, &[0])).is_ok());
+        assert!(Frame::decode(3, &patch(1, MAX_PATCH as u32 + 1, &[0])).is_err());
+        assert!(Frame::decode(3, &patch(2, 1, &[0])).is_err());
+        assert!(Frame::decode(3, &patch(0, 2, &[0])).is_err());
+        assert!(Frame::decode(3, &patch(0, 1, &[0])).is_ok());
+        let mut wire = vec![3, 18, 0, 0, 0];
+        wire.extend_from_slice(&patch(0, 2, &[0]));
+        assert!(
+            Frame::read(&mut &wire[..]).is_err(),
+            "the same check when read"
+        );
     }
 }

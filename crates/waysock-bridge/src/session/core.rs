@@ -41,12 +41,8 @@ pub(super) enum FdAction {
 /// What to do besides forwarding, in order, before the message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
-    /// Bring `[start, end)` of a mirror up to date on the far side.
-    Sync {
-        mirror: u32,
-        start: usize,
-        end: usize,
-    },
+    /// Bring `area` of a mirror up to date on the far side.
+    Sync { mirror: u32, area: Area },
     /// A mirrored pool's new size (`SHM_SIZE`).
     Resize { mirror: u32, size: u64 },
     /// A mirror nobody uses any more (`SHM_DROP`): the far side may close its copy.
@@ -109,6 +105,71 @@ pub(super) struct Region {
     pub len: usize,
 }
 
+/// What of a mirror a sync covers: `rows` rows `stride` bytes apart from `start`, bytes
+/// `[x0, x1)` of each (`x0 < x1 <= stride`). A plain range is one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Area {
+    pub start: usize,
+    pub rows: usize,
+    pub stride: usize,
+    pub x0: usize,
+    pub x1: usize,
+}
+
+impl Area {
+    /// `[start, end)` as one row.
+    pub fn range(start: usize, end: usize) -> Area {
+        let len = end.saturating_sub(start);
+        Area {
+            start,
+            rows: 1,
+            stride: len,
+            x0: 0,
+            x1: len,
+        }
+    }
+
+    /// Where the first row's part starts and the last row's part ends: every byte the area
+    /// covers lies in `[first, end)` (with the gaps between rows).
+    pub fn cover(&self) -> (usize, usize) {
+        if self.rows == 0 || self.x1 <= self.x0 {
+            return (self.start, self.start);
+        }
+        let first = self.start + self.x0;
+        (first, self.start + (self.rows - 1) * self.stride + self.x1)
+    }
+
+    /// Whole rows back to back: one contiguous range.
+    pub fn is_contiguous(&self) -> bool {
+        self.rows <= 1 || (self.x0 == 0 && self.x1 == self.stride)
+    }
+}
+
+/// Bytes per pixel of a `wl_shm` format whose pixels are 4 bytes (`argb8888`, `xrgb8888`
+/// and the 4-byte DRM fourccs); `None` for any other, whose damage then syncs whole rows.
+pub(super) fn bytes_per_pixel(format: u32) -> Option<usize> {
+    const fn fourcc(c: &[u8; 4]) -> u32 {
+        (c[0] as u32) | (c[1] as u32) << 8 | (c[2] as u32) << 16 | (c[3] as u32) << 24
+    }
+    const FOUR: [u32; 14] = [
+        fourcc(b"XB24"),
+        fourcc(b"AB24"),
+        fourcc(b"RX24"),
+        fourcc(b"RA24"),
+        fourcc(b"BX24"),
+        fourcc(b"BA24"),
+        fourcc(b"XR30"),
+        fourcc(b"XB30"),
+        fourcc(b"RX30"),
+        fourcc(b"BX30"),
+        fourcc(b"AR30"),
+        fourcc(b"AB30"),
+        fourcc(b"RA30"),
+        fourcc(b"BA30"),
+    ];
+    (format <= 1 || FOUR.contains(&format)).then_some(4)
+}
+
 /// A mirrored pool's bookkeeping (its bytes live with the pumps).
 #[derive(Debug)]
 struct Mirror {
@@ -123,6 +184,8 @@ struct BufferInfo {
     offset: usize,
     stride: usize,
     height: usize,
+    /// Bytes per pixel, where the format says (else damage syncs whole rows).
+    bpp: Option<usize>,
     synced_once: bool,
 }
 
@@ -133,7 +196,8 @@ struct SurfaceState {
     /// The buffer whose content the compositor last took for this surface.
     last_synced: Option<u32>,
     full: bool,
-    rows: Option<(usize, usize)>,
+    /// `damage_buffer` since the last commit: the bounding box `(x0, y0, x1, y1)`, pixels.
+    rect: Option<(usize, usize, usize, usize)>,
 }
 
 /// One session's protocol state, one side of it.
@@ -241,8 +305,7 @@ impl Core {
                     self.pools.insert(m.id, id);
                     out.actions.push(Action::Sync {
                         mirror: id,
-                        start: 0,
-                        end: size as usize,
+                        area: Area::range(0, size as usize),
                     });
                     FdAction::Pool { id, size }
                 }
@@ -310,6 +373,7 @@ impl Core {
                         offset,
                         stride,
                         height,
+                        bpp: bytes_per_pixel(b.format),
                         synced_once: false,
                     };
                     if let Some(m) = self.mirrors.get_mut(&mirror) {
@@ -370,13 +434,18 @@ impl Core {
             }
             Handled::WlSurfaceDamageBuffer(d) => {
                 let s = self.surfaces.entry(object).or_default();
-                if d.y < 0 || d.height <= 0 {
+                if d.width <= 0 || d.height <= 0 {
                     s.full = true;
                 } else {
-                    let (a, b) = (d.y as usize, d.y as usize + d.height as usize);
-                    s.rows = Some(match s.rows {
-                        Some((x0, x1)) => (x0.min(a), x1.max(b)),
-                        None => (a, b),
+                    // Clipped to the buffer's top-left; the commit clips the rest.
+                    let lo = |v: i32| v.max(0) as usize;
+                    let hi = |v: i32, len: i32| (i64::from(v) + i64::from(len)).max(0) as usize;
+                    let r = (lo(d.x), lo(d.y), hi(d.x, d.width), hi(d.y, d.height));
+                    s.rect = Some(match s.rect {
+                        Some((x0, y0, x1, y1)) => {
+                            (x0.min(r.0), y0.min(r.1), x1.max(r.2), y1.max(r.3))
+                        }
+                        None => r,
                     });
                 }
             }
@@ -428,7 +497,7 @@ impl Core {
         if let Some(p) = s.pending.take() {
             s.current = p;
         }
-        let (current, full, rows) = (s.current, s.full, s.rows.take());
+        let (current, full, rect) = (s.current, s.full, s.rect.take());
         // Damage is relative to the surface's previous content, not to this buffer's: a
         // buffer other than the one last synced for this surface (double buffering, a buffer
         // moved between surfaces) is compared whole — locally, so the wire still carries only
@@ -439,17 +508,32 @@ impl Core {
         let Some(b) = current.and_then(|c| self.buffers.get_mut(&c)) else {
             return;
         };
-        let (r0, r1) = if full || switched || !b.synced_once {
-            (0, b.height)
+        let whole = (0, 0, usize::MAX, b.height);
+        let (x0, y0, x1, y1) = if full || switched || !b.synced_once {
+            whole
         } else {
-            rows.map(|(a, z)| (a.min(b.height), z.min(b.height)))
-                .unwrap_or((0, 0))
+            rect.unwrap_or((0, 0, 0, 0))
         };
-        if r1 > r0 {
+        let (y0, y1) = (y0.min(b.height), y1.min(b.height));
+        // The damaged columns in bytes, where the format tells the pixel size; whole rows
+        // otherwise.
+        let (x0, x1) = match b.bpp {
+            Some(bpp) if (x0, x1) != (0, usize::MAX) => (
+                x0.saturating_mul(bpp).min(b.stride),
+                x1.saturating_mul(bpp).min(b.stride),
+            ),
+            _ => (0, b.stride),
+        };
+        if y1 > y0 && x1 > x0 {
             out.actions.push(Action::Sync {
                 mirror: b.mirror,
-                start: b.offset + r0 * b.stride,
-                end: b.offset + r1 * b.stride,
+                area: Area {
+                    start: b.offset + y0 * b.stride,
+                    rows: y1 - y0,
+                    stride: b.stride,
+                    x0,
+                    x1,
+                },
             });
         }
         b.synced_once = true;
@@ -461,8 +545,13 @@ impl Core {
         if let Some(b) = self.buffers.get(&buffer) {
             out.actions.push(Action::Sync {
                 mirror: b.mirror,
-                start: b.offset,
-                end: b.offset.saturating_add(b.stride.saturating_mul(b.height)),
+                area: Area {
+                    start: b.offset,
+                    rows: b.height,
+                    stride: b.stride,
+                    x0: 0,
+                    x1: b.stride,
+                },
             });
         }
     }

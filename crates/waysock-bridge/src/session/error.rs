@@ -94,6 +94,9 @@ pub enum SessionError {
     /// Compressed pool data that does not decompress.
     #[error("corrupt compressed pool data: {0}")]
     Lz4(String),
+    /// A pool patch whose span table does not match its data.
+    #[error("a pool patch whose spans do not match its data")]
+    BadPatch,
     /// The client bound a global the bridge does not carry.
     #[error("the client bound {0}, which the bridge does not carry")]
     Unbindable(String),

@@ -16,10 +16,13 @@
 //! content frames to local memfds and pipes and hands the descriptors to the local peer with
 //! the message bytes. Translation:
 //! - `wl_shm.create_pool`: the pool is mirrored in a memfd on the far side, starting zeroed;
-//!   on `wl_surface.commit` the attached buffer's damaged rows (`damage_buffer`; any surface
-//!   `damage` or a buffer's first commit means the whole buffer) are compared with a shadow
-//!   copy in 64-byte blocks and only changed runs cross the wire, LZ4-compressed when that
-//!   saves a tenth or more, each sent as soon as it is ready (large ranges on two threads).
+//!   on `wl_surface.commit` the attached buffer's damaged area (the bounding box of its
+//!   `damage_buffer` rects: those rows, and those columns where the format's pixel size is
+//!   known, whole rows otherwise; any surface `damage` or a buffer's first commit means the
+//!   whole buffer) is compared with a shadow copy in 64-byte blocks; changed blocks close to
+//!   each other join one span, and a commit's spans cross in few patches of up to 512 KiB,
+//!   each one LZ4 block when that saves a tenth or more, sent as soon as each is full (large
+//!   areas on two threads).
 //!   `wl_shm_pool.resize` resizes the mirror.
 //! - buffers the compositor fills (wlr-screencopy `copy`, ext-image-copy-capture `capture`):
 //!   the client side first brings the far copy of the buffer up to date; the compositor side

@@ -18,7 +18,7 @@ use super::{shm, InFd, Shared, Side, MAX_MIRRORED, MAX_PIPES, MAX_POOL, MAX_SESS
 use crate::channel::OpenReader;
 use crate::codec;
 use crate::stream::Stream;
-use crate::transport::{self, Frame, PipeDir, PIPE_WINDOW};
+use crate::transport::{self, Frame, Packing, PipeDir, PIPE_WINDOW};
 
 /// stream → local.
 pub(super) fn pump_in(
@@ -46,12 +46,12 @@ pub(super) fn pump_in(
     })
 }
 
-/// One received update of a mirrored pool, to be applied.
+/// One received patch of a mirrored pool, to be applied.
 struct PoolUpdate {
     id: u32,
-    offset: u64,
-    /// LZ4-compressed to this length, or raw.
-    raw_len: Option<u32>,
+    base: u64,
+    packing: Packing,
+    raw_len: u32,
     bytes: Vec<u8>,
 }
 
@@ -65,20 +65,12 @@ struct Applier {
 
 impl Applier {
     fn run(&self, sh: &Shared, queue: std::sync::mpsc::Receiver<PoolUpdate>) {
-        // Decompressed pool data lands here, reused update after update (at most CHUNK bytes).
+        // Decompressed patches land here, reused update after update (at most MAX_PATCH
+        // bytes).
         let mut unpacked: Vec<u8> = Vec::new();
         for u in queue {
-            let r = match u.raw_len {
-                None => write_pool(sh, u.id, u.offset, &u.bytes),
-                Some(raw_len) => {
-                    unpacked.resize(raw_len as usize, 0);
-                    match lz4_flex::block::decompress_into(&u.bytes, &mut unpacked) {
-                        Ok(n) if n == raw_len as usize => write_pool(sh, u.id, u.offset, &unpacked),
-                        Ok(_) => Err(SessionError::Lz4Length),
-                        Err(e) => Err(SessionError::Lz4(e.to_string())),
-                    }
-                }
-            };
+            let r = shm::unpack(u.packing, u.raw_len, &u.bytes, &mut unpacked)
+                .and_then(|body| write_pool(sh, u.id, u.base, body));
             let Ok(mut st) = self.state.lock() else {
                 return;
             };
@@ -144,8 +136,7 @@ fn pump_in_frames(
         };
         if !matches!(
             frame,
-            Frame::ShmData { .. }
-                | Frame::ShmLz4 { .. }
+            Frame::ShmPatch { .. }
                 | Frame::ShmNew { .. }
                 | Frame::PipeNew { .. }
                 | Frame::PipeData { .. }
@@ -174,32 +165,22 @@ fn pump_in_frames(
                 let fd = Arc::new(fd);
                 insert_in_fd(sh, id, InFd::Shm { fd, size })?;
             }
-            Frame::ShmData { id, offset, bytes } => {
-                sh.stats
-                    .received
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                let u = PoolUpdate {
-                    id,
-                    offset,
-                    raw_len: None,
-                    bytes,
-                };
-                applier.queue(jobs, u)?;
-            }
-            Frame::ShmLz4 {
+            Frame::ShmPatch {
                 id,
-                offset,
+                base,
+                packing,
                 raw_len,
                 bytes,
             } => {
                 sh.stats
                     .received
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                // raw_len ≤ CHUNK was checked when the frame was decoded.
+                // raw_len ≤ MAX_PATCH was checked when the frame was decoded.
                 let u = PoolUpdate {
                     id,
-                    offset,
-                    raw_len: Some(raw_len),
+                    base,
+                    packing,
+                    raw_len,
                     bytes,
                 };
                 applier.queue(jobs, u)?;
@@ -363,11 +344,12 @@ fn take_snapshot(sh: &Shared, frame: u32, r: Region) -> Result<(), SessionError>
     Ok(())
 }
 
-/// Writes bytes from the stream into a mirrored pool, within its bounds: on the server side
-/// the compositor's copy of a client's pool; on the client side the client's own pool, which
-/// the compositor filled (a capture) — then the shadow follows (`returned`). The write
-/// happens without holding any lock.
-fn write_pool(sh: &Shared, id: u32, offset: u64, bytes: &[u8]) -> Result<(), SessionError> {
+/// Writes a patch body (see [`shm::Patch`]) from the stream into a mirrored pool, within its
+/// bounds: on the server side the compositor's copy of a client's pool; on the client side
+/// the client's own pool, which the compositor filled (a capture) — then the shadow follows
+/// (`returned`). The writes happen without holding any lock.
+fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), SessionError> {
+    let (spans, extent) = shm::spans(body)?;
     let fd = {
         let mut st = sh.fds.lock()?;
         let (fd, size, returned) = match st.in_fds.get(&id) {
@@ -379,21 +361,24 @@ fn write_pool(sh: &Shared, id: u32, offset: u64, bytes: &[u8]) -> Result<(), Ses
             },
             _ => return Err(SessionError::UnknownPool(id)),
         };
-        if offset
-            .checked_add(bytes.len() as u64)
-            .is_none_or(|e| e > size)
-        {
+        if base.checked_add(extent).is_none_or(|e| e > size) {
             return Err(SessionError::BeyondPool);
         }
         if returned {
-            st.returned.push((id, offset, bytes.to_vec()));
+            for s in &spans {
+                let bytes = body[s.at..s.at + s.len].to_vec();
+                st.returned.push((id, base + s.offset, bytes));
+            }
         }
         fd
     };
-    let mut done = 0;
-    while done < bytes.len() {
-        done += rustix::io::pwrite(&*fd, &bytes[done..], offset + done as u64)
-            .map_err(io::Error::from)?;
+    for s in spans {
+        let (bytes, offset) = (&body[s.at..s.at + s.len], base + s.offset);
+        let mut done = 0;
+        while done < bytes.len() {
+            done += rustix::io::pwrite(&*fd, &bytes[done..], offset + done as u64)
+                .map_err(io::Error::from)?;
+        }
     }
     Ok(())
 }

@@ -195,14 +195,13 @@ fn act(
     shadows: &mut HashMap<u32, Shadow>,
 ) -> Result<(), SessionError> {
     match action {
-        Action::Sync { mirror, start, end } => {
+        Action::Sync { mirror, area } => {
             if let Some(s) = shadows.get_mut(&mirror) {
                 shm::sync(
                     s.fd.as_fd(),
                     &mut s.bytes,
                     &mut s.scratch,
-                    start,
-                    end,
+                    area,
                     &|f: Frame| sh.send(std::slice::from_ref(&f)),
                     mirror,
                 )?;
@@ -283,11 +282,19 @@ fn send_back(sh: &Shared, frame: u32, region: Region) -> Result<(), SessionError
     let mut cur = vec![0u8; shadow.len()];
     shm::pread_full(fd.as_fd(), &mut cur, region.offset as u64)?;
     let at = region.offset;
-    shm::diff_runs(
+    let send = |f: Frame| sh.send(std::slice::from_ref(&f));
+    let mut patch = shm::Patch::new(region.mirror, at as u64);
+    let len = cur.len();
+    shm::diff_area(
         &cur,
         &mut shadow,
+        len,
+        len,
         &std::sync::atomic::AtomicBool::new(false),
-        &mut |i, run| sh.send(&[shm::run_frame(region.mirror, (at + i) as u64, run)]),
+        &mut |i, run| patch.fill((at + i) as u64, run, &send),
     )?;
+    if !patch.is_empty() {
+        send(patch.take())?;
+    }
     Ok(())
 }

@@ -124,8 +124,7 @@ fn client() -> Core {
         o.actions,
         vec![Action::Sync {
             mirror: 2,
-            start: 0,
-            end: 65536
+            area: Area::range(0, 65536)
         }]
     );
     let o = out(
@@ -148,8 +147,13 @@ fn client() -> Core {
 
 const WHOLE: Action = Action::Sync {
     mirror: 2,
-    start: 1024,
-    end: 1024 + 8 * 64,
+    area: Area {
+        start: 1024,
+        rows: 8,
+        stride: 64,
+        x0: 0,
+        x1: 64,
+    },
 };
 
 #[test]
@@ -195,8 +199,13 @@ fn attach_commit_and_damage_sync_the_damaged_rows() {
         out(&mut c, SURFACE, 6, &[], &[]).actions,
         vec![Action::Sync {
             mirror: 2,
-            start: 1024 + 2 * 64,
-            end: 1024 + 5 * 64
+            area: Area {
+                start: 1024 + 2 * 64,
+                rows: 3,
+                stride: 64,
+                x0: 0,
+                x1: 64
+            }
         }]
     );
     // No damage: nothing.
@@ -215,6 +224,120 @@ fn attach_commit_and_damage_sync_the_damaged_rows() {
     assert!(out(&mut c, SURFACE, 6, &[], &[]).actions.is_empty());
     out(&mut c, SURFACE, 0, &[], &[]);
     assert!(!c.surfaces.contains_key(&SURFACE));
+}
+
+/// Commits `damage_buffer` rects (x, y, w, h) on the attached buffer (synced once before);
+/// the one sync it asks for, if any.
+fn damaged(c: &mut Core, rects: &[(i32, i32, i32, i32)]) -> Option<Area> {
+    for &(x, y, w, h) in rects {
+        out(c, SURFACE, 9, &[A::I(x), A::I(y), A::I(w), A::I(h)], &[]);
+    }
+    let actions = out(c, SURFACE, 6, &[], &[]).actions;
+    assert!(actions.len() <= 1, "{actions:?}");
+    actions.first().map(|a| match a {
+        Action::Sync { mirror: 2, area } => *area,
+        a => panic!("{a:?}"),
+    })
+}
+
+#[test]
+fn buffer_damage_syncs_its_columns_only_clipped_to_the_buffer() {
+    let mut c = client();
+    out(&mut c, SURFACE, 1, &[A::U(BUFFER), A::I(0), A::I(0)], &[]);
+    assert_eq!(out(&mut c, SURFACE, 6, &[], &[]).actions, vec![WHOLE]);
+    let area = |start, rows, x0, x1| Area {
+        start,
+        rows,
+        stride: 64,
+        x0,
+        x1,
+    };
+    // 4 bytes a pixel (argb8888): pixels 2..5 of rows 1..3.
+    assert_eq!(
+        damaged(&mut c, &[(2, 1, 3, 2)]),
+        Some(area(1024 + 64, 2, 8, 20))
+    );
+    // Two rects: their bounding box.
+    assert_eq!(
+        damaged(&mut c, &[(2, 1, 3, 2), (10, 5, 1, 1)]),
+        Some(area(1024 + 64, 5, 8, 44))
+    );
+    // Beyond an edge: clipped (left, top, right, bottom), nothing past the stride or the last
+    // row.
+    assert_eq!(
+        damaged(&mut c, &[(-5, -3, 7, 4)]),
+        Some(area(1024, 1, 0, 8))
+    );
+    assert_eq!(
+        damaged(&mut c, &[(14, 6, 100, 100)]),
+        Some(area(1024 + 6 * 64, 2, 56, 64))
+    );
+    // Wholly outside: nothing.
+    assert_eq!(damaged(&mut c, &[(16, 0, 4, 4)]), None);
+    assert_eq!(damaged(&mut c, &[(0, 8, 4, 4)]), None);
+    // An empty rect is taken as everything (conservative).
+    assert_eq!(damaged(&mut c, &[(3, 3, 0, 1)]), WHOLE_AREA);
+}
+
+const WHOLE_AREA: Option<Area> = match WHOLE {
+    Action::Sync { area, .. } => Some(area),
+    _ => None,
+};
+
+#[test]
+fn damage_in_a_format_of_unknown_pixel_size_syncs_whole_rows() {
+    let mut c = client();
+    // rgb565 (fourcc RG16): 2 bytes a pixel, not in the table: whole rows.
+    let rg16 = u32::from_le_bytes(*b"RG16");
+    out(
+        &mut c,
+        POOL,
+        0,
+        &[
+            A::U(40),
+            A::I(2048),
+            A::I(16),
+            A::I(4),
+            A::I(36),
+            A::U(rg16),
+        ],
+        &[],
+    );
+    out(&mut c, SURFACE, 1, &[A::U(40), A::I(0), A::I(0)], &[]);
+    out(&mut c, SURFACE, 6, &[], &[]);
+    assert_eq!(
+        damaged(&mut c, &[(2, 1, 3, 1)]),
+        Some(Area {
+            start: 2048 + 36,
+            rows: 1,
+            stride: 36,
+            x0: 0,
+            x1: 36
+        })
+    );
+    assert_eq!(bytes_per_pixel(0), Some(4));
+    assert_eq!(bytes_per_pixel(1), Some(4));
+    assert_eq!(bytes_per_pixel(u32::from_le_bytes(*b"XB24")), Some(4));
+    assert_eq!(bytes_per_pixel(u32::from_le_bytes(*b"AR30")), Some(4));
+    assert_eq!(bytes_per_pixel(u32::from_le_bytes(*b"RG24")), None);
+    assert_eq!(bytes_per_pixel(u32::from_le_bytes(*b"AR4H")), None);
+}
+
+#[test]
+fn areas_cover_their_rows() {
+    let a = Area {
+        start: 100,
+        rows: 3,
+        stride: 64,
+        x0: 8,
+        x1: 20,
+    };
+    assert_eq!(a.cover(), (108, 100 + 2 * 64 + 20));
+    assert!(!a.is_contiguous());
+    assert!(Area::range(5, 9).is_contiguous());
+    assert_eq!(Area::range(5, 9).cover(), (5, 9));
+    assert_eq!(Area::range(9, 5).cover(), (9, 9));
+    assert!(Area { x0: 0, x1: 64, ..a }.is_contiguous());
 }
 
 #[test]

@@ -1,0 +1,392 @@
+use std::io::Write;
+use std::os::fd::AsFd;
+
+use super::*;
+
+/// The spans `diff_area` hands out, as (offset, length).
+fn runs(cur: &[u8], shadow: &mut [u8], stride: usize, width: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    diff_area(
+        cur,
+        shadow,
+        stride,
+        width,
+        &AtomicBool::new(false),
+        &mut |at, run| {
+            out.push((at, run.len()));
+            Ok(())
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// Applies patch frames to `far` (a whole mirror), as the far side does.
+fn apply(frames: &[Frame], far: &mut [u8]) {
+    let mut buf = Vec::new();
+    for f in frames {
+        let Frame::ShmPatch {
+            base,
+            packing,
+            raw_len,
+            bytes,
+            ..
+        } = f
+        else {
+            panic!("{f:?}");
+        };
+        assert!(*raw_len as usize <= MAX_PATCH);
+        let body = unpack(*packing, *raw_len, bytes, &mut buf).unwrap();
+        let (spans, extent) = spans(body).unwrap();
+        assert!(*base + extent <= far.len() as u64);
+        for s in spans {
+            let at = (*base + s.offset) as usize;
+            far[at..at + s.len].copy_from_slice(&body[s.at..s.at + s.len]);
+        }
+    }
+}
+
+/// A deterministic byte stream.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn changed_blocks_are_spans_near_ones_merge_and_the_shadow_follows() {
+    let mut shadow = vec![0u8; 20 * BLOCK + 7];
+    let mut cur = shadow.clone();
+    assert!(runs(&cur, &mut shadow.clone(), 0, 0).is_empty(), "nothing");
+    cur[3] = 1; // block 0
+    cur[2 * BLOCK] = 1; // block 2: one block apart, merged with block 0
+    cur[3 * BLOCK + 5] = 1; // block 3: adjacent
+    cur[(4 + MERGE_GAP / BLOCK + 1) * BLOCK] = 1; // more than MERGE_GAP after: a new span
+    cur[20 * BLOCK + 6] = 1; // the short last block
+    let far = (4 + MERGE_GAP / BLOCK + 1) * BLOCK;
+    assert_eq!(
+        runs(&cur, &mut shadow, 0, 0),
+        vec![(0, 4 * BLOCK), (far, BLOCK), (20 * BLOCK, 7)]
+    );
+    assert_eq!(shadow, cur);
+    assert!(runs(&cur, &mut shadow, 0, 0).is_empty(), "caught up");
+    // Exactly MERGE_GAP apart: still one span.
+    let mut cur2 = cur.clone();
+    cur2[0] = 9;
+    cur2[BLOCK + MERGE_GAP] = 9;
+    assert_eq!(
+        runs(&cur2, &mut shadow, 0, 0),
+        vec![(0, 2 * BLOCK + MERGE_GAP)]
+    );
+}
+
+#[test]
+fn only_the_damaged_columns_are_compared() {
+    // Rows of 10 bytes every 1000 (an odd stride): the columns [0, 10) of each, `cur` from
+    // the first row's start to the last row's end.
+    let (stride, width, rows) = (1001, 10, 5);
+    let len = (rows - 1) * stride + width;
+    let mut shadow = vec![0u8; len];
+    let mut cur = shadow.clone();
+    cur[stride + 3] = 1; // row 1
+    cur[stride + 500] = 1; // between the columns: not looked at
+    cur[4 * stride + 9] = 1; // the last byte of the last row
+    assert_eq!(
+        runs(&cur, &mut shadow, stride, width),
+        vec![(stride, width), (4 * stride, width)]
+    );
+    assert_eq!(shadow[stride + 500], 0, "outside the damage: not sent");
+    // Rows closer than MERGE_GAP: one span with what lies between them.
+    let (stride, width) = (100, 40);
+    let mut shadow = vec![0u8; 2 * stride + width];
+    let mut cur = shadow.clone();
+    cur[0] = 1;
+    cur[stride] = 1;
+    cur[2 * stride + 39] = 1;
+    assert_eq!(
+        runs(&cur, &mut shadow, stride, width),
+        vec![(0, 2 * stride + width)]
+    );
+    assert_eq!(shadow, cur);
+}
+
+#[test]
+fn a_raised_stop_sends_nothing_more() {
+    let mut shadow = vec![0u8; 4 * BLOCK];
+    let cur = vec![1u8; 4 * BLOCK];
+    let mut n = 0;
+    diff_area(
+        &cur,
+        &mut shadow,
+        0,
+        0,
+        &AtomicBool::new(true),
+        &mut |_, _| {
+            n += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(shadow, vec![0u8; 4 * BLOCK], "nothing sent, nothing taken");
+}
+
+#[test]
+fn patches_carry_spans_compress_when_that_pays_and_split_at_their_size() {
+    let mut p = Patch::new(3, 100);
+    assert!(p.is_empty());
+    p.push(100, &[7; 64]);
+    p.push(164, &[7; 64]); // right after: the same span
+    p.push(1000, &[8; 100]);
+    let f = p.take();
+    let mut far = vec![0u8; 2000];
+    apply(std::slice::from_ref(&f), &mut far);
+    assert_eq!(far[100..228], [7; 128]);
+    assert_eq!(far[228..1000], [0; 772][..]);
+    assert_eq!(far[1000..1100], [8; 100]);
+    assert!(matches!(
+        f,
+        Frame::ShmPatch {
+            packing: Packing::Lz4,
+            id: 3,
+            base: 100,
+            ..
+        }
+    ));
+    // The next patch counts from where the last span ended.
+    assert!(p.is_empty());
+    p.push(1200, &[1]);
+    assert!(matches!(p.take(), Frame::ShmPatch { base: 1100, .. }));
+    // Noise does not shrink: raw.
+    let mut rng = Rng(0x9e37_79b9);
+    let noise: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    let mut p = Patch::new(1, 0);
+    p.push(0, &noise);
+    let f = p.take();
+    assert!(matches!(
+        f,
+        Frame::ShmPatch {
+            packing: Packing::Raw,
+            ..
+        }
+    ));
+    let mut far = vec![0u8; 4096];
+    apply(&[f], &mut far);
+    assert_eq!(far, noise);
+    // More than a patch's worth: patches of at most PATCH bytes, in order.
+    let big: Vec<u8> = (0..3 * PATCH + 5).map(|i| (i / 7) as u8).collect();
+    let sent = Mutex::new(Vec::new());
+    let send = |f: Frame| {
+        sent.lock().unwrap().push(f);
+        Ok(())
+    };
+    let mut p = Patch::new(1, 0);
+    p.fill(10, &big, &send).unwrap();
+    if !p.is_empty() {
+        send(p.take()).unwrap();
+    }
+    let sent = sent.into_inner().unwrap();
+    assert_eq!(sent.len(), 4);
+    for f in &sent {
+        let Frame::ShmPatch { raw_len, .. } = f else {
+            unreachable!()
+        };
+        assert!(*raw_len as usize <= PATCH);
+    }
+    let mut far = vec![0u8; big.len() + 10];
+    apply(&sent, &mut far);
+    assert_eq!(far[10..], big[..]);
+}
+
+#[test]
+fn a_patch_body_that_does_not_add_up_is_refused() {
+    let mut p = Patch::new(1, 0);
+    p.push(5, &[1, 2, 3]);
+    p.push(20, &[4]);
+    let Frame::ShmPatch { bytes, .. } = p.take() else {
+        unreachable!()
+    };
+    let mut buf = Vec::new();
+    let body = unpack(Packing::Lz4, 4 + 16 + 4, &bytes, &mut buf)
+        .map(<[u8]>::to_vec)
+        .or_else(|_| Ok::<_, SessionError>(bytes.clone()))
+        .unwrap();
+    let (s, extent) = spans(&body).unwrap();
+    assert_eq!(
+        s,
+        vec![
+            Span {
+                offset: 5,
+                at: 0,
+                len: 3
+            },
+            Span {
+                offset: 20,
+                at: 3,
+                len: 1
+            }
+        ]
+    );
+    assert_eq!(extent, 21);
+    // Too short, a count beyond the table, lengths past the data or short of it.
+    assert!(spans(&[]).is_err());
+    assert!(spans(&[1, 0, 0]).is_err());
+    assert!(spans(&[9, 0, 0, 0]).is_err());
+    let mut longer = body.clone();
+    longer[4 + 4] = 4; // first span's length 3 → 4
+    assert!(spans(&longer).is_err());
+    let mut shorter = body.clone();
+    shorter[4 + 4] = 2;
+    assert!(spans(&shorter).is_err());
+    assert_eq!(spans(&[0, 0, 0, 0]).unwrap(), (vec![], 0), "no span");
+    // A skip that overflows.
+    let mut wrap = vec![1u8];
+    wrap.extend_from_slice(&u32::MAX.to_le_bytes());
+    wrap.extend_from_slice(&1u32.to_le_bytes());
+    wrap.extend_from_slice(&1u32.to_le_bytes());
+    assert_eq!(spans(&wrap).unwrap().1, u64::from(u32::MAX) + 1);
+    // Corrupt or short LZ4.
+    let mut buf = Vec::new();
+    assert!(unpack(Packing::Lz4, 100, &[0xff, 1, 2], &mut buf).is_err());
+    assert!(unpack(
+        Packing::Lz4,
+        100,
+        &lz4_flex::block::compress(&[0; 50]),
+        &mut buf
+    )
+    .is_err());
+}
+
+/// A memfd holding `bytes`.
+fn pool(bytes: &[u8]) -> std::fs::File {
+    let fd = rustix::fs::memfd_create("shm-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes).unwrap();
+    f
+}
+
+/// Syncs `area` of `cur` (a pool) against `shadow`, applying what is sent to `far`; then
+/// checks the far copy is the shadow, and the area's bytes are `cur`'s.
+fn sync_and_check(cur: &[u8], shadow: &mut Vec<u8>, far: &mut Vec<u8>, area: Area) -> usize {
+    let file = pool(cur);
+    let sent = Mutex::new(Vec::new());
+    let mut scratch = Vec::new();
+    sync(
+        file.as_fd(),
+        shadow,
+        &mut scratch,
+        area,
+        &|f| {
+            sent.lock().unwrap().push(f);
+            Ok(())
+        },
+        1,
+    )
+    .unwrap();
+    let sent = sent.into_inner().unwrap();
+    apply(&sent, far);
+    assert!(far == shadow, "the far copy is what the shadow says");
+    for r in 0..area.rows {
+        let a = area.start + r * area.stride;
+        assert!(
+            far[a + area.x0..a + area.x1] == cur[a + area.x0..a + area.x1],
+            "row {r} of {area:?}"
+        );
+    }
+    sent.len()
+}
+
+#[test]
+fn damaged_pixels_arrive_for_any_area_odd_strides_and_edges_included() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..300 {
+        // 4 bytes a pixel; strides with padding, odd ones too; areas touching each edge.
+        let width_px = 1 + rng.below(70);
+        let stride = width_px * 4 + [0, 1, 3, 64, 13][rng.below(5)];
+        let height = 1 + rng.below(40);
+        let offset = rng.below(3) * 100;
+        let size = offset + stride * height + rng.below(50);
+        let mut shadow: Vec<u8> = (0..size).map(|_| rng.next() as u8 & 3).collect();
+        let mut far = shadow.clone();
+        let mut cur = shadow.clone();
+        // The client draws: a few rects of changes (some outside the damage it reports).
+        for _ in 0..1 + rng.below(4) {
+            let (x, y) = (rng.below(width_px), rng.below(height));
+            let (w, h) = (1 + rng.below(width_px - x), 1 + rng.below(height - y));
+            for yy in y..y + h {
+                for b in x * 4..(x + w) * 4 {
+                    cur[offset + yy * stride + b] = rng.next() as u8;
+                }
+            }
+        }
+        // Damage: a rect, or whole rows, or everything.
+        let x0 = rng.below(width_px);
+        let x1 = x0 + 1 + rng.below(width_px - x0);
+        let y0 = rng.below(height);
+        let y1 = y0 + 1 + rng.below(height - y0);
+        let area = match round % 3 {
+            0 => Area {
+                start: offset + y0 * stride,
+                rows: y1 - y0,
+                stride,
+                x0: x0 * 4,
+                x1: x1 * 4,
+            },
+            1 => Area {
+                start: offset + y0 * stride,
+                rows: y1 - y0,
+                stride,
+                x0: 0,
+                x1: stride,
+            },
+            _ => Area::range(offset, offset + stride * height),
+        };
+        sync_and_check(&cur, &mut shadow, &mut far, area);
+        // Everything: the far copy is the pool's.
+        sync_and_check(&cur, &mut shadow, &mut far, Area::range(0, size));
+        assert_eq!(far, cur);
+    }
+}
+
+#[test]
+fn a_large_area_is_synced_in_two_halves_with_nothing_lost() {
+    // 1080 rows of 1920 pixels, 4 bytes each: above PARALLEL_SYNC.
+    let (w, h) = (1920 * 4, 1080);
+    let mut rng = Rng(7);
+    let mut shadow = vec![0u8; w * h];
+    let mut far = shadow.clone();
+    let mut cur: Vec<u8> = (0..w * h).map(|i| (i / 4000) as u8).collect();
+    for _ in 0..2000 {
+        let i = rng.below(w * h);
+        cur[i] = rng.next() as u8;
+    }
+    let whole = Area::range(0, w * h);
+    let n = sync_and_check(&cur, &mut shadow, &mut far, whole);
+    assert!((2..64).contains(&n), "{n} patches");
+    assert_eq!(far, cur);
+    // A window's worth of columns on every row, through the row split.
+    for (i, b) in cur.iter_mut().enumerate() {
+        if (i % w) / 4 >= 700 && (i % w) / 4 < 1500 {
+            *b ^= 0x55;
+        }
+    }
+    let cols = Area {
+        start: 0,
+        rows: h,
+        stride: w,
+        x0: 700 * 4,
+        x1: 1500 * 4,
+    };
+    sync_and_check(&cur, &mut shadow, &mut far, cols);
+    assert_eq!(far, cur);
+    assert!(sync_and_check(&cur, &mut shadow, &mut far, whole) == 0);
+}
