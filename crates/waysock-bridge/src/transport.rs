@@ -9,6 +9,8 @@
 //!            to date; the body (raw, or one LZ4 block of raw_len ≤ MAX_PATCH bytes) is the
 //!            spans' bytes back to back, then (skip u32 | len u32) per span (skip: unchanged
 //!            bytes since the previous span's end, or since base), then the span count u32
+//! SHM_MOVE:= fd_id u32 | start u64 | rows u32 | stride u32 | width u32 | dy i32   a scroll:
+//!            row r < rows (width bytes at start + r·stride) becomes what row r + dy held
 //! SHM_SIZE:= fd_id u32 | size u64            wl_shm_pool.resize
 //! MEM_NEW := fd_id u32 | bytes               a read-only copy (keymaps)
 //! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
@@ -63,6 +65,8 @@ pub enum Kind {
     PipeData = 7,
     /// The writer closed a relayed pipe.
     PipeEof = 8,
+    /// Rows of a mirrored object moved (a scroll).
+    ShmMove = 9,
     /// A mirrored object is no longer used.
     ShmDrop = 10,
     /// Bytes of a relayed pipe were delivered: the sender may send as many more.
@@ -80,6 +84,7 @@ impl Kind {
             6 => Kind::PipeNew,
             7 => Kind::PipeData,
             8 => Kind::PipeEof,
+            9 => Kind::ShmMove,
             10 => Kind::ShmDrop,
             11 => Kind::PipeAck,
             _ => return None,
@@ -137,6 +142,22 @@ pub enum Frame {
         raw_len: u32,
         /// The body as it crosses.
         bytes: Vec<u8>,
+    },
+    /// Rows of a mirrored object moved: row `r < rows` (`width` bytes at `start + r·stride`)
+    /// becomes what row `r + dy` held, every row read before any is written.
+    ShmMove {
+        /// Its id.
+        id: u32,
+        /// Where the first row moved to starts.
+        start: u64,
+        /// How many rows.
+        rows: u32,
+        /// Bytes from a row to the next.
+        stride: u32,
+        /// Bytes of each row moved.
+        width: u32,
+        /// Where each row comes from, in rows.
+        dy: i32,
     },
     /// A mirrored object's new size.
     ShmSize {
@@ -268,6 +289,22 @@ impl Frame {
                 p.extend_from_slice(&id.to_le_bytes());
                 Kind::ShmDrop
             }
+            Frame::ShmMove {
+                id,
+                start,
+                rows,
+                stride,
+                width,
+                dy,
+            } => {
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&start.to_le_bytes());
+                p.extend_from_slice(&rows.to_le_bytes());
+                p.extend_from_slice(&stride.to_le_bytes());
+                p.extend_from_slice(&width.to_le_bytes());
+                p.extend_from_slice(&dy.to_le_bytes());
+                Kind::ShmMove
+            }
             Frame::PipeAck { id, n } => {
                 p.extend_from_slice(&id.to_le_bytes());
                 p.extend_from_slice(&n.to_le_bytes());
@@ -364,6 +401,19 @@ impl Frame {
                 Frame::PipeAck {
                     id: u32_at(p, 0)?,
                     n,
+                }
+            }
+            Kind::ShmMove => {
+                if p.len() != 28 {
+                    return Err(bad("bad move frame"));
+                }
+                Frame::ShmMove {
+                    id: u32_at(p, 0)?,
+                    start: u64_at(p, 4)?,
+                    rows: u32_at(p, 12)?,
+                    stride: u32_at(p, 16)?,
+                    width: u32_at(p, 20)?,
+                    dy: u32_at(p, 24)? as i32,
                 }
             }
             Kind::PipeEof | Kind::ShmDrop => {
@@ -540,6 +590,14 @@ mod tests {
             Frame::PipeEof { id: 5 },
             Frame::ShmDrop { id: 7 },
             Frame::PipeAck { id: 5, n: 65536 },
+            Frame::ShmMove {
+                id: 7,
+                start: 640,
+                rows: 1060,
+                stride: 7680,
+                width: 2304,
+                dy: -20,
+            },
         ];
         let mut wire = Vec::new();
         for f in &frames {

@@ -22,7 +22,9 @@
 //!   whole buffer) is compared with a shadow copy in 64-byte blocks; changed blocks close to
 //!   each other join one span, and a commit's spans cross in few patches of up to 512 KiB,
 //!   each one LZ4 block when that saves a tenth or more, sent as soon as each is full (large
-//!   areas on two threads).
+//!   areas on two threads). A damaged area whose rows now hold what the shadow holds some
+//!   rows further on (a scroll, found by row fingerprints) first goes as a move of those rows
+//!   (`SHM_MOVE`, applied to both copies), so only the rows that came in are diffed and sent.
 //!   `wl_shm_pool.resize` resizes the mirror.
 //! - buffers the compositor fills (wlr-screencopy `copy`, ext-image-copy-capture `capture`):
 //!   the client side first brings the far copy of the buffer up to date; the compositor side

@@ -46,13 +46,19 @@ pub(super) fn pump_in(
     })
 }
 
-/// One received patch of a mirrored pool, to be applied.
-struct PoolUpdate {
-    id: u32,
-    base: u64,
-    packing: Packing,
-    raw_len: u32,
-    bytes: Vec<u8>,
+/// One received update of a mirrored pool, to be applied.
+enum PoolUpdate {
+    Patch {
+        id: u32,
+        base: u64,
+        packing: Packing,
+        raw_len: u32,
+        bytes: Vec<u8>,
+    },
+    Move {
+        id: u32,
+        m: shm::Move,
+    },
 }
 
 /// The pool-update worker of [`pump_in`]: how many updates are queued or in progress, and the
@@ -69,8 +75,17 @@ impl Applier {
         // bytes).
         let mut unpacked: Vec<u8> = Vec::new();
         for u in queue {
-            let r = shm::unpack(u.packing, u.raw_len, &u.bytes, &mut unpacked)
-                .and_then(|body| write_pool(sh, u.id, u.base, body));
+            let r = match u {
+                PoolUpdate::Patch {
+                    id,
+                    base,
+                    packing,
+                    raw_len,
+                    bytes,
+                } => shm::unpack(packing, raw_len, &bytes, &mut unpacked)
+                    .and_then(|body| write_pool(sh, id, base, body)),
+                PoolUpdate::Move { id, m } => move_rows(sh, id, m, &mut unpacked),
+            };
             let Ok(mut st) = self.state.lock() else {
                 return;
             };
@@ -137,6 +152,7 @@ fn pump_in_frames(
         if !matches!(
             frame,
             Frame::ShmPatch { .. }
+                | Frame::ShmMove { .. }
                 | Frame::ShmNew { .. }
                 | Frame::PipeNew { .. }
                 | Frame::PipeData { .. }
@@ -176,7 +192,7 @@ fn pump_in_frames(
                     .received
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 // raw_len ≤ MAX_PATCH was checked when the frame was decoded.
-                let u = PoolUpdate {
+                let u = PoolUpdate::Patch {
                     id,
                     base,
                     packing,
@@ -184,6 +200,23 @@ fn pump_in_frames(
                     bytes,
                 };
                 applier.queue(jobs, u)?;
+            }
+            Frame::ShmMove {
+                id,
+                start,
+                rows,
+                stride,
+                width,
+                dy,
+            } => {
+                let m = shm::Move {
+                    start: usize::try_from(start).map_err(|_| SessionError::BeyondPool)?,
+                    rows: rows as usize,
+                    stride: stride as usize,
+                    width: width as usize,
+                    dy: dy as isize,
+                };
+                applier.queue(jobs, PoolUpdate::Move { id, m })?;
             }
             Frame::ShmSize { id, size } => {
                 if size > MAX_POOL {
@@ -379,6 +412,35 @@ fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), Sessio
             done += rustix::io::pwrite(&*fd, &bytes[done..], offset + done as u64)
                 .map_err(io::Error::from)?;
         }
+    }
+    Ok(())
+}
+
+/// Moves rows of a mirrored pool (a scroll the far side found): reads what the move touches
+/// into `buf`, moves there, writes it back. Only the compositor's copies of a client's pools
+/// are moved.
+fn move_rows(sh: &Shared, id: u32, m: shm::Move, buf: &mut Vec<u8>) -> Result<(), SessionError> {
+    let (fd, size) = match sh.fds.lock()?.in_fds.get(&id) {
+        Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size),
+        _ => return Err(SessionError::UnknownPool(id)),
+    };
+    let (lo, hi) = m
+        .extent()
+        .filter(|&(lo, hi)| lo <= hi && hi as u64 <= size)
+        .ok_or(SessionError::BeyondPool)?;
+    buf.resize(hi - lo, 0);
+    shm::pread_full(fd.as_fd(), buf, lo as u64)?;
+    shm::apply_move(
+        buf,
+        &shm::Move {
+            start: m.start - lo,
+            ..m
+        },
+    );
+    let mut done = 0;
+    while done < buf.len() {
+        done +=
+            rustix::io::pwrite(&*fd, &buf[done..], (lo + done) as u64).map_err(io::Error::from)?;
     }
     Ok(())
 }

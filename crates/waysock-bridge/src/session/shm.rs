@@ -54,13 +54,22 @@ pub(super) fn sync(
     let cur = &mut scratch[..len];
     let shadow = &mut shadow[first..end];
     let stop = AtomicBool::new(false);
+    pread_full(fd, cur, first as u64)?;
+    if area.rows > 1 && area.stride > 0 {
+        let rows = len.div_ceil(area.stride);
+        if let Some(m) = find_scroll(cur, shadow, area.stride, area.x1 - area.x0, rows) {
+            // Both copies move the same way; the diff then sends what still differs.
+            apply_move(shadow, &m);
+            send(m.frame(id, first as u64))?;
+        }
+    }
     let (stride, width) = if area.is_contiguous() {
         (len, len)
     } else {
         (area.stride, area.x1 - area.x0)
     };
     if len < PARALLEL_SYNC {
-        return sync_part(fd, first, cur, shadow, stride, width, send, id, &stop);
+        return sync_part(first, cur, shadow, stride, width, send, id, &stop);
     }
     // Split between rows (or, for one long row, at a block boundary in its middle).
     let half = if stride < len {
@@ -82,7 +91,6 @@ pub(super) fn sync(
     };
     let do_second = || match second.lock().ok().and_then(|mut p| p.take()) {
         Some((c, sh)) => raise(sync_part(
-            fd,
             first + half,
             c,
             sh,
@@ -99,7 +107,7 @@ pub(super) fn sync(
             .name("waysock-sync".into())
             .spawn_scoped(s, do_second);
         let mine = raise(sync_part(
-            fd, first, cur_a, shadow_a, stride, width, send, id, &stop,
+            first, cur_a, shadow_a, stride, width, send, id, &stop,
         ));
         let theirs = match other {
             Ok(t) => t
@@ -112,12 +120,11 @@ pub(super) fn sync(
     })
 }
 
-/// One part of [`sync`]: `cur` receives the pool's bytes from `offset`, `shadow` is what the
+/// One part of [`sync`]: `cur` holds the pool's bytes from `offset`, `shadow` is what the
 /// far side holds there; rows of `width` bytes every `stride`. Ends early once `stop` is
 /// raised (the other part failed).
 #[allow(clippy::too_many_arguments)]
 fn sync_part(
-    fd: BorrowedFd<'_>,
     offset: usize,
     cur: &mut [u8],
     shadow: &mut [u8],
@@ -127,7 +134,6 @@ fn sync_part(
     id: u32,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    pread_full(fd, cur, offset as u64)?;
     let mut patch = Patch::new(id, offset as u64);
     diff_area(cur, shadow, stride, width, stop, &mut |i, run| {
         patch.fill((offset + i) as u64, run, send)
@@ -199,6 +205,174 @@ pub(super) fn diff_area(
         Some(span) => flush(span, shadow),
         None => Ok(()),
     }
+}
+
+/// Rows of a mirror's copy moved by `dy` rows (a scroll): row `r` of the band (`0..rows`,
+/// `width` bytes every `stride` from `start`) becomes what row `r + dy` held, all rows read
+/// before any is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Move {
+    pub start: usize,
+    pub rows: usize,
+    pub stride: usize,
+    pub width: usize,
+    pub dy: isize,
+}
+
+impl Move {
+    /// As an `SHM_MOVE` frame of mirror `id`, `start` counted from `at`.
+    fn frame(&self, id: u32, at: u64) -> Frame {
+        Frame::ShmMove {
+            id,
+            start: at + self.start as u64,
+            rows: self.rows as u32,
+            stride: self.stride as u32,
+            width: self.width as u32,
+            dy: self.dy as i32,
+        }
+    }
+
+    /// The bytes the move reads or writes: `[lo, hi)` of the copy it applies to (`None` if
+    /// that does not fit in a `usize` or starts before 0).
+    pub fn extent(&self) -> Option<(usize, usize)> {
+        if self.rows == 0 || self.width == 0 {
+            return Some((self.start, self.start));
+        }
+        let row = |r: isize| -> Option<usize> {
+            let off = r.checked_mul(self.stride as isize)?;
+            self.start.checked_add_signed(off)
+        };
+        let last = self.rows as isize - 1;
+        let lo = row(self.dy.min(0))?;
+        let hi = row(last.checked_add(self.dy.max(0))?)?.checked_add(self.width)?;
+        Some((lo, hi))
+    }
+}
+
+/// Applies `m` to `copy` (which holds all of [`Move::extent`]).
+pub(super) fn apply_move(copy: &mut [u8], m: &Move) {
+    if m.rows == 0 || m.width == 0 || m.dy == 0 {
+        return;
+    }
+    let at = |r: usize| m.start + r * m.stride;
+    let src = |r: usize| {
+        m.start
+            .wrapping_add_signed(r as isize * m.stride as isize + m.dy * m.stride as isize)
+    };
+    if m.width == m.stride {
+        // Whole rows: one block.
+        let len = m.rows * m.stride;
+        copy.copy_within(src(0)..src(0) + len, at(0));
+    } else if m.dy > 0 {
+        // Reading below what is written: top down.
+        for r in 0..m.rows {
+            copy.copy_within(src(r)..src(r) + m.width, at(r));
+        }
+    } else {
+        for r in (0..m.rows).rev() {
+            copy.copy_within(src(r)..src(r) + m.width, at(r));
+        }
+    }
+}
+
+/// A row's fingerprint: one 32-bit word every 16 bytes and the last one (enough to tell a
+/// line of text from another), mixed. Equal rows have equal fingerprints; unequal ones
+/// rarely do, and when they do a move is merely less useful (the diff after it is exact).
+fn fingerprint(row: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = [
+        0x9e37_79b9_7f4a_7c15u64,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0x27d4_eb2f_1656_67c5,
+    ];
+    for (i, w) in row.chunks_exact(16).enumerate() {
+        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        let lane = &mut h[i & 3];
+        *lane = (*lane ^ u64::from(v)).wrapping_mul(PRIME);
+    }
+    if let Some(t) = row.len().checked_sub(4) {
+        let v = u32::from_le_bytes([row[t], row[t + 1], row[t + 2], row[t + 3]]);
+        h[0] = (h[0] ^ u64::from(v)).wrapping_mul(PRIME);
+    }
+    h[0] ^ h[1].rotate_left(17) ^ h[2].rotate_left(31) ^ h[3].rotate_left(47) ^ row.len() as u64
+}
+
+/// Looks for a vertical scroll of `rows` rows of `width` bytes every `stride` bytes (`cur`
+/// and `shadow` start with the first row): a band of rows that now holds what the shadow
+/// holds `dy` rows further on, long enough to be worth a move. Rows whose fingerprint is not
+/// unique in the shadow (blank ones) cast no vote.
+#[allow(clippy::needless_range_loop)] // rows index both fingerprint lists, with offsets
+pub(super) fn find_scroll(
+    cur: &[u8],
+    shadow: &[u8],
+    stride: usize,
+    width: usize,
+    rows: usize,
+) -> Option<Move> {
+    if rows < 16 || width < 64 || stride < width {
+        return None;
+    }
+    let len = cur.len().min(shadow.len());
+    let rows = rows.min((len + stride - width) / stride);
+    let fp = |b: &[u8], r: usize| fingerprint(&b[r * stride..r * stride + width]);
+    // Cheap first: most rows unchanged, no scroll (a few sample rows tell).
+    let step = (rows / 32).max(1);
+    let sampled = (0..rows).step_by(step);
+    let n = sampled.clone().count();
+    let changed = sampled.filter(|&r| fp(cur, r) != fp(shadow, r)).count();
+    if changed * 4 < n {
+        return None;
+    }
+    let fc: Vec<u64> = (0..rows).map(|r| fp(cur, r)).collect();
+    let fs: Vec<u64> = (0..rows).map(|r| fp(shadow, r)).collect();
+    let mut seen: std::collections::HashMap<u64, (usize, u32)> =
+        std::collections::HashMap::with_capacity(rows);
+    for (r, &f) in fs.iter().enumerate() {
+        seen.entry(f).and_modify(|e| e.1 += 1).or_insert((r, 1));
+    }
+    let mut votes: std::collections::HashMap<isize, usize> = std::collections::HashMap::new();
+    for r in 0..rows {
+        if fc[r] == fs[r] {
+            continue;
+        }
+        if let Some(&(from, 1)) = seen.get(&fc[r]) {
+            *votes.entry(from as isize - r as isize).or_default() += 1;
+        }
+    }
+    let (dy, n) = votes.into_iter().max_by_key(|&(dy, n)| (n, -dy.abs()))?;
+    if n < 3 {
+        return None;
+    }
+    // The longest band of rows that match `dy` rows on.
+    let (mut best, mut run) = ((0, 0), None::<usize>);
+    for r in 0..=rows {
+        let src = r as isize + dy;
+        let hit = r < rows && src >= 0 && (src as usize) < rows && fc[r] == fs[src as usize];
+        match (hit, run) {
+            (true, None) => run = Some(r),
+            (false, Some(a)) => {
+                if r - a > best.1 - best.0 {
+                    best = (a, r);
+                }
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    let (a, z) = best;
+    // Worth it when it saves sending a good part of the band.
+    let gain = (a..z).filter(|&r| fc[r] != fs[r]).count();
+    if z - a < 8 || gain * 4 < z - a {
+        return None;
+    }
+    Some(Move {
+        start: a * stride,
+        rows: z - a,
+        stride,
+        width,
+        dy,
+    })
 }
 
 /// Changed spans of one mirror on their way into an `SHM_PATCH` frame. The body, before

@@ -390,3 +390,201 @@ fn a_large_area_is_synced_in_two_halves_with_nothing_lost() {
     assert_eq!(far, cur);
     assert!(sync_and_check(&cur, &mut shadow, &mut far, whole) == 0);
 }
+
+/// A 4-byte-pixel picture of `rows` rows of `w` pixels every `stride` bytes: lines of
+/// "text" (distinct rows) with blank rows between.
+fn text_rows(rows: usize, stride: usize, w: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let mut b = vec![0u8; rows * stride];
+    for r in 0..rows {
+        if r % 10 < 3 {
+            continue; // blank rows, as between lines of text
+        }
+        for x in 0..w {
+            if rng.below(5) == 0 {
+                b[r * stride + 4 * x] = rng.next() as u8 | 1;
+            }
+        }
+    }
+    b
+}
+
+#[test]
+fn a_scroll_is_found_and_moving_the_shadow_leaves_only_the_new_rows() {
+    for (stride, w, x0) in [(256 * 4, 256, 0), (300 * 4 + 3, 200, 40)] {
+        let rows = 120;
+        let shadow0 = text_rows(rows + 20, stride, 300.min(stride / 4), 11);
+        for dy in [20isize, 1, -7] {
+            // The client scrolled: row r now holds what row r + dy held; new rows come in.
+            let mut cur = shadow0.clone();
+            for r in 0..rows {
+                let src = r as isize + dy;
+                if (0..rows as isize).contains(&src) {
+                    let (a, s) = (r * stride, src as usize * stride);
+                    cur[a..a + stride].copy_from_slice(&shadow0[s..s + stride]);
+                } else {
+                    cur[r * stride..(r + 1) * stride].fill(0xee);
+                }
+            }
+            let width = w * 4 - x0;
+            let cover = (rows - 1) * stride + width;
+            let (c, sh) = (&cur[x0..x0 + cover], &shadow0[x0..x0 + cover]);
+            let m = find_scroll(c, sh, stride, width, rows).expect("a scroll");
+            assert_eq!((m.dy, m.stride, m.width), (dy, stride, width));
+            let mut moved = sh.to_vec();
+            apply_move(&mut moved, &m);
+            // What still differs is the rows that came in, no more.
+            let left = runs(c, &mut moved, stride, width);
+            let bytes: usize = left.iter().map(|r| r.1).sum();
+            assert!(bytes <= (dy.unsigned_abs() + 1) * stride, "{dy}: {left:?}");
+            for r in 0..rows {
+                let a = r * stride;
+                assert!(
+                    moved[a..a + width] == c[a..a + width],
+                    "{dy}: row {r}: the diff after the move is exact"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_scroll_is_claimed_where_there_is_none() {
+    let (stride, rows) = (1024, 100);
+    let shadow = text_rows(rows, stride, 256, 5);
+    // Unchanged, a few rows changed, or everything new: no move.
+    assert_eq!(find_scroll(&shadow, &shadow, stride, stride, rows), None);
+    let mut cur = shadow.clone();
+    cur[50 * stride + 8] ^= 1;
+    assert_eq!(find_scroll(&cur, &shadow, stride, stride, rows), None);
+    let other = text_rows(rows, stride, 256, 99);
+    assert_eq!(find_scroll(&other, &shadow, stride, stride, rows), None);
+    // Too few rows, or too narrow.
+    assert_eq!(find_scroll(&other, &shadow, stride, stride, 8), None);
+    assert_eq!(find_scroll(&other, &shadow, stride, 32, rows), None);
+}
+
+#[test]
+fn moves_apply_in_place_either_way_and_know_their_extent() {
+    // 6 rows of 3 bytes every 4; rows are numbered.
+    let rows = |n: usize| -> Vec<u8> {
+        (0..n * 4)
+            .map(|i| (i / 4) as u8 + 10 * (i % 4 == 3) as u8)
+            .collect()
+    };
+    let mut b = rows(6);
+    let up = Move {
+        start: 0,
+        rows: 4,
+        stride: 4,
+        width: 3,
+        dy: 2,
+    };
+    assert_eq!(up.extent(), Some((0, 5 * 4 + 3)));
+    apply_move(&mut b, &up);
+    let row = |b: &[u8], r: usize| b[r * 4..r * 4 + 4].to_vec();
+    assert_eq!(
+        row(&b, 0),
+        vec![2, 2, 2, 10],
+        "row 2 moved up, the gap byte kept"
+    );
+    assert_eq!(row(&b, 3), vec![5, 5, 5, 13]);
+    assert_eq!(row(&b, 5), vec![5, 5, 5, 15], "outside the band: untouched");
+    let mut b = rows(6);
+    let down = Move {
+        start: 8,
+        rows: 4,
+        stride: 4,
+        width: 4,
+        dy: -2,
+    };
+    assert_eq!(down.extent(), Some((0, 24)));
+    apply_move(&mut b, &down);
+    assert_eq!(
+        (row(&b, 2), row(&b, 5)),
+        (vec![0, 0, 0, 10], vec![3, 3, 3, 13])
+    );
+    assert_eq!(row(&b, 1), vec![1, 1, 1, 11]);
+    // Before the start, or beyond what fits: no extent.
+    assert_eq!(
+        Move {
+            start: 4,
+            rows: 2,
+            stride: 4,
+            width: 4,
+            dy: -2
+        }
+        .extent(),
+        None
+    );
+    let huge = Move {
+        start: 0,
+        rows: 2,
+        stride: usize::MAX / 2,
+        width: 4,
+        dy: 3,
+    };
+    assert_eq!(huge.extent(), None);
+}
+
+#[test]
+fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
+    // 1080 rows of 1920 pixels of text, scrolled by 20 rows: one move and about one line.
+    let (w, h) = (1920 * 4, 1080);
+    let before = text_rows(h + 20, w, 1920, 3);
+    let mut shadow = before[..w * h].to_vec();
+    let mut far = shadow.clone();
+    let cur = before[20 * w..].to_vec();
+    let file = pool(&cur);
+    let sent = Mutex::new(Vec::new());
+    let area = Area {
+        start: 0,
+        rows: h,
+        stride: w,
+        x0: 0,
+        x1: w,
+    };
+    sync(
+        file.as_fd(),
+        &mut shadow,
+        &mut Vec::new(),
+        area,
+        &|f| {
+            sent.lock().unwrap().push(f);
+            Ok(())
+        },
+        1,
+    )
+    .unwrap();
+    let sent = sent.into_inner().unwrap();
+    let Frame::ShmMove {
+        start,
+        rows,
+        stride,
+        width,
+        dy,
+        ..
+    } = sent[0]
+    else {
+        panic!("{:?}", sent[0])
+    };
+    let m = Move {
+        start: start as usize,
+        rows: rows as usize,
+        stride: stride as usize,
+        width: width as usize,
+        dy: dy as isize,
+    };
+    assert_eq!(dy, 20);
+    apply_move(&mut far, &m);
+    apply(&sent[1..], &mut far);
+    assert!(far == cur && shadow == cur);
+    let raw: u32 = sent[1..]
+        .iter()
+        .map(|f| match f {
+            Frame::ShmPatch { raw_len, .. } => *raw_len,
+            _ => unreachable!(),
+        })
+        .sum();
+    assert!((raw as usize) < 21 * w + 4096, "{raw} bytes of patches");
+}
