@@ -206,6 +206,10 @@ impl<W: Write> SealWriter<W> {
     }
 }
 
+/// Records this large or larger are timed as they arrive (see [`OpenReader::take_arrival`]):
+/// smaller ones usually come in one piece, which says nothing about the link.
+pub const ARRIVAL_MIN: usize = 16 * 1024;
+
 /// The receiving half: reads records from `R`, checks and opens them, and reads as the plain
 /// frames they hold. End of stream between records is end of stream; inside one, an error.
 pub struct OpenReader<R: Read> {
@@ -217,6 +221,8 @@ pub struct OpenReader<R: Read> {
     at: usize,
     end: usize,
     state: ReadState,
+    /// The last record's size and how long it took to arrive after its first bytes.
+    arrival: Option<(usize, std::time::Duration)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -239,7 +245,14 @@ impl<R: Read> OpenReader<R> {
             at: 0,
             end: 0,
             state: ReadState::Open,
+            arrival: None,
         }
+    }
+
+    /// The size of the last record read and how long it took to arrive, from its first bytes
+    /// to its last (records of [`ARRIVAL_MIN`] bytes or more; taken once).
+    pub fn take_arrival(&mut self) -> Option<(usize, std::time::Duration)> {
+        self.arrival.take()
     }
 
     /// Reads and opens the next record; `false` once the far side has closed.
@@ -289,7 +302,9 @@ impl<R: Read> OpenReader<R> {
             ));
         }
         self.buf.resize(n, 0);
+        let t = (n >= ARRIVAL_MIN).then(std::time::Instant::now);
         self.inner.read_exact(&mut self.buf)?;
+        self.arrival = t.map(|t| (n, t.elapsed()));
         let plain = n - TAG;
         let tag = Tag::clone_from_slice(&self.buf[plain..]);
         let number = self.next;

@@ -6,7 +6,8 @@
 //! WAYLAND := nfds u16 | fd_id u32 × nfds | whole Wayland messages
 //! SHM_NEW := fd_id u32 | size u64            a mirrored shared-memory object (starts zeroed)
 //! SHM_PATCH:= fd_id u32 | base u64 | packing u8 | raw_len u32 | body   bring spans of it up
-//!            to date; the body (raw, or one LZ4 block of raw_len ≤ MAX_PATCH bytes) is the
+//!            to date; the body (packing 0: raw; 1: one LZ4 block; 2: one zstd frame; of
+//!            raw_len ≤ MAX_PATCH bytes once unpacked) is the
 //!            spans' bytes back to back, then (skip u32 | len u32) per span (skip: unchanged
 //!            bytes since the previous span's end, or since base), then the span count u32
 //! SHM_MOVE:= fd_id u32 | start u64 | rows u32 | stride u32 | width u32 | dy i32   a scroll:
@@ -18,6 +19,8 @@
 //! PIPE_ACK := fd_id u32 | n u32            n more bytes were written into the local pipe
 //! PIPE_EOF:= fd_id u32
 //! SHM_DROP:= fd_id u32                      a mirrored object nobody uses any more
+//! LINK_RATE:= rate u64                       the sender's large records arrive here at rate
+//!            bytes/s (what it weighs compression against)
 //! ```
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
@@ -71,6 +74,8 @@ pub enum Kind {
     ShmDrop = 10,
     /// Bytes of a relayed pipe were delivered: the sender may send as many more.
     PipeAck = 11,
+    /// How fast the far side's records arrive here.
+    LinkRate = 12,
 }
 
 impl Kind {
@@ -87,6 +92,7 @@ impl Kind {
             9 => Kind::ShmMove,
             10 => Kind::ShmDrop,
             11 => Kind::PipeAck,
+            12 => Kind::LinkRate,
             _ => return None,
         })
     }
@@ -110,6 +116,8 @@ pub enum Packing {
     Raw = 0,
     /// One LZ4 block.
     Lz4 = 1,
+    /// One zstd frame.
+    Zstd = 2,
 }
 
 /// One decoded frame.
@@ -203,6 +211,11 @@ pub enum Frame {
     PipeEof {
         /// Its id.
         id: u32,
+    },
+    /// The receiver's records from the sender of this frame arrive at `rate` bytes/s.
+    LinkRate {
+        /// Bytes per second.
+        rate: u64,
     },
 }
 
@@ -310,6 +323,10 @@ impl Frame {
                 p.extend_from_slice(&n.to_le_bytes());
                 Kind::PipeAck
             }
+            Frame::LinkRate { rate } => {
+                p.extend_from_slice(&rate.to_le_bytes());
+                Kind::LinkRate
+            }
         };
         p[headroom] = kind as u8;
         let len = (p.len() - headroom - 5) as u32;
@@ -416,6 +433,14 @@ impl Frame {
                     dy: u32_at(p, 24)? as i32,
                 }
             }
+            Kind::LinkRate => {
+                if p.len() != 8 {
+                    return Err(bad("bad link rate frame"));
+                }
+                Frame::LinkRate {
+                    rate: u64_at(p, 0)?,
+                }
+            }
             Kind::PipeEof | Kind::ShmDrop => {
                 if p.len() != 4 {
                     return Err(bad("bad id frame"));
@@ -435,6 +460,7 @@ impl Frame {
         let packing = match fixed[12] {
             0 => Packing::Raw,
             1 => Packing::Lz4,
+            2 => Packing::Zstd,
             p => return Err(bad(format!("unknown packing {p}"))),
         };
         let raw_len = u32_at(fixed, 13)?;
@@ -590,6 +616,14 @@ mod tests {
             Frame::PipeEof { id: 5 },
             Frame::ShmDrop { id: 7 },
             Frame::PipeAck { id: 5, n: 65536 },
+            Frame::LinkRate { rate: 12_500_000 },
+            Frame::ShmPatch {
+                id: 7,
+                base: 0,
+                packing: Packing::Zstd,
+                raw_len: 8192,
+                bytes: vec![4, 5, 6],
+            },
             Frame::ShmMove {
                 id: 7,
                 start: 640,
@@ -619,7 +653,7 @@ mod tests {
             seed ^= seed << 17;
             let len = (seed % 40) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
-            let _ = Frame::decode(bytes.first().copied().unwrap_or(0) % 12, &bytes);
+            let _ = Frame::decode(bytes.first().copied().unwrap_or(0) % 13, &bytes);
         }
         let huge = [1u8, 0xff, 0xff, 0xff, 0x7f];
         assert!(Frame::read(&mut &huge[..]).is_err());
@@ -634,7 +668,9 @@ mod tests {
         };
         assert!(Frame::decode(3, &patch(1, MAX_PATCH as u32, &[0])).is_ok());
         assert!(Frame::decode(3, &patch(1, MAX_PATCH as u32 + 1, &[0])).is_err());
-        assert!(Frame::decode(3, &patch(2, 1, &[0])).is_err());
+        assert!(Frame::decode(3, &patch(2, 1, &[0])).is_ok());
+        assert!(Frame::decode(3, &patch(3, 1, &[0])).is_err());
+        assert!(Frame::decode(12, &[1, 2, 3]).is_err());
         assert!(Frame::decode(3, &patch(0, 2, &[0])).is_err());
         assert!(Frame::decode(3, &patch(0, 1, &[0])).is_ok());
         let mut wire = vec![3, 18, 0, 0, 0];

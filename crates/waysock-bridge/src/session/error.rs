@@ -94,6 +94,12 @@ pub enum SessionError {
     /// Compressed pool data that does not decompress.
     #[error("corrupt compressed pool data: {0}")]
     Lz4(String),
+    /// zstd-compressed pool data that decompresses to another length.
+    #[error("zstd-compressed pool data of the wrong length")]
+    ZstdLength,
+    /// zstd-compressed pool data that does not decompress (or would exceed its length).
+    #[error("corrupt zstd-compressed pool data: {0}")]
+    Zstd(String),
     /// A pool patch whose span table does not match its data.
     #[error("a pool patch whose spans do not match its data")]
     BadPatch,

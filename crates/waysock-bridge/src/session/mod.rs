@@ -21,8 +21,10 @@
 //!   known, whole rows otherwise; any surface `damage` or a buffer's first commit means the
 //!   whole buffer) is compared with a shadow copy in 64-byte blocks; changed blocks close to
 //!   each other join one span, and a commit's spans cross in few patches of up to 512 KiB,
-//!   each one LZ4 block when that saves a tenth or more, sent as soon as each is full (large
-//!   areas on two threads). A damaged area whose rows now hold what the shadow holds some
+//!   each raw, one LZ4 block or one zstd frame, whichever is expected to arrive soonest (each
+//!   codec's speed and ratio measured on recent patches, the link's rate as the far side saw
+//!   large records arrive and reported back in `LINK_RATE`), sent as soon as each is full
+//!   (large areas on two threads). A damaged area whose rows now hold what the shadow holds some
 //!   rows further on (a scroll, found by row fingerprints) first goes as a move of those rows
 //!   (`SHM_MOVE`, applied to both copies), so only the rows that came in are diffed and sent.
 //!   `wl_shm_pool.resize` resizes the mirror.
@@ -179,6 +181,10 @@ struct Shared {
     writer: Arc<SealWriter<Stream>>,
     stats: Arc<Stats>,
     poll: poll::BusyPoll,
+    /// How our patches cross (raw, LZ4, zstd), weighed against the link the far side reports.
+    packer: shm::Packer,
+    /// How fast the far side's large records arrive here, to report back.
+    meter: Mutex<shm::LinkMeter>,
 }
 
 impl Shared {
@@ -236,6 +242,8 @@ pub fn run_over(
         writer: Arc::new(SealWriter::new(remote.try_clone()?, &keys.send)),
         poll: poll::BusyPoll::new(busy_poll, Arc::clone(&stats)),
         stats,
+        packer: shm::Packer::default(),
+        meter: Mutex::new(shm::LinkMeter::default()),
     });
     let out_local = local.try_clone()?;
     let out_shared = Arc::clone(&shared);

@@ -149,6 +149,9 @@ fn pump_in_frames(
         let Some(frame) = Frame::read(&mut reader)? else {
             return applier.wait();
         };
+        if let Some((n, took)) = reader.take_arrival() {
+            sh.meter.lock()?.sample(n, took);
+        }
         if !matches!(
             frame,
             Frame::ShmPatch { .. }
@@ -158,6 +161,7 @@ fn pump_in_frames(
                 | Frame::PipeData { .. }
                 | Frame::PipeEof { .. }
                 | Frame::PipeAck { .. }
+                | Frame::LinkRate { .. }
         ) {
             // A Wayland message may make the compositor read a pool, and a resize or drop
             // changes one: every update sent before it must be in place.
@@ -293,6 +297,7 @@ fn pump_in_frames(
             Frame::PipeEof { id } => {
                 sh.pipes.lock()?.remove(&id);
             }
+            Frame::LinkRate { rate } => sh.packer.set_link_rate(rate),
             Frame::ShmDrop { id } => {
                 let mut st = sh.fds.lock()?;
                 if let Some(InFd::Shm { size, .. }) = st.in_fds.get(&id) {

@@ -120,6 +120,12 @@ pub(super) fn pump_out(sh: &Shared, local: &UnixStream) -> Result<(), SessionErr
         }
         pending.drain(..at);
         flush(sh, &mut batch, &mut batch_fds)?;
+        // How fast the far side's records arrive here, when that changed: it weighs its
+        // compression against it. Sent from this thread, which writes to the stream anyway.
+        let report = sh.meter.lock()?.report();
+        if let Some(rate) = report {
+            sh.send(&[Frame::LinkRate { rate }])?;
+        }
         if pending.is_empty() && !fdq.is_empty() {
             // libwayland sends descriptors with the bytes of their message: every complete
             // message has been handled, so these belonged to messages we could not decode.
@@ -204,6 +210,7 @@ fn act(
                     area,
                     &|f: Frame| sh.send(std::slice::from_ref(&f)),
                     mirror,
+                    &sh.packer,
                 )?;
             }
         }
@@ -291,10 +298,10 @@ fn send_back(sh: &Shared, frame: u32, region: Region) -> Result<(), SessionError
         len,
         len,
         &std::sync::atomic::AtomicBool::new(false),
-        &mut |i, run| patch.fill((at + i) as u64, run, &send),
+        &mut |i, run| patch.fill((at + i) as u64, run, &send, &sh.packer),
     )?;
     if !patch.is_empty() {
-        send(patch.take())?;
+        send(patch.take(&sh.packer))?;
     }
     Ok(())
 }

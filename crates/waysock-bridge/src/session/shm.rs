@@ -5,8 +5,10 @@
 //! A commit's changes go as few large frames: the damaged area is compared with the shadow in
 //! [`BLOCK`]-byte blocks, changed blocks less than [`MERGE_GAP`] apart join one span (the
 //! unchanged bytes between them cost less to send than a span of their own), and the spans
-//! go together in patches of up to [`PATCH`] bytes of pixels, each compressed as one LZ4 block
-//! (`SHM_PATCH`, see [`crate::transport`]), so one commit is one record or a few.
+//! go together in patches of up to [`PATCH`] bytes of pixels (`SHM_PATCH`, see
+//! [`crate::transport`]), so one commit is one record or a few. Each patch crosses raw, as one
+//! LZ4 block or as one zstd frame, whichever [`Packer`] expects to arrive soonest (see
+//! [`pack`]).
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -16,6 +18,9 @@ use std::sync::Mutex;
 use super::core::Area;
 use super::error::SessionError;
 use crate::transport::{Frame, Packing, MAX_PATCH};
+
+mod pack;
+pub(super) use pack::{LinkMeter, Packer};
 
 /// Diff granularity.
 pub(super) const BLOCK: usize = 64;
@@ -42,6 +47,7 @@ pub(super) fn sync(
     area: Area,
     send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
     id: u32,
+    packer: &Packer,
 ) -> io::Result<()> {
     let (first, end) = area.cover();
     let end = end.min(shadow.len());
@@ -69,7 +75,7 @@ pub(super) fn sync(
         (area.stride, area.x1 - area.x0)
     };
     if len < PARALLEL_SYNC {
-        return sync_part(first, cur, shadow, stride, width, send, id, &stop);
+        return sync_part(first, cur, shadow, stride, width, send, id, packer, &stop);
     }
     // Split between rows (or, for one long row, at a block boundary in its middle).
     let half = if stride < len {
@@ -98,6 +104,7 @@ pub(super) fn sync(
             width,
             send,
             id,
+            packer,
             &stop,
         )),
         None => Ok(()),
@@ -107,7 +114,7 @@ pub(super) fn sync(
             .name("waysock-sync".into())
             .spawn_scoped(s, do_second);
         let mine = raise(sync_part(
-            first, cur_a, shadow_a, stride, width, send, id, &stop,
+            first, cur_a, shadow_a, stride, width, send, id, packer, &stop,
         ));
         let theirs = match other {
             Ok(t) => t
@@ -132,14 +139,15 @@ fn sync_part(
     width: usize,
     send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
     id: u32,
+    packer: &Packer,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let mut patch = Patch::new(id, offset as u64);
     diff_area(cur, shadow, stride, width, stop, &mut |i, run| {
-        patch.fill((offset + i) as u64, run, send)
+        patch.fill((offset + i) as u64, run, send, packer)
     })?;
     if !patch.is_empty() && !stop.load(Ordering::Relaxed) {
-        send(patch.take())?;
+        send(patch.take(packer))?;
     }
     Ok(())
 }
@@ -432,11 +440,12 @@ impl Patch {
         mut at: u64,
         mut bytes: &[u8],
         send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
+        packer: &Packer,
     ) -> io::Result<()> {
         while !bytes.is_empty() {
             let room = PATCH.saturating_sub(self.size() + 8);
             if room == 0 {
-                send(self.take())?;
+                send(self.take(packer))?;
                 continue;
             }
             let (now, later) = bytes.split_at(room.min(bytes.len()));
@@ -445,7 +454,7 @@ impl Patch {
             bytes = later;
         }
         if self.size() + 8 >= PATCH {
-            send(self.take())?;
+            send(self.take(packer))?;
         }
         Ok(())
     }
@@ -459,20 +468,14 @@ impl Patch {
         self.spans == 0
     }
 
-    /// The patch as a frame, LZ4-compressed when that saves a tenth or more (pixels usually
-    /// compress well; waypipe also uses LZ4 by default), raw otherwise; the patch is then
+    /// The patch as a frame, packed as `packer` chooses (raw, LZ4 or zstd); the patch is then
     /// empty, its next spans at or after the end of the last one.
-    pub fn take(&mut self) -> Frame {
+    pub fn take(&mut self, packer: &Packer) -> Frame {
         let mut body = std::mem::take(&mut self.body);
         body.extend_from_slice(&self.table);
         body.extend_from_slice(&self.spans.to_le_bytes());
         let raw_len = body.len() as u32;
-        let packed = lz4_flex::block::compress(&body);
-        let (packing, bytes) = if packed.len() < body.len() - body.len() / 10 {
-            (Packing::Lz4, packed)
-        } else {
-            (Packing::Raw, body)
-        };
+        let (packing, bytes) = packer.pack(body);
         let frame = Frame::ShmPatch {
             id: self.id,
             base: self.base,
@@ -541,6 +544,31 @@ pub(super) fn unpack<'a>(
                 Ok(n) if n == raw_len as usize => Ok(&buf[..]),
                 Ok(_) => Err(SessionError::Lz4Length),
                 Err(e) => Err(SessionError::Lz4(e.to_string())),
+            }
+        }
+        Packing::Zstd => {
+            debug_assert!(raw_len as usize <= MAX_PATCH);
+            buf.resize(raw_len as usize, 0);
+            // One context per thread that unpacks (the applier), reused patch after patch;
+            // the output can never outgrow `buf` (raw_len bytes).
+            thread_local! {
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let n = DCTX.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                match d.as_mut() {
+                    Some(d) => d.decompress_to_buffer(bytes, &mut buf[..]),
+                    None => Err(io::Error::other("no zstd context")),
+                }
+            });
+            match n {
+                Ok(n) if n == raw_len as usize => Ok(&buf[..]),
+                Ok(_) => Err(SessionError::ZstdLength),
+                Err(e) => Err(SessionError::Zstd(e.to_string())),
             }
         }
     }

@@ -147,7 +147,7 @@ fn patches_carry_spans_compress_when_that_pays_and_split_at_their_size() {
     p.push(100, &[7; 64]);
     p.push(164, &[7; 64]); // right after: the same span
     p.push(1000, &[8; 100]);
-    let f = p.take();
+    let f = p.take(&Packer::default());
     let mut far = vec![0u8; 2000];
     apply(std::slice::from_ref(&f), &mut far);
     assert_eq!(far[100..228], [7; 128]);
@@ -165,13 +165,16 @@ fn patches_carry_spans_compress_when_that_pays_and_split_at_their_size() {
     // The next patch counts from where the last span ended.
     assert!(p.is_empty());
     p.push(1200, &[1]);
-    assert!(matches!(p.take(), Frame::ShmPatch { base: 1100, .. }));
+    assert!(matches!(
+        p.take(&Packer::default()),
+        Frame::ShmPatch { base: 1100, .. }
+    ));
     // Noise does not shrink: raw.
     let mut rng = Rng(0x9e37_79b9);
     let noise: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
     let mut p = Patch::new(1, 0);
     p.push(0, &noise);
-    let f = p.take();
+    let f = p.take(&Packer::default());
     assert!(matches!(
         f,
         Frame::ShmPatch {
@@ -190,9 +193,9 @@ fn patches_carry_spans_compress_when_that_pays_and_split_at_their_size() {
         Ok(())
     };
     let mut p = Patch::new(1, 0);
-    p.fill(10, &big, &send).unwrap();
+    p.fill(10, &big, &send, &Packer::default()).unwrap();
     if !p.is_empty() {
-        send(p.take()).unwrap();
+        send(p.take(&Packer::default())).unwrap();
     }
     let sent = sent.into_inner().unwrap();
     assert_eq!(sent.len(), 4);
@@ -212,7 +215,7 @@ fn a_patch_body_that_does_not_add_up_is_refused() {
     let mut p = Patch::new(1, 0);
     p.push(5, &[1, 2, 3]);
     p.push(20, &[4]);
-    let Frame::ShmPatch { bytes, .. } = p.take() else {
+    let Frame::ShmPatch { bytes, .. } = p.take(&Packer::default()) else {
         unreachable!()
     };
     let mut buf = Vec::new();
@@ -290,6 +293,7 @@ fn sync_and_check(cur: &[u8], shadow: &mut Vec<u8>, far: &mut Vec<u8>, area: Are
             Ok(())
         },
         1,
+        &Packer::cycling(),
     )
     .unwrap();
     let sent = sent.into_inner().unwrap();
@@ -554,6 +558,7 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
             Ok(())
         },
         1,
+        &Packer::cycling(),
     )
     .unwrap();
     let sent = sent.into_inner().unwrap();
@@ -587,4 +592,116 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
         })
         .sum();
     assert!((raw as usize) < 21 * w + 4096, "{raw} bytes of patches");
+}
+
+/// A patch of `bytes` at 0 (none: an empty patch) through `packer`, unpacked and applied.
+fn round_trip(packer: &Packer, bytes: &[u8]) -> (Packing, Vec<u8>) {
+    let mut p = Patch::new(1, 0);
+    p.push(0, bytes);
+    let f = p.take(packer);
+    let Frame::ShmPatch { packing, .. } = f else {
+        unreachable!()
+    };
+    let mut far = vec![0xa5u8; bytes.len()];
+    apply(&[f], &mut far);
+    (packing, far)
+}
+
+#[test]
+fn every_codec_carries_empty_compressible_and_incompressible_patches_exactly() {
+    let mut rng = Rng(0x51ed_2701);
+    let noise: Vec<u8> = (0..300_000).map(|_| rng.next() as u8).collect();
+    let text = text_rows(200, 1024, 256, 7);
+    for codec in [Packing::Raw, Packing::Lz4, Packing::Zstd] {
+        let packer = Packer::forced(codec);
+        for bytes in [
+            &[][..],
+            &[9u8][..],
+            &noise[..],
+            &text[..],
+            &[0u8; 70_000][..],
+        ] {
+            let (packing, far) = round_trip(&packer, bytes);
+            assert_eq!(packing, codec);
+            assert!(far == bytes, "{codec:?}, {} bytes", bytes.len());
+        }
+    }
+    // By the figures: incompressible patches go raw, whatever the link.
+    for rate in [0, 2_500_000, 12_500_000_000] {
+        let packer = Packer::default();
+        packer.set_link_rate(rate);
+        for _ in 0..3 {
+            let (packing, far) = round_trip(&packer, &noise);
+            assert_eq!(packing, Packing::Raw);
+            assert!(far == noise);
+        }
+        let (_, far) = round_trip(&packer, &text);
+        assert!(far == text);
+    }
+}
+
+#[test]
+fn corrupt_or_mislabelled_zstd_is_refused() {
+    let mut buf = Vec::new();
+    assert!(unpack(Packing::Zstd, 100, &[0xff, 1, 2], &mut buf).is_err());
+    assert!(unpack(Packing::Zstd, 100, &[], &mut buf).is_err());
+    let fifty = zstd::bulk::compress(&[7u8; 50], 1).unwrap();
+    // Shorter or longer than it says.
+    assert!(unpack(Packing::Zstd, 100, &fifty, &mut buf).is_err());
+    assert!(unpack(Packing::Zstd, 49, &fifty, &mut buf).is_err());
+    assert_eq!(
+        unpack(Packing::Zstd, 50, &fifty, &mut buf).unwrap(),
+        [7; 50]
+    );
+    // LZ4 bytes labelled zstd, and the other way round.
+    let lz = lz4_flex::block::compress(&[7u8; 50]);
+    assert!(unpack(Packing::Zstd, 50, &lz, &mut buf).is_err());
+    assert!(unpack(Packing::Lz4, 50, &fifty, &mut buf).is_err());
+}
+
+#[test]
+fn the_codec_follows_the_link_and_the_measured_figures() {
+    use pack::{choose, Est};
+    let now = std::time::Instant::now();
+    let fresh = |ns, ratio| Est {
+        ns,
+        ratio,
+        at: 100,
+        when: Some(now),
+    };
+    // Pixels that compress well: LZ4 on loopback and at 1 Gbit/s, zstd on slow links.
+    let (lz4, zstd) = (fresh(0.5, 0.05), fresh(1.5, 0.02));
+    assert_eq!(choose(0.1, &lz4, &zstd, 101, now).0, Packing::Lz4);
+    assert_eq!(choose(8.0, &lz4, &zstd, 101, now).0, Packing::Lz4);
+    assert_eq!(choose(80.0, &lz4, &zstd, 101, now).0, Packing::Zstd);
+    assert_eq!(choose(400.0, &lz4, &zstd, 101, now).0, Packing::Zstd);
+    // Pixels that do not compress: raw on a fast link; nothing stale is tried.
+    let (lz4, zstd) = (fresh(0.3, 1.0), fresh(1.5, 1.0));
+    assert_eq!(choose(0.1, &lz4, &zstd, 101, now), (Packing::Raw, None));
+    // Stale figures are tried again, but only a codec that could win.
+    let later = now + std::time::Duration::from_secs(1);
+    assert_eq!(
+        choose(0.1, &lz4, &zstd, 1000, later),
+        (Packing::Raw, Some(Packing::Lz4))
+    );
+    assert_eq!(
+        choose(400.0, &lz4, &zstd, 1000, later).1,
+        Some(Packing::Lz4)
+    );
+}
+
+#[test]
+fn the_link_meter_reports_when_the_rate_moves() {
+    let mut m = LinkMeter::default();
+    assert_eq!(m.report(), None);
+    // 1 MB in 80 ms: 12.5 MB/s.
+    m.sample(1_000_000, std::time::Duration::from_millis(80));
+    let r = m.report().unwrap();
+    assert!((12_000_000..13_000_000).contains(&r), "{r}");
+    m.sample(1_000_000, std::time::Duration::from_millis(82));
+    assert_eq!(m.report(), None, "a small move is not reported");
+    for _ in 0..20 {
+        m.sample(1_000_000, std::time::Duration::from_micros(200));
+    }
+    assert!(m.report().unwrap() > 1_000_000_000);
 }
