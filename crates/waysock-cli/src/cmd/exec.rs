@@ -90,11 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         match (&endpoint, shim) {
-            (Endpoint::Abstract(abs), Some(shim)) => {
+            (Endpoint::Abstract(_), Some(shim)) => {
                 let dir = super::preload::runtime_dir_for_shim(&env);
-                super::preload::apply(&mut cmd, &shim, &dir, &[]);
-                cmd.env("WAYLAND_DISPLAY", display_for_abstract(env.uid, abs));
-                cmd.env_remove("WAYLAND_SOCKET");
+                super::display_env(&mut cmd, &endpoint, Some((&shim, &dir)), &env);
                 drop(stream);
             }
             (ep, _) => {

@@ -104,8 +104,7 @@ struct Compositor {
 }
 
 fn installed(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path).any(|d| d.join(name).is_file())
+    super::preload::resolve(std::ffi::OsStr::new(name)).is_some()
 }
 
 /// The compositor to start, or why none can be.
@@ -499,31 +498,14 @@ fn doctor_verdict(env: &Environment, chain: &[waysock::Strategy]) -> String {
     }
 }
 
-/// The variables that reach exactly this display: its path, or for an abstract socket the
-/// shim's mapping (every connection CMD and its children make, not only the first).
+/// The variables that reach exactly this display: the shim from the plan when the compositor
+/// itself runs under it.
 fn client_env(cmd: &mut Command, endpoint: &Endpoint, place: &Place, env: &Environment) {
-    cmd.env_remove("WAYLAND_SOCKET");
-    match endpoint {
-        Endpoint::Unix(p) => {
-            let dir = p.parent().unwrap_or(Path::new("/"));
-            cmd.env("XDG_RUNTIME_DIR", dir).env("WAYLAND_DISPLAY", p);
-        }
-        Endpoint::Abstract(abs) => {
-            if let Place::Abstract { dir, shim } = place {
-                super::preload::apply(cmd, shim, dir, &[]);
-            } else if let Ok(shim) = super::preload::shim_path() {
-                let dir = super::preload::runtime_dir_for_shim(env);
-                super::preload::apply(cmd, &shim, &dir, &[]);
-            }
-            cmd.env(
-                "WAYLAND_DISPLAY",
-                super::exec::display_for_abstract(env.uid, abs),
-            );
-        }
-        other => {
-            tracing::warn!("{other}: no variable can name it");
-        }
-    }
+    let shim = match place {
+        Place::Abstract { dir, shim } => Some((shim.as_path(), dir.as_path())),
+        Place::Dir { .. } => None,
+    };
+    super::display_env(cmd, endpoint, shim, env);
 }
 
 /// Captures the output to `file`.

@@ -67,6 +67,40 @@ pub fn strategies(flag: Option<Chain>) -> Result<Vec<Strategy>, ExitCode> {
     }
 }
 
+/// The variables that make a client reach exactly the display at `endpoint`: for a path, its
+/// absolute `WAYLAND_DISPLAY` and its directory as `XDG_RUNTIME_DIR`; for an abstract name, the
+/// shim (`shim` = the shim and the runtime dir it maps from, else found the usual way) and the
+/// display name it maps, so that every connection the client and its children make lands there
+/// (`headless`, `ssh`'s remote side, `exec` where the shim reaches the program). Any inherited
+/// `WAYLAND_SOCKET` is removed.
+pub fn display_env(
+    cmd: &mut std::process::Command,
+    endpoint: &Endpoint,
+    shim: Option<(&Path, &Path)>,
+    env: &Environment,
+) {
+    cmd.env_remove("WAYLAND_SOCKET");
+    match endpoint {
+        Endpoint::Unix(p) => {
+            let dir = p.parent().unwrap_or(Path::new("/"));
+            cmd.env("XDG_RUNTIME_DIR", dir).env("WAYLAND_DISPLAY", p);
+        }
+        Endpoint::Abstract(abs) => {
+            match shim {
+                Some((shim, dir)) => preload::apply(cmd, shim, dir, &[]),
+                None => match preload::shim_path() {
+                    Ok(shim) => {
+                        preload::apply(cmd, &shim, &preload::runtime_dir_for_shim(env), &[])
+                    }
+                    Err(why) => tracing::warn!("an abstract display without the shim: {why}"),
+                },
+            }
+            cmd.env("WAYLAND_DISPLAY", exec::display_for_abstract(env.uid, abs));
+        }
+        other => tracing::warn!("{other}: no variable can name it"),
+    }
+}
+
 /// A usage error: printed, exit 2.
 pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("waysock: {msg}");

@@ -178,7 +178,7 @@ pub fn vet_shim(path: &Path, uid: u32) -> Result<(), String> {
 }
 
 /// Resolves `program` through `PATH` like `execvp`.
-fn resolve(program: &OsStr) -> Option<PathBuf> {
+pub fn resolve(program: &OsStr) -> Option<PathBuf> {
     let p = Path::new(program);
     if p.components().count() > 1 {
         return Some(p.to_path_buf());

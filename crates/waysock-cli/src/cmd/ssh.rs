@@ -481,7 +481,7 @@ pub fn run_remote(args: RemoteArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("no client given"))?;
     let mut cmd = Command::new(program);
     cmd.args(rest).stdin(Stdio::null()).process_group(0);
-    client_env(&mut cmd, &endpoint, &env);
+    super::display_env(&mut cmd, &endpoint, None, &env);
     let signals = launch::watch_signals();
     let mut client = match launch::spawn(cmd, &program.to_string_lossy(), signals, "waysock ssh") {
         Ok(c) => c,
@@ -517,31 +517,6 @@ pub fn run_remote(args: RemoteArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("session ended before the client");
     }
     Ok(launch::exit_code(status))
-}
-
-/// The client's environment: exactly the display bound here.
-fn client_env(cmd: &mut Command, endpoint: &Endpoint, env: &Environment) {
-    cmd.env_remove("WAYLAND_SOCKET");
-    match endpoint {
-        Endpoint::Unix(p) => {
-            let dir = p.parent().unwrap_or(Path::new("/"));
-            cmd.env("XDG_RUNTIME_DIR", dir).env("WAYLAND_DISPLAY", p);
-        }
-        Endpoint::Abstract(abs) => {
-            match super::preload::shim_path() {
-                Ok(shim) => {
-                    let dir = super::preload::runtime_dir_for_shim(env);
-                    super::preload::apply(cmd, &shim, &dir, &[]);
-                }
-                Err(why) => tracing::warn!("an abstract display without the shim: {why}"),
-            }
-            cmd.env(
-                "WAYLAND_DISPLAY",
-                super::exec::display_for_abstract(env.uid, abs),
-            );
-        }
-        other => tracing::warn!("{other}: no variable can name it"),
-    }
 }
 
 #[cfg(test)]
