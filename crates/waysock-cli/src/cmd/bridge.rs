@@ -25,13 +25,8 @@ pub struct Args {
     /// (`head -c 32 /dev/urandom > F; chmod 600 F`).
     #[arg(long, value_name = "F")]
     token_file: PathBuf,
-    /// When an answer is likely (bytes were just forwarded the other way), a relay thread
-    /// polls this many µs for it before it sleeps: a shorter roundtrip for a little CPU. A poll
-    /// that runs out turns polling off for that direction until answers come promptly again.
-    /// 0 never polls; at most 10000.
-    #[arg(long, value_name = "US", default_value_t = waysock_bridge::session::DEFAULT_BUSY_POLL.as_micros() as u64,
-          value_parser = clap::value_parser!(u64).range(0..=waysock_bridge::session::MAX_BUSY_POLL.as_micros() as u64))]
-    busy_poll_us: u64,
+    #[command(flatten)]
+    busy_poll: super::BusyPoll,
 }
 
 /// Runs the bridge until it fails or is killed.
@@ -41,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(t) => Arc::new(t),
         Err(e) => return Ok(super::usage(e)),
     };
-    let busy_poll = std::time::Duration::from_micros(args.busy_poll_us);
+    let busy_poll = args.busy_poll.duration();
     match (&listen, &connect) {
         (Endpoint::Tcp(addr), target) => {
             let env = Environment::from_process();

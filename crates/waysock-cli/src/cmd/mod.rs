@@ -101,6 +101,25 @@ pub fn display_env(
     }
 }
 
+/// `--busy-poll-us`, shared by `bridge` and `ssh`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BusyPoll {
+    /// When an answer is likely (bytes were just forwarded the other way), a relay thread
+    /// polls this many µs for it before it sleeps: a shorter roundtrip for a little CPU. A poll
+    /// that runs out turns polling off for that direction until answers come promptly again.
+    /// 0 never polls; at most 10000.
+    #[arg(long, value_name = "US", default_value_t = waysock_bridge::session::DEFAULT_BUSY_POLL.as_micros() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=waysock_bridge::session::MAX_BUSY_POLL.as_micros() as u64))]
+    pub busy_poll_us: u64,
+}
+
+impl BusyPoll {
+    /// As a duration.
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.busy_poll_us)
+    }
+}
+
 /// A usage error: printed, exit 2.
 pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("waysock: {msg}");

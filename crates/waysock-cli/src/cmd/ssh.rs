@@ -85,11 +85,8 @@ pub struct Args {
     /// The ssh program here.
     #[arg(long, value_name = "PATH", default_value = "ssh")]
     ssh_bin: OsString,
-    /// How long each relay thread polls for a reply before sleeping (µs), on both ends; see
-    /// `waysock bridge --busy-poll-us`.
-    #[arg(long, value_name = "US", default_value_t = waysock_bridge::session::DEFAULT_BUSY_POLL.as_micros() as u64,
-          value_parser = clap::value_parser!(u64).range(0..=waysock_bridge::session::MAX_BUSY_POLL.as_micros() as u64))]
-    busy_poll_us: u64,
+    #[command(flatten)]
+    busy_poll: super::BusyPoll,
     /// ssh's options and destination, then `--`, then the client and its arguments. waysock's
     /// own flags come first; the first argument it does not know starts ssh's.
     #[arg(
@@ -302,7 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot listen on unix:{}: {e}", local.display()))?;
     let remote = PathBuf::from(format!("/tmp/waysock-ssh-{}.sock", hex(&random::<12>()?)));
 
-    let busy_poll = Duration::from_micros(args.busy_poll_us);
+    let busy_poll = args.busy_poll.duration();
     std::thread::spawn(move || {
         let served = waysock_bridge::stream::serve_compositor_unix(
             listener,
@@ -331,7 +328,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .arg(remote_command(
             &args.remote_bin,
             &remote,
-            args.busy_poll_us,
+            args.busy_poll.busy_poll_us,
             &split.client,
         ))
         .stdin(Stdio::from(OwnedFd::from(theirs)));
@@ -378,10 +375,8 @@ pub struct RemoteArgs {
     /// Strategy order (comma-separated); default: WAYSOCK_STRATEGIES or the full chain.
     #[arg(long, value_name = "S,..", value_parser = super::parse_chain)]
     strategy: Option<super::Chain>,
-    /// See `waysock ssh --busy-poll-us`.
-    #[arg(long, value_name = "US", default_value_t = waysock_bridge::session::DEFAULT_BUSY_POLL.as_micros() as u64,
-          value_parser = clap::value_parser!(u64).range(0..=waysock_bridge::session::MAX_BUSY_POLL.as_micros() as u64))]
-    busy_poll_us: u64,
+    #[command(flatten)]
+    busy_poll: super::BusyPoll,
     /// The client and its arguments.
     #[arg(
         required = true,
@@ -450,7 +445,7 @@ pub fn run_remote(args: RemoteArgs) -> anyhow::Result<ExitCode> {
     let listener = bound.listener().try_clone()?;
     let uid = env.uid;
     let is_abstract = matches!(endpoint, Endpoint::Abstract(_));
-    let busy_poll = Duration::from_micros(args.busy_poll_us);
+    let busy_poll = args.busy_poll.duration();
     let target = args.socket.clone();
     let sessions = Sessions::default();
     let counted = sessions.clone();
