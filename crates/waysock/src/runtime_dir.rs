@@ -151,10 +151,15 @@ fn open_usable_inner(
         ));
     };
     // Every directory above must be one that nobody but root and us can rearrange: checked
-    // before anything is created in it, and again once the missing ones are made (ours).
-    crate::trust::check_directory_chain(parent, uid).map_err(|d| ("verify", d.into()))?;
+    // before anything is created in it, and again once the missing ones are made (ours, or
+    // someone else's in a sticky dir) when the first walk stopped short of `parent`. A parent
+    // it reached cannot be swapped since: its own directory lets only root or us do that.
+    let walk = || crate::trust::walk_directory_chain(parent, uid);
+    let complete = walk().map_err(|d| ("verify", d.into()))?;
     let parent_fd = open_parent(parent, opts.create_ancestors, uid, created)?;
-    crate::trust::check_directory_chain(parent, uid).map_err(|d| ("verify", d.into()))?;
+    if !complete {
+        walk().map_err(|d| ("verify", d.into()))?;
+    }
     let mut notes = Vec::new();
     let fd = match sys::open_dir_at(&parent_fd, leaf, true) {
         Ok(fd) => fd,

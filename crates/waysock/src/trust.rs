@@ -47,6 +47,13 @@ impl From<Distrust> for Failure {
 /// Checks every directory from `/` down to `dir` itself (see the module doc). `dir` must be
 /// absolute.
 pub fn check_directory_chain(dir: &Path, uid: u32) -> Result<(), Distrust> {
+    walk_directory_chain(dir, uid).map(drop)
+}
+
+/// [`check_directory_chain`], also telling whether the walk reached `dir` itself (`false`: it
+/// stopped quietly at a name that is missing or not a directory, so what is below was not
+/// checked).
+pub(crate) fn walk_directory_chain(dir: &Path, uid: u32) -> Result<bool, Distrust> {
     if !dir.is_absolute() {
         return Err(Distrust {
             path: dir.to_path_buf(),
@@ -55,7 +62,7 @@ pub fn check_directory_chain(dir: &Path, uid: u32) -> Result<(), Distrust> {
         });
     }
     let Ok(root) = sys::open_path_dir_at(rustix::fs::CWD, OsStr::new("/")) else {
-        return Ok(());
+        return Ok(false);
     };
     let mut here = (root, PathBuf::from("/"));
     if let Ok(info) = sys::fstat(&here.0) {
@@ -74,7 +81,7 @@ pub fn check_directory_chain(dir: &Path, uid: u32) -> Result<(), Distrust> {
         let path = here.1.join(&name);
         let info = match sys::lstat_at(&here.0, &name) {
             Ok(Some(info)) => info,
-            _ => return Ok(()),
+            _ => return Ok(false),
         };
         match info.kind {
             FileType::Symlink => {
@@ -95,14 +102,14 @@ pub fn check_directory_chain(dir: &Path, uid: u32) -> Result<(), Distrust> {
                 }
                 hops += 1;
                 let Ok(target) = sys::readlink_at(&here.0, &name) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if hops > MAX_SYMLINKS {
-                    return Ok(()); // ELOOP where the path is used
+                    return Ok(false); // ELOOP where the path is used
                 }
                 if target.is_absolute() {
                     let Ok(root) = sys::open_path_dir_at(rustix::fs::CWD, OsStr::new("/")) else {
-                        return Ok(());
+                        return Ok(false);
                     };
                     above.clear();
                     here = (root, PathBuf::from("/"));
@@ -113,17 +120,17 @@ pub fn check_directory_chain(dir: &Path, uid: u32) -> Result<(), Distrust> {
             }
             FileType::Directory => {
                 let Ok(fd) = sys::open_path_dir_at(&here.0, &name) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 // The fd's own status: the entry cannot have been swapped under the check.
                 let info = sys::fstat(&fd).unwrap_or(info);
                 check_dir(&info, &path, uid)?;
                 above.push(std::mem::replace(&mut here, (fd, path)));
             }
-            _ => return Ok(()),
+            _ => return Ok(false),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Checks the directory that holds `socket` from `/` down, and the socket itself: owned by
@@ -218,6 +225,12 @@ mod tests {
         check_directory_chain(Path::new("/"), uid).unwrap();
         check_directory_chain(Path::new("/tmp"), uid).unwrap();
         check_directory_chain(Path::new("/tmp/does/not/exist/yet"), uid).unwrap();
+        assert_eq!(walk_directory_chain(Path::new("/tmp"), uid), Ok(true));
+        assert_eq!(
+            walk_directory_chain(Path::new("/tmp/does/not/exist/yet"), uid),
+            Ok(false),
+            "a walk that stopped at a missing name says so"
+        );
     }
 
     #[test]
