@@ -371,3 +371,26 @@ fn a_runtime_dir_group_can_reach_is_not_trusted() {
     assert!(waysock::discover::usable_runtime_dir(&rt, uid()));
     assert!(!waysock::discover::usable_runtime_dir(&rt, uid() + 1));
 }
+
+#[test]
+fn a_display_the_registry_led_to_is_connected_to_once() {
+    // The registry record and the runtime-dir strategy name the same socket: discovery proves
+    // it answers once, and the chain does not dial it again.
+    let scratch = Scratch::new("disc-once");
+    let (rt, env) = with_runtime_dir(scratch.path());
+    let sock = rt.join("wayland-0");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let ep = Endpoint::Unix(sock);
+    let rec = Record::for_process("wayland-0", ep.clone(), std::process::id(), None)
+        .expect("this process runs");
+    Registry::in_dir(scratch.path(), uid())
+        .publish(&rec)
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let accepted = || std::iter::from_fn(|| listener.accept().ok()).count();
+    accepted(); // publish's own liveness check
+    let (found, _) = find(scratch.path(), env).unwrap();
+    assert_eq!((found.endpoint, found.source.as_str()), (ep, "registry"));
+    let connections = accepted();
+    assert_eq!(connections, 1, "the display was dialled more than once");
+}

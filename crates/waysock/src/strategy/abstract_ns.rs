@@ -145,6 +145,11 @@ impl Place for Abstract {
         let mut any = false;
         for name in finder.names.iter() {
             let ep = Endpoint::Abstract(abstract_display_name(uid, &name));
+            // A live registry record led here already: one connection is proof enough.
+            if found.iter().any(|f| f.endpoint == ep) {
+                any = true;
+                continue;
+            }
             match accepts(&ep) {
                 Ok(s) => {
                     any = true;

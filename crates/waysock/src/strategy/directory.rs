@@ -473,11 +473,17 @@ impl Place for Directory {
             if p.as_os_str().len() > SUN_PATH_MAX {
                 continue;
             }
-            match accepts(&Endpoint::Unix(p.clone())) {
+            let endpoint = Endpoint::Unix(p);
+            // A live registry record led here already: one connection is proof enough.
+            if found.iter().any(|f| f.endpoint == endpoint) {
+                any = true;
+                continue;
+            }
+            match accepts(&endpoint) {
                 Ok(stream) => {
                     any = true;
                     found.push(Found {
-                        endpoint: Endpoint::Unix(p),
+                        endpoint,
                         source: s.name().into(),
                         stream: Some(stream),
                     });
