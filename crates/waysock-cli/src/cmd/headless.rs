@@ -28,9 +28,9 @@ use waysock::{Binder, Endpoint, Environment};
 
 use super::envfile::EnvFile;
 use super::run::cleanup::Cleanup;
-use super::run::plan::{self, Directory, Place};
+use super::run::launch;
+use super::run::plan::{self, Place};
 use super::run::ready::{self, Ready};
-use super::run::{launch, Machine};
 
 /// `headless`'s status when the compositor cannot start (CMD never ran).
 pub const COMPOSITOR_FAILED: u8 = 125;
@@ -257,13 +257,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // The compositor, planned and placed exactly as `run` would.
     let mut cleanup = Cleanup::new(None);
-    let mut prepared = Binder::new(env.clone())
-        .strategies(chain.clone())
-        .prepare_directory();
-    if let Ok(p) = &mut prepared {
-        cleanup.created(p.dir.clone(), p.created.clone());
-        cleanup.hold(p.hold.take());
-    }
     let input = plan::Input {
         program: &comp.program,
         args: &comp.args,
@@ -273,7 +266,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         allow_uid: &[],
         ld_preload: std::env::var_os("LD_PRELOAD"),
     };
-    let mut plan = match plan::plan(input, Directory::from_library(&prepared), &Machine(&env)) {
+    let binder = Binder::new(env.clone()).strategies(chain.clone());
+    let mut plan = match super::run::plan_in_chain(&env, &binder, input, &mut cleanup) {
         Ok(p) => p,
         Err(refused) => {
             eprint!("{}", refused.text);

@@ -136,16 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no compositor given"))?;
 
-    // 1. Plan.
-    let mut prepared = Binder::new(env.clone())
-        .strategies(chain.clone())
-        .display(args.display.clone())
-        .fix_perms(args.fix_perms)
-        .prepare_directory();
-    if let Ok(p) = &mut prepared {
-        cleanup.created(p.dir.clone(), p.created.clone());
-        cleanup.hold(p.hold.take());
-    }
+    // 1. Plan (a socket handed down needs no directory from the chain).
     let input = plan::Input {
         program,
         args: rest,
@@ -157,7 +148,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let planned = match &handed {
         Some(h) => plan::activated(input, h, &Machine(&env)),
-        None => plan::plan(input, Directory::from_library(&prepared), &Machine(&env)),
+        None => {
+            let binder = Binder::new(env.clone())
+                .strategies(chain.clone())
+                .display(args.display.clone())
+                .fix_perms(args.fix_perms);
+            plan_in_chain(&env, &binder, input, &mut cleanup)
+        }
     };
     let mut plan = match planned {
         Ok(p) => p,
@@ -261,8 +258,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// failing, not the command.
 pub const NEVER_READY: u8 = 125;
 
+/// Step 1 where the chain places the compositor (shared with `headless`): the library prepares
+/// a directory, which `cleanup` owns from then on, and the plan is made from it.
+pub(crate) fn plan_in_chain(
+    env: &Environment,
+    binder: &Binder,
+    input: plan::Input<'_>,
+    cleanup: &mut Cleanup,
+) -> Result<plan::Plan, plan::Refusal> {
+    let mut prepared = binder.prepare_directory();
+    if let Ok(p) = &mut prepared {
+        cleanup.created(p.dir.clone(), p.created.clone());
+        cleanup.hold(p.hold.take());
+    }
+    plan::plan(input, Directory::from_library(&prepared), &Machine(env))
+}
+
 /// The machine as [`plan::plan`] asks about it.
-pub(crate) struct Machine<'a>(pub(crate) &'a Environment);
+struct Machine<'a>(&'a Environment);
 
 impl plan::Probe for Machine<'_> {
     fn blockers(&self, program: &OsStr) -> Vec<String> {
