@@ -85,36 +85,12 @@ pub fn server_pid(stream: &UnixStream) -> Option<u32> {
 
 /// Is `pid` the process `ancestor` or one of its descendants?
 pub fn is_same_or_descendant(pid: u32, ancestor: u32) -> bool {
-    let mut p = pid;
-    for _ in 0..64 {
-        if p == ancestor {
-            return true;
-        }
-        if p <= 1 {
-            return false;
-        }
-        match parent_of(p) {
-            Some(pp) => p = pp,
-            None => return false,
-        }
-    }
-    false
+    lineage(pid).any(|p| p == ancestor)
 }
 
 /// `pid`, its parent, its grandparent … up to pid 1 (at most 64 generations).
 pub fn ancestors(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut p = pid;
-    while out.len() < 64 && p > 1 {
-        match parent_of(p) {
-            Some(pp) if pp != 0 => {
-                out.push(pp);
-                p = pp;
-            }
-            _ => break,
-        }
-    }
-    out
+    lineage(pid).collect()
 }
 
 /// How closely `pid` is related to the process whose ancestors are `line` (itself first):
@@ -122,9 +98,18 @@ pub fn ancestors(pid: u32) -> Vec<u32> {
 /// process or one of its descendants; 1: a descendant of its parent (a sibling's); and so on.
 /// `None` when they share no ancestor we can see.
 pub fn kinship(line: &[u32], pid: u32) -> Option<usize> {
-    ancestors(pid)
-        .into_iter()
-        .find_map(|a| line.iter().position(|l| *l == a))
+    lineage(pid).find_map(|a| line.iter().position(|l| *l == a))
+}
+
+/// [`ancestors`], read from `/proc` one generation at a time, only as far as it is asked.
+fn lineage(pid: u32) -> impl Iterator<Item = u32> {
+    let up = |&p: &u32| {
+        (p > 1)
+            .then(|| parent_of(p))
+            .flatten()
+            .filter(|&pp| pp != 0)
+    };
+    std::iter::successors(Some(pid), up).take(64)
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
