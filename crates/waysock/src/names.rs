@@ -122,11 +122,6 @@ impl DisplayNames {
     }
 }
 
-/// `wayland-1` ..= `wayland-32` ([`DisplayNames::STOCK`]).
-pub fn stock_names() -> std::vec::IntoIter<String> {
-    DisplayNames::STOCK.iter().collect::<Vec<_>>().into_iter()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
