@@ -35,7 +35,7 @@ pub fn is_display_name(name: &[u8]) -> bool {
 /// two users' displays never collide, and a client knows whose name it dials.
 pub fn abstract_name(uid: u32, name: &[u8]) -> Vec<u8> {
     let suffix = name.strip_prefix(DISPLAY_PREFIX.as_bytes()).unwrap_or(name);
-    let mut v = format!("{DISPLAY_PREFIX}{uid}-").into_bytes();
+    let mut v = abstract_prefix(uid).into_bytes();
     v.extend_from_slice(suffix);
     v
 }
