@@ -414,17 +414,20 @@ impl DirHold {
     /// this process created), which the last holder may remove when empty. `None` when the
     /// path no longer names the directory we checked (it was removed by a last holder just
     /// now): the caller looks again.
-    pub(crate) fn take(dir: &UsableDir, removable: bool) -> Option<DirHold> {
-        let fd = sys::open_dir_at(&dir.fd, OsStr::new("."), false).ok()?;
+    ///
+    /// The share is taken on the checked directory's own descriptor (an open file description
+    /// of its own: no other holder shares it), which the hold keeps.
+    pub(crate) fn take(dir: UsableDir, removable: bool) -> Option<DirHold> {
+        let UsableDir { fd, path, .. } = dir;
         rustix::io::retry_on_intr(|| {
             rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared)
         })
         .ok()?;
         let ours = sys::fstat(&fd).ok()?;
-        match sys::stat_path(&dir.path) {
+        match sys::stat_path(&path) {
             Ok(Some(now)) if now.same_file(&ours) => Some(DirHold {
                 fd,
-                path: dir.path.clone(),
+                path,
                 removable,
             }),
             _ => None,

@@ -376,8 +376,8 @@ impl Place for Directory {
                     strategy: self.strategy,
                     endpoint,
                     dir: dir.path.clone(),
-                    hold: crate::runtime_dir::DirHold::take(&dir, removable),
                     created: std::mem::take(&mut dir.created),
+                    hold: crate::runtime_dir::DirHold::take(dir, removable),
                 })
             }
             Step::Next => {
