@@ -10,87 +10,24 @@
 //! connections wait in [`crate::gate`] (one poll loop, bounded, oldest shed first) and only an
 //! authenticated one gets a thread.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::auth::{self, Role, Token};
-use crate::channel::{Sealed, SessionKeys};
+use crate::channel::Sealed;
 use crate::display_error;
 use crate::gate::{self, Limits};
-use crate::session::{self, Side, Stats};
+use crate::session::Side;
+use crate::stream::{self, Stream};
 
 pub use crate::gate::MAX_PENDING_HANDSHAKES;
 
 /// How long the connector's whole handshake may take (one deadline, not one per read); the
 /// listening end allows [`gate::HANDSHAKE_DEADLINE`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A TCP stream whose reads and writes all share one deadline.
-struct Deadline<'a> {
-    tcp: &'a TcpStream,
-    until: Instant,
-}
-
-impl Deadline<'_> {
-    fn arm(&self) -> io::Result<()> {
-        let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "handshake took too long",
-            ));
-        }
-        self.tcp.set_read_timeout(Some(left))?;
-        self.tcp.set_write_timeout(Some(left))
-    }
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.arm()?;
-        (&mut &*self.tcp).read(buf)
-    }
-}
-
-impl Write for Deadline<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.arm()?;
-        (&mut &*self.tcp).write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Runs the handshake within [`HANDSHAKE_TIMEOUT`] overall, then clears the timeouts.
-fn authenticate(
-    tcp: &TcpStream,
-    token: &Token,
-    role: Role,
-) -> Result<SessionKeys, auth::AuthError> {
-    let mut d = Deadline {
-        tcp,
-        until: Instant::now() + HANDSHAKE_TIMEOUT,
-    };
-    let keys = auth::handshake(&mut d, token, role).map_err(|e| match e {
-        // The socket's timeout (EAGAIN) or the deadline itself: say what it is.
-        auth::AuthError::Io(io)
-            if matches!(
-                io.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            auth::AuthError::TimedOut(HANDSHAKE_TIMEOUT)
-        }
-        other => other,
-    })?;
-    tcp.set_read_timeout(None).map_err(auth::AuthError::from)?;
-    tcp.set_write_timeout(None).map_err(auth::AuthError::from)?;
-    Ok(keys)
-}
 
 /// Low latency, and a dead peer (unplugged, partitioned) noticed within about a minute
 /// instead of never: keepalive probes after 30 s idle, and unacknowledged data times out.
@@ -160,12 +97,12 @@ impl DialError {
     }
 }
 
-/// Dials the compositor end and authenticates: a connection ready for [`session::run`].
+/// Dials the compositor end and authenticates: a connection ready for [`crate::session::run`].
 pub fn dial(addr: SocketAddr, token: &Token) -> Result<Sealed, DialError> {
     let tcp = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)
         .map_err(|e| DialError::connect(addr, e))?;
     tune(&tcp).map_err(|e| DialError::connect(addr, e))?;
-    let keys = authenticate(&tcp, token, Role::Connector)
+    let keys = stream::authenticate(&tcp, token, Role::Connector, HANDSHAKE_TIMEOUT)
         .map_err(|source| DialError::Handshake { addr, source })?;
     Ok(Sealed { tcp, keys })
 }
@@ -180,24 +117,11 @@ pub fn serve_clients(
     busy_poll: Duration,
     accept: impl Fn(&UnixStream) -> Result<(), String>,
 ) -> io::Result<()> {
-    for (n, conn) in listener.incoming().enumerate() {
-        let local = match conn {
-            Ok(s) => s,
-            Err(e) if transient(&e) => {
-                tracing::warn!("accept: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if let Err(why) = accept(&local) {
-            tracing::warn!("refused a local client: {why}");
-            continue;
-        }
+    stream::accept_each(&listener, "refused a local client", accept, |n, local| {
         let token = Arc::clone(&token);
         std::thread::spawn(move || {
             let name = format!("client #{n}");
-            let tcp = match dial(remote, &token) {
+            let Sealed { tcp, keys } = match dial(remote, &token) {
                 Ok(t) => t,
                 Err(e) => {
                     // The client hears why, as from a compositor, and ends with the reason.
@@ -211,14 +135,15 @@ pub fn serve_clients(
                 }
             };
             tracing::info!("{name}: relaying to tcp:{remote}");
-            let stats = Arc::new(Stats::default());
-            match session::run(local, tcp, Side::Client, &name, stats, busy_poll) {
-                Ok(()) => tracing::info!("{name}: closed"),
-                Err(e) => tracing::warn!("{name}: ended: {e}"),
-            }
+            let tcp = Stream::Tcp(tcp);
+            stream::relay(local, tcp, keys, Side::Client, &name, busy_poll, ended);
         });
-    }
-    Ok(())
+    })
+}
+
+/// Logs a session's error end: over TCP every one is worth a warning.
+fn ended(name: &str, e: &io::Error) {
+    tracing::warn!("{name}: ended: {e}");
 }
 
 /// The compositor end: every authenticated TCP connection is relayed to a fresh connection
@@ -255,22 +180,11 @@ pub fn serve_compositor_within(
         limits.deadline.as_secs_f32()
     );
     let connect = Arc::new(connect);
-    gate::run(listener, &token, limits, |remote, name| {
+    gate::run(listener, &token, limits, |Sealed { tcp, keys }, name| {
         let connect = Arc::clone(&connect);
         std::thread::spawn(move || {
-            let local = match connect() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("{name}: cannot reach the compositor: {e}");
-                    return;
-                }
-            };
-            tracing::info!("{name}: authenticated, relaying to the compositor");
-            let stats = Arc::new(Stats::default());
-            match session::run(local, remote, Side::Server, &name, stats, busy_poll) {
-                Ok(()) => tracing::info!("{name}: closed"),
-                Err(e) => tracing::warn!("{name}: ended: {e}"),
-            }
+            let tcp = Stream::Tcp(tcp);
+            stream::relay_to_compositor(&*connect, tcp, keys, &name, busy_poll, ended);
         });
     })
 }

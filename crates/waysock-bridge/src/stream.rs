@@ -64,22 +64,6 @@ impl Stream {
             Stream::Unix(_) => Ok(()),
         }
     }
-
-    /// The read timeout (`None`: block).
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(t),
-            Stream::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-
-    /// The write timeout (`None`: block).
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(t),
-            Stream::Unix(s) => s.set_write_timeout(t),
-        }
-    }
 }
 
 impl AsFd for Stream {
@@ -136,13 +120,21 @@ impl Write for Stream {
     }
 }
 
-/// A stream whose reads and writes all share one deadline.
-struct Deadline<'a> {
-    stream: &'a Stream,
+/// A socket whose reads and writes all share one deadline.
+struct Deadline<'a, S> {
+    stream: &'a S,
     until: Instant,
 }
 
-impl Deadline<'_> {
+/// Sets (`None`: clears) both timeouts of the socket `s`.
+fn set_timeouts(s: impl AsFd, t: Option<Duration>) -> io::Result<()> {
+    use rustix::net::sockopt::{set_socket_timeout, Timeout};
+    set_socket_timeout(&s, Timeout::Recv, t)?;
+    set_socket_timeout(&s, Timeout::Send, t)?;
+    Ok(())
+}
+
+impl<S: AsFd> Deadline<'_, S> {
     fn arm(&self) -> io::Result<()> {
         let left = self.until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -151,19 +143,24 @@ impl Deadline<'_> {
                 "handshake took too long",
             ));
         }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.set_write_timeout(Some(left))
+        set_timeouts(self.stream, Some(left))
     }
 }
 
-impl Read for Deadline<'_> {
+impl<S: AsFd> Read for Deadline<'_, S>
+where
+    for<'s> &'s S: Read,
+{
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm()?;
         self.stream.read(buf)
     }
 }
 
-impl Write for Deadline<'_> {
+impl<S: AsFd> Write for Deadline<'_, S>
+where
+    for<'s> &'s S: Write,
+{
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.arm()?;
         self.stream.write(buf)
@@ -173,14 +170,18 @@ impl Write for Deadline<'_> {
     }
 }
 
-/// Runs the handshake on `stream` within `limit` overall (one deadline, not one per read),
-/// then clears the timeouts: the keys of a connection ready for [`session::run_over`].
-pub fn authenticate(
-    stream: &Stream,
+/// Runs the handshake on `stream` (a [`Stream`], or a TCP or Unix stream itself) within
+/// `limit` overall (one deadline, not one per read), then clears the timeouts: the keys of a
+/// connection ready for [`session::run_over`].
+pub fn authenticate<S: AsFd>(
+    stream: &S,
     token: &Token,
     role: Role,
     limit: Duration,
-) -> Result<SessionKeys, AuthError> {
+) -> Result<SessionKeys, AuthError>
+where
+    for<'s> &'s S: Read + Write,
+{
     let mut d = Deadline {
         stream,
         until: Instant::now() + limit,
@@ -197,8 +198,7 @@ pub fn authenticate(
         }
         other => other,
     })?;
-    stream.set_read_timeout(None)?;
-    stream.set_write_timeout(None)?;
+    set_timeouts(stream, None)?;
     Ok(keys)
 }
 
@@ -274,16 +274,14 @@ impl Sessions {
     }
 }
 
-/// The client end over a Unix socket: every connection accepted on `listener` (and allowed by
-/// `accept`) is relayed, authenticated, to the compositor end listening at `remote`, each on a
-/// thread of its own, counted in `sessions`. Runs until the listener fails.
-pub fn serve_clients_unix(
-    listener: UnixListener,
-    remote: PathBuf,
-    token: Arc<Token>,
-    busy_poll: Duration,
-    sessions: Sessions,
+/// Accepts on `listener` until it fails (an error about the moment, see
+/// [`crate::bridge::transient`], is waited out): each connection `accept` allows goes to
+/// `each` with its number; one it refuses is logged after `refused`.
+pub(crate) fn accept_each(
+    listener: &UnixListener,
+    refused: &str,
     accept: impl Fn(&UnixStream) -> Result<(), String>,
+    mut each: impl FnMut(usize, UnixStream),
 ) -> io::Result<()> {
     for (n, conn) in listener.incoming().enumerate() {
         let local = match conn {
@@ -295,10 +293,65 @@ pub fn serve_clients_unix(
             }
             Err(e) => return Err(e),
         };
-        if let Err(why) = accept(&local) {
-            tracing::warn!("refused a local client: {why}");
-            continue;
+        match accept(&local) {
+            Ok(()) => each(n, local),
+            Err(why) => tracing::warn!("{refused}: {why}"),
         }
+    }
+    Ok(())
+}
+
+/// Relays `local` over the authenticated `remote` as `side` until the session ends, and logs
+/// how: closed, or its error through `ended`.
+pub(crate) fn relay(
+    local: UnixStream,
+    remote: Stream,
+    keys: SessionKeys,
+    side: Side,
+    name: &str,
+    busy_poll: Duration,
+    ended: fn(&str, &io::Error),
+) {
+    let stats = Arc::new(Stats::default());
+    match session::run_over(local, remote, keys, side, name, stats, busy_poll) {
+        Ok(()) => tracing::info!("{name}: closed"),
+        Err(e) => ended(name, &e),
+    }
+}
+
+/// The compositor end of one authenticated connection: a fresh connection to the compositor
+/// made by `connect`, relayed over `remote` (see [`relay`]).
+pub(crate) fn relay_to_compositor(
+    connect: &dyn Fn() -> io::Result<UnixStream>,
+    remote: Stream,
+    keys: SessionKeys,
+    name: &str,
+    busy_poll: Duration,
+    ended: fn(&str, &io::Error),
+) {
+    let local = match connect() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("{name}: cannot reach the compositor: {e}");
+            return;
+        }
+    };
+    tracing::info!("{name}: authenticated, relaying to the compositor");
+    relay(local, remote, keys, Side::Server, name, busy_poll, ended);
+}
+
+/// The client end over a Unix socket: every connection accepted on `listener` (and allowed by
+/// `accept`) is relayed, authenticated, to the compositor end listening at `remote`, each on a
+/// thread of its own, counted in `sessions`. Runs until the listener fails.
+pub fn serve_clients_unix(
+    listener: UnixListener,
+    remote: PathBuf,
+    token: Arc<Token>,
+    busy_poll: Duration,
+    sessions: Sessions,
+    accept: impl Fn(&UnixStream) -> Result<(), String>,
+) -> io::Result<()> {
+    accept_each(&listener, "refused a local client", accept, |n, local| {
         let token = Arc::clone(&token);
         let remote = remote.clone();
         let counted = sessions.count();
@@ -313,14 +366,9 @@ pub fn serve_clients_unix(
                 }
             };
             tracing::info!("{name}: relaying to unix:{}", remote.display());
-            let stats = Arc::new(Stats::default());
-            match session::run_over(local, stream, keys, Side::Client, &name, stats, busy_poll) {
-                Ok(()) => tracing::info!("{name}: closed"),
-                Err(e) => ended(&name, &e),
-            }
+            relay(local, stream, keys, Side::Client, &name, busy_poll, ended);
         });
-    }
-    Ok(())
+    })
 }
 
 /// The compositor end over a Unix socket: every connection accepted on `listener` that
@@ -335,20 +383,7 @@ pub fn serve_compositor_unix(
     connect: impl Fn() -> io::Result<UnixStream> + Send + Sync + 'static,
 ) -> io::Result<()> {
     let connect = Arc::new(connect);
-    for (n, conn) in listener.incoming().enumerate() {
-        let unix = match conn {
-            Ok(s) => s,
-            Err(e) if crate::bridge::transient(&e) => {
-                tracing::warn!("accept: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if let Err(why) = accept(&unix) {
-            tracing::warn!("refused a connection: {why}");
-            continue;
-        }
+    accept_each(&listener, "refused a connection", accept, |n, unix| {
         let token = Arc::clone(&token);
         let connect = Arc::clone(&connect);
         std::thread::spawn(move || {
@@ -366,22 +401,9 @@ pub fn serve_compositor_unix(
                     return;
                 }
             };
-            let local = match connect() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("{name}: cannot reach the compositor: {e}");
-                    return;
-                }
-            };
-            tracing::info!("{name}: authenticated, relaying to the compositor");
-            let stats = Arc::new(Stats::default());
-            match session::run_over(local, stream, keys, Side::Server, &name, stats, busy_poll) {
-                Ok(()) => tracing::info!("{name}: closed"),
-                Err(e) => ended(&name, &e),
-            }
+            relay_to_compositor(&*connect, stream, keys, &name, busy_poll, ended);
         });
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
