@@ -243,11 +243,7 @@ fn pump_in_frames(
             }
             Frame::MemNew { id, bytes } => {
                 let fd = memfd("waysock-mem")?;
-                let mut done = 0;
-                while done < bytes.len() {
-                    done += rustix::io::pwrite(&fd, &bytes[done..], done as u64)
-                        .map_err(io::Error::from)?;
-                }
+                shm::pwrite_full(fd.as_fd(), &bytes, 0)?;
                 let _ = rustix::fs::fcntl_add_seals(
                     &fd,
                     SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
@@ -411,12 +407,7 @@ fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), Sessio
         fd
     };
     for s in spans {
-        let (bytes, offset) = (&body[s.at..s.at + s.len], base + s.offset);
-        let mut done = 0;
-        while done < bytes.len() {
-            done += rustix::io::pwrite(&*fd, &bytes[done..], offset + done as u64)
-                .map_err(io::Error::from)?;
-        }
+        shm::pwrite_full(fd.as_fd(), &body[s.at..s.at + s.len], base + s.offset)?;
     }
     Ok(())
 }
@@ -442,11 +433,7 @@ fn move_rows(sh: &Shared, id: u32, m: shm::Move, buf: &mut Vec<u8>) -> Result<()
             ..m
         },
     );
-    let mut done = 0;
-    while done < buf.len() {
-        done +=
-            rustix::io::pwrite(&*fd, &buf[done..], (lo + done) as u64).map_err(io::Error::from)?;
-    }
+    shm::pwrite_full(fd.as_fd(), buf, lo as u64)?;
     Ok(())
 }
 

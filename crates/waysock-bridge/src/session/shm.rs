@@ -589,5 +589,15 @@ pub(super) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io:
     Ok(())
 }
 
+/// Writes all of `buf` at `offset`.
+pub(super) fn pwrite_full(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        done +=
+            rustix::io::pwrite(fd, &buf[done..], offset + done as u64).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;
