@@ -341,13 +341,14 @@ fn wayland(sh: &Shared, local: &UnixStream, fds: &[u32], bytes: &[u8]) -> Result
     {
         let mut st = sh.fds.lock()?;
         for id in fds {
+            // A mirrored pool stays (later frames update it): the peer gets a duplicate.
+            if let Some(InFd::Shm { fd, .. }) = st.in_fds.get(id) {
+                once.push(rustix::io::dup(&**fd).map_err(io::Error::from)?);
+                continue;
+            }
             match st.in_fds.remove(id) {
-                Some(InFd::Shm { fd, size }) => {
-                    once.push(rustix::io::dup(&*fd).map_err(io::Error::from)?);
-                    st.in_fds.insert(*id, InFd::Shm { fd, size });
-                }
                 Some(InFd::Once(fd)) => once.push(fd),
-                None => return Err(SessionError::UnknownDescriptor(*id)),
+                _ => return Err(SessionError::UnknownDescriptor(*id)),
             }
         }
     }
