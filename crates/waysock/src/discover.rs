@@ -126,8 +126,6 @@ pub fn accepts(ep: &Endpoint) -> Result<UnixStream, ConnectError> {
     }
 }
 
-pub use crate::classify::connect_error;
-
 /// Finds the display a client should use.
 #[derive(Debug, Clone)]
 pub struct Discovery {

@@ -282,7 +282,7 @@ pub fn client(env: &Environment) -> Prediction {
             errno: None,
         },
         Err(e) => {
-            let why = crate::discover::connect_error(e.errno);
+            let why = crate::classify::connect_error(e.errno);
             fail(
                 format!("clients would dial {} and fail: {why}", path.display()),
                 endpoint,
