@@ -191,6 +191,16 @@ impl Registry {
         }
     }
 
+    /// A failed `rustix` call on `path`, as a [`RegistryError::Sys`].
+    fn raw_err(syscall: &'static str, path: &Path) -> impl Fn(rustix::io::Errno) -> RegistryError {
+        let path = path.to_path_buf();
+        move |e| RegistryError::Sys {
+            syscall,
+            path: path.clone(),
+            errno: e.into(),
+        }
+    }
+
     fn dir_and_name(&self) -> (&Path, &OsStr) {
         (
             self.path.parent().unwrap_or(Path::new("/")),
@@ -215,13 +225,7 @@ impl Registry {
         let fd = match rustix::fs::open(&self.path, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(RegistryError::Sys {
-                    syscall: "open",
-                    path: self.path.clone(),
-                    errno: e.into(),
-                })
-            }
+            Err(e) => return Err(Self::raw_err("open", &self.path)(e)),
         };
         self.check_ours(&fd, &self.path)?;
         let mut text = String::new();
@@ -297,18 +301,10 @@ impl Registry {
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| RegistryError::Sys {
-            syscall: "open",
-            path: lock_path.clone(),
-            errno: e.into(),
-        })?;
+        .map_err(Self::raw_err("open", &lock_path))?;
         self.check_ours(&lock, &lock_path)?;
         rustix::io::retry_on_intr(|| rustix::fs::flock(&lock, FlockOperation::LockExclusive))
-            .map_err(|e| RegistryError::Sys {
-                syscall: "flock",
-                path: lock_path.clone(),
-                errno: e.into(),
-            })?;
+            .map_err(Self::raw_err("flock", &lock_path))?;
         let current = self.read()?;
         let kept: Vec<Record> = f(current).into_iter().filter(Record::is_live).collect();
         let mut text = String::new();
@@ -331,11 +327,7 @@ impl Registry {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| RegistryError::Sys {
-            syscall: "open",
-            path: tmp_path.clone(),
-            errno: e.into(),
-        })?;
+        .map_err(Self::raw_err("open", &tmp_path))?;
         let mut file = std::fs::File::from(tmp);
         let written = file.write_all(text.as_bytes());
         drop(file);
@@ -349,11 +341,7 @@ impl Registry {
         }
         if let Err(e) = rustix::fs::renameat(&dfd, tmp_name.as_str(), &dfd, name) {
             let _ = sys::unlink_at(&dfd, OsStr::new(&tmp_name));
-            return Err(RegistryError::Sys {
-                syscall: "rename",
-                path: self.path.clone(),
-                errno: e.into(),
-            });
+            return Err(Self::raw_err("rename", &self.path)(e));
         }
         Ok(())
         // `lock` closes here, releasing the flock.
