@@ -9,32 +9,21 @@
 use std::time::Duration;
 
 use waysock_testkit::script::prelude;
-use waysock_testkit::{built_shim, relocated, test_user, Needs, Out, Script, Stage, TEST_USER};
+use waysock_testkit::{test_user, Needs, Out, Script, Stage, TEST_USER};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Shell functions every script gets after [`prelude::BASE`].
+/// Shell functions every script gets after [`prelude::BASE`], [`prelude::WAIT`] and
+/// [`prelude::VICTIM`].
 const PRELUDE: &str = r#"
-V() { setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
-# V in the background (`VB … &`): the subshell becomes the command, so $! is its pid.
-VB() { exec setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
-# Waits at most $2 tenths of a second for pid $1 to end.
-wait_end() { i=0; while alive "$1" && [ $i -lt "$2" ]; do sleep 0.1; i=$((i+1)); done; }
-# Waits at most 10 s for the path to exist.
-wait_for() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }
 # Waits at most 15 s for run $1 to say its display is up in log $2.
 wait_up() { i=0; while alive "$1" && ! grep -q 'is up on' "$2" && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; }
-# Ends background run $1: TERM, then 5 s, then KILL (said as @@hung); its status as @@rc.
-finish() {
-  if alive "$1"; then kill -TERM "$1"; wait_end "$1" 50; fi
-  if alive "$1"; then say hung; kill -KILL "$1"; fi
-  wait "$1"; rc=$?; say rc; echo $rc
-}
 "#;
 
-/// A stage for `test` (fresh `/tmp`, `/run`, `/dev/shm` unless `read_only`, where they and
-/// `$M/home` are read-only), its script, and the test user's uid; `None` after a skip.
-fn world(test: &'static str, programs: &[&str], read_only: bool) -> Option<(Stage, Script, u32)> {
+/// `body` run for `test` (which needs `programs` too) as the test user on a
+/// [`Stage::waysock`] with fresh `/tmp`, `/run`, `/dev/shm`, or with those and `$M/home`
+/// read-only if `read_only`; what it printed and the test user's uid. `None` after a skip.
+fn run(test: &'static str, programs: &[&str], read_only: bool, body: &str) -> Option<(Out, u32)> {
     let met = Needs::new(test)
         .namespaces()
         .programs(programs)
@@ -44,13 +33,8 @@ fn world(test: &'static str, programs: &[&str], read_only: bool) -> Option<(Stag
     if !met {
         return None;
     }
-    let uid = test_user().ok()?.0;
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
-    let mut stage = Stage::new("activation").owned_by(TEST_USER).install(bin);
-    if let Some(shim) = built_shim(bin) {
-        stage = stage.install(&shim);
-    }
-    let w = format!("{}/bin/waysock", stage.m());
+    let uid = test_user().expect("probed by Needs").0;
+    let stage = Stage::waysock("activation", env!("CARGO_BIN_EXE_waysock")).owned_by(TEST_USER);
     let home = format!("{}/home", stage.m());
     let stage = if read_only {
         stage.with(|s| {
@@ -62,21 +46,13 @@ fn world(test: &'static str, programs: &[&str], read_only: bool) -> Option<(Stag
     } else {
         stage.private_tmp()
     };
-    let stage = stage.with(|s| {
-        s.private_pids()
-            .private_network()
-            .env("W", w)
-            .env("VICTIM", TEST_USER)
-    });
+    let stage = stage.with(|s| s.env("VICTIM", TEST_USER));
     let script = Script::new(test)
         .prelude(prelude::BASE)
+        .prelude(prelude::WAIT)
+        .prelude(prelude::VICTIM)
         .prelude(PRELUDE)
         .limit(LIMIT + Duration::from_secs(5));
-    Some((stage, script, uid))
-}
-
-fn run(test: &'static str, programs: &[&str], read_only: bool, body: &str) -> Option<(Out, u32)> {
-    let (stage, script, uid) = world(test, programs, read_only)?;
     Some((script.run(stage.sandbox(), body), uid))
 }
 

@@ -21,25 +21,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use waysock_testkit::script::prelude;
-use waysock_testkit::{built_shim, relocated, test_user, Needs, Out, Script, Stage, TEST_USER};
+use waysock_testkit::{test_user, Needs, Out, Script, Stage, TEST_USER};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// Shell functions every script gets after [`prelude::BASE`].
+/// Shell functions every script gets after [`prelude::BASE`], [`prelude::WAIT`] and
+/// [`prelude::VICTIM`].
 const PRELUDE: &str = r#"
-V() { setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
-# V in the background (`VB … &`): the subshell becomes the command, so $! is its pid.
-VB() { exec setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
-# Waits at most $2 tenths of a second for pid $1 to end.
-wait_end() { i=0; while alive "$1" && [ $i -lt "$2" ]; do sleep 0.1; i=$((i+1)); done; }
-# Waits at most 10 s for the path to exist.
-wait_for() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }
-# Ends background pid $1: TERM, then 5 s, then KILL (said as @@hung); its status as @@rc_$2.
-finish() {
-  if alive "$1"; then kill -TERM "$1"; wait_end "$1" 50; fi
-  if alive "$1"; then say hung; kill -KILL "$1"; fi
-  wait "$1"; r=$?; say "rc_$2"; echo $r
-}
 # C MODE CMD…: CMD in a container of its own, in the background (`C … &`: $! is CMD): a new
 # mount namespace with empty /tmp, /run and /dev/shm (MODE ro: those and $HOME read-only, as
 # `docker run --read-only`), the test user, only PATH and HOME set. The network namespace is
@@ -80,21 +68,15 @@ fn world(test: &'static str, programs: &[&str]) -> Option<(Stage, Script, u32)> 
     if !met {
         return None;
     }
-    let uid = test_user().ok()?.0;
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
-    let mut stage = Stage::new("examples").owned_by(TEST_USER).install(bin);
-    if let Some(shim) = built_shim(bin) {
-        stage = stage.install(&shim);
-    }
-    let w = format!("{}/bin/waysock", stage.m());
-    let stage = stage.private_tmp().with(|s| {
-        s.private_pids()
-            .private_network()
-            .env("VICTIM", TEST_USER)
-            .env("W", w)
-    });
+    let uid = test_user().expect("probed by Needs").0;
+    let stage = Stage::waysock("examples", env!("CARGO_BIN_EXE_waysock"))
+        .owned_by(TEST_USER)
+        .private_tmp()
+        .with(|s| s.env("VICTIM", TEST_USER));
     let script = Script::new(test)
         .prelude(prelude::BASE)
+        .prelude(prelude::WAIT)
+        .prelude(prelude::VICTIM)
         .prelude(PRELUDE)
         .limit(LIMIT + Duration::from_secs(5));
     Some((stage, script, uid))

@@ -12,40 +12,29 @@ use std::time::Duration;
 
 use waysock_testkit::script::prelude;
 use waysock_testkit::{
-    built_shim, intruder, relocated, test_user, Needs, Out, Script, Stage, INTRUDER, TEST_USER,
+    intruder, test_user, Needs, Out, Scenario, Script, Stage, INTRUDER, TEST_USER,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Shell functions every script gets after [`prelude::BASE`].
+/// Shell functions every script gets after [`prelude::BASE`], [`prelude::WAIT`] and
+/// [`prelude::VICTIM`].
 const PRELUDE: &str = r#"
-# The status of the command just before, as section $1.
-status() { r=$?; say "$1"; echo $r; }
-V() { setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
-# V in the background (`VB … &`): the subshell becomes the command, so $! is its pid.
-VB() { exec setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
 I() { setpriv --reuid="$INTRUDER" --regid="$INTRUDER" --init-groups env HOME=/ "$@"; }
-# Waits at most $2 tenths of a second for pid $1 to end.
-wait_end() { i=0; while alive "$1" && [ $i -lt "$2" ]; do sleep 0.1; i=$((i+1)); done; }
-# Waits at most 10 s for the path to exist.
-wait_for() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }
-# Ends background run $1 however it behaves: TERM, then 5 s, then KILL (said as @@hung).
-finish() {
-  if alive "$1"; then kill -TERM "$1"; wait_end "$1" 50; fi
-  if alive "$1"; then say hung; echo "ignored SIGTERM for 5 s"; kill -KILL "$1"; fi
-  wait "$1"; rc=$?; say rc; echo $rc
-}
 # An intruder's listening socket at $1 that anyone may connect to; a connection touches $2.
 bait() {
   I socat "UNIX-LISTEN:$1,fork,mode=777" "SYSTEM:touch $2" 2>/dev/null &
   wait_for "$1"
 }
+# CMD as the victim, its output in $O/run.log, given 10 s to end by itself; then `finish`.
+ends_by_itself() { VB "$@" >"$O/run.log" 2>&1 & RP=$!; wait_end $RP 100; finish $RP; }
+# Waits at most 15 s for file $1 to have content while background run $2 is alive.
+wait_out() { i=0; while alive "$2" && [ ! -s "$1" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; }
 "#;
 
 /// The victim's and the intruder's uids, and a stage ready for a script.
 struct World {
-    stage: Stage,
-    script: Script,
+    scenario: Scenario,
     victim: u32,
     intruder: u32,
 }
@@ -53,9 +42,9 @@ struct World {
 /// The world for `test`, which needs `programs` besides namespaces, `setpriv`, `socat` and
 /// both users; `None` after reporting a skip.
 ///
-/// A [`Stage`] with private pid and network namespaces, fresh tmpfs over `/tmp`, `/run` and
-/// `/dev/shm`, `$M/home` and `$M/out` the victim's, and copies of waysock (`$W`) and the shim
-/// in `$M/bin`.
+/// A [`Stage::waysock`] (private pid and network namespaces, waysock as `$W` and the shim in
+/// `$M/bin`) with fresh tmpfs over `/tmp`, `/run` and `/dev/shm`, `$M/home` and `$M/out` the
+/// victim's.
 fn world(test: &'static str, programs: &[&str]) -> Option<World> {
     let met = Needs::new(test)
         .namespaces()
@@ -67,32 +56,25 @@ fn world(test: &'static str, programs: &[&str]) -> Option<World> {
     if !met {
         return None;
     }
-    let (victim, intruder) = (test_user().ok()?.0, intruder().ok()?.0);
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
-    let mut stage = Stage::new("hardening")
+    let victim = test_user().expect("probed by Needs").0;
+    let intruder = intruder().expect("probed by Needs").0;
+    let stage = Stage::waysock("hardening", env!("CARGO_BIN_EXE_waysock"))
         .private_tmp()
         .owned_by(TEST_USER)
-        .install(bin);
-    if let Some(shim) = built_shim(bin) {
-        stage = stage.install(&shim);
-    }
-    let w = format!("{}/bin/waysock", stage.m());
-    let stage = stage.with(|s| {
-        s.private_pids()
-            .private_network()
-            .env("W", w)
-            .env("VICTIM", TEST_USER)
-            .env("INTRUDER", INTRUDER)
-            .env("VU", victim.to_string())
-            .env("IU", intruder.to_string())
-    });
+        .with(|s| {
+            s.env("VICTIM", TEST_USER)
+                .env("INTRUDER", INTRUDER)
+                .env("VU", victim.to_string())
+                .env("IU", intruder.to_string())
+        });
     let script = Script::new(test)
         .prelude(prelude::BASE)
+        .prelude(prelude::WAIT)
+        .prelude(prelude::VICTIM)
         .prelude(PRELUDE)
         .limit(LIMIT + Duration::from_secs(5));
     Some(World {
-        stage,
-        script,
+        scenario: Scenario { stage, script },
         victim,
         intruder,
     })
@@ -100,7 +82,7 @@ fn world(test: &'static str, programs: &[&str]) -> Option<World> {
 
 impl World {
     fn script(&self, body: &str) -> Out {
-        self.script.run(self.stage.sandbox(), body)
+        self.scenario.run(body)
     }
 }
 
@@ -119,7 +101,7 @@ fn print_env_never_writes_into_another_users_file() {
 I sh -c 'touch /tmp/wl.env && chmod 666 /tmp/wl.env'
 VB "$W" run --print-env /tmp/wl.env -- $WESTON >"$O/run.log" 2>&1 &
 RP=$!
-i=0; while alive $RP && [ ! -s /tmp/wl.env ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+wait_out /tmp/wl.env $RP
 finish $RP
 say file; stat -c '%U %a %s' /tmp/wl.env
 say log; cat "$O/run.log"
@@ -147,7 +129,7 @@ fn print_env_is_a_fresh_private_file_removed_when_run_ends() {
         r#"
 VB "$W" run --print-env /tmp/wl.env -- $WESTON >"$O/run.log" 2>&1 &
 RP=$!
-i=0; while alive $RP && [ ! -s /tmp/wl.env ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+wait_out /tmp/wl.env $RP
 say file; stat -c '%U %a %F' /tmp/wl.env
 say content; cat /tmp/wl.env
 finish $RP
@@ -179,10 +161,7 @@ fn print_env_on_a_fifo_is_refused_and_never_blocks() {
     let out = w.script(
         r#"
 I mkfifo -m 666 /tmp/wl.env
-VB "$W" run --print-env /tmp/wl.env -- $WESTON >"$O/run.log" 2>&1 &
-RP=$!
-wait_end $RP 100
-finish $RP
+ends_by_itself "$W" run --print-env /tmp/wl.env -- $WESTON
 say log; cat "$O/run.log"
 say weston; pgrep -x weston || echo none
 "#,
@@ -253,10 +232,7 @@ fn a_home_inside_another_users_directory_is_refused() {
     let out = w.script(
         r#"
 I mkdir -m 1777 /tmp/malhome
-VB env HOME=/tmp/malhome "$W" run --strategy home -- $WESTON >"$O/run.log" 2>&1 &
-RP=$!
-wait_end $RP 100
-finish $RP
+ends_by_itself env HOME=/tmp/malhome "$W" run --strategy home -- $WESTON
 say log; cat "$O/run.log"
 say created; ls -A /tmp/malhome; echo end
 V env HOME=/tmp/malhome "$W" doctor --strategy home >"$O/doctor.out" 2>&1
@@ -287,10 +263,7 @@ for d in /tmp /tmp/evil; do
   cp "$M/bin/libwaysock_preload.so" $d/ && chown "$INTRUDER": $d/libwaysock_preload.so
 done
 for lib in /tmp/libwaysock_preload.so /tmp/evil/libwaysock_preload.so /etc/passwd; do
-  VB env WAYSOCK_PRELOAD_LIB=$lib "$W" run --strategy abstract -- $WESTON >"$O/run.log" 2>&1 &
-  RP=$!
-  wait_end $RP 100
-  finish $RP
+  ends_by_itself env WAYSOCK_PRELOAD_LIB=$lib "$W" run --strategy abstract -- $WESTON
   say "log $lib"; cat "$O/run.log"
 done
 say weston; pgrep -x weston || echo none
@@ -339,10 +312,7 @@ fn squatted_abstract_names_are_named_with_their_holder() {
 for n in $(seq 0 32); do I socat ABSTRACT-LISTEN:wayland-$VU-$n,fork /dev/null 2>/dev/null & done
 i=0; while [ "$(ss -xl | grep -c "@wayland-$VU-")" -lt 33 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 say squatted; ss -xl | grep -c "@wayland-$VU-"
-VB env WAYSOCK_STRATEGIES=abstract "$W" run -- $WESTON >"$O/run.log" 2>&1 &
-RP=$!
-wait_end $RP 100
-finish $RP
+ends_by_itself env WAYSOCK_STRATEGIES=abstract "$W" run -- $WESTON
 say log; cat "$O/run.log"
 "#,
     );
@@ -380,7 +350,7 @@ V "$W" doctor --json >"$O/doctor.json" 2>&1
 say doctor; cat "$O/doctor.json"
 VB "$W" run --print-env "$O/env" -- $WESTON >"$O/run.log" 2>&1 &
 RP=$!
-i=0; while alive $RP && [ ! -s "$O/env" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+wait_out "$O/env" $RP
 say env; cat "$O/env"
 finish $RP
 say log; cat "$O/run.log"
@@ -415,13 +385,12 @@ fn a_foreign_registry_is_warned_about() {
 I sh -c "touch /dev/shm/waysock-$VU.registry && chmod 644 /dev/shm/waysock-$VU.registry"
 VB "$W" run --print-env "$O/env" -- $WESTON >"$O/run.log" 2>&1 &
 RP=$!
-i=0; while alive $RP && [ ! -s "$O/env" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+wait_out "$O/env" $RP
 say env; cat "$O/env"
 finish $RP
 say log; cat "$O/run.log"
 "#,
     );
-    let _ = w.victim;
     out.contains("env", "export WAYLAND_DISPLAY=")
         .contains("log", "WARN")
         .contains("log", "registry refusing");

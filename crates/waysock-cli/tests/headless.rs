@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use waysock_testkit::script::prelude;
-use waysock_testkit::{built_shim, relocated, Needs, Out, Script, Stage, TEST_USER};
+use waysock_testkit::{Needs, Scenario, Script, Stage, TEST_USER};
 
 const PRELUDE: &str = r#"
-status() { r=$?; say "$1"; echo $r; }
 # What waysock (or a compositor it started) left in the shared places: not what others make
 # there (Xwayland's /tmp/.X11-unix, mount(8)'s /run/mount).
 leftovers() {
@@ -24,12 +23,7 @@ PROBE='if wayland-info 2>/dev/null | grep -q "interface: .wl_compositor."; then 
 export PROBE O
 "#;
 
-struct Case {
-    stage: Stage,
-    script: Script,
-}
-
-fn case(test: &'static str, programs: &[&str], user: bool) -> Option<Case> {
+fn case(test: &'static str, programs: &[&str], user: bool) -> Option<Scenario> {
     let mut needs = Needs::new(test).namespaces().programs(programs);
     if user {
         needs = needs.test_user();
@@ -37,34 +31,18 @@ fn case(test: &'static str, programs: &[&str], user: bool) -> Option<Case> {
     if !needs.met() {
         return None;
     }
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
-    let mut stage = Stage::new("headless").private_tmp().home().install(bin);
-    if let Some(shim) = built_shim(bin) {
-        stage = stage.install(&shim);
-    }
+    let mut stage = Stage::waysock("headless", env!("CARGO_BIN_EXE_waysock"))
+        .private_tmp()
+        .home();
     if user {
-        stage = stage.owned_by(TEST_USER);
+        stage = stage.owned_by(TEST_USER).with(|s| s.as_user(TEST_USER));
     }
-    let w = format!("{}/bin/waysock", stage.m());
-    let stage = stage.with(|s| {
-        let s = s.private_pids().private_network().env("W", w);
-        if user {
-            s.as_user(TEST_USER)
-        } else {
-            s
-        }
-    });
     let script = Script::new(test)
         .prelude(prelude::BASE)
+        .prelude(prelude::WAIT)
         .prelude(PRELUDE)
         .limit(Duration::from_secs(120));
-    Some(Case { stage, script })
-}
-
-impl Case {
-    fn run(&self, body: &str) -> Out {
-        self.script.run(self.stage.sandbox(), body)
-    }
+    Some(Scenario { stage, script })
 }
 
 /// weston (as root): CMD reaches the display; CMD's status is ours (7, 127 for a missing
@@ -126,7 +104,7 @@ say e2; cat "$O/e2"
 say leftovers; leftovers
 "#,
     );
-    let me = waysock_testkit::test_user().map(|u| u.0).unwrap_or(0);
+    let me = waysock_testkit::test_user().expect("probed by case").0;
     out.eq("rc_sway", "0")
         .eq("sway", &format!("ok /tmp/waysock-{me}/wayland-1"))
         .eq("sway_png", "640x480")
@@ -184,7 +162,7 @@ fn signals_and_a_failing_compositor_end_headless_cleanly() {
         r#"
 "$W" headless -- sh -c 'trap "echo got-TERM >$O/cmd; exit 0" TERM; echo started >$O/cmd; while :; do sleep 0.1; done' 2>"$O/et" &
 HP=$!
-i=0; while [ ! -s "$O/cmd" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+wait_file "$O/cmd"
 kill -TERM $HP
 wait $HP; status rc_term
 say cmd; cat "$O/cmd"

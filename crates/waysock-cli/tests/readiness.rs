@@ -6,21 +6,9 @@
 use std::time::Duration;
 
 use waysock_testkit::script::prelude;
-use waysock_testkit::{relocated, Needs, Out, Script, Stage};
+use waysock_testkit::{Needs, Scenario, Script, Stage};
 
 const PRELUDE: &str = r#"
-# The status of the command just before, as section $1.
-status() { r=$?; say "$1"; echo $r; }
-# Waits at most $2 tenths of a second for pid $1 to end.
-wait_end() { i=0; while alive "$1" && [ $i -lt "$2" ]; do sleep 0.1; i=$((i+1)); done; }
-# Waits at most 15 s for file $1 to have content.
-wait_file() { i=0; while [ ! -s "$1" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; }
-# Ends background pid $1: TERM, 5 s, KILL; its status as section rc_$2.
-finish() {
-  if alive "$1"; then kill -TERM "$1"; wait_end "$1" 50; fi
-  if alive "$1"; then kill -KILL "$1"; fi
-  wait "$1"; r=$?; say "rc_$2"; echo $r
-}
 # wayland-info through `waysock exec` with ARGS: "STATUS ok" when it saw wl_compositor.
 info() {
   timeout 10 "$W" exec "$@" -- wayland-info >"$O/info.out" 2>"$O/info.err"; r=$?
@@ -28,30 +16,19 @@ info() {
 }
 "#;
 
-struct Case {
-    stage: Stage,
-    script: Script,
-}
-
-fn case(test: &'static str, programs: &[&str]) -> Option<Case> {
+fn case(test: &'static str, programs: &[&str]) -> Option<Scenario> {
     if !Needs::new(test).namespaces().programs(programs).met() {
         return None;
     }
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
-    let stage = Stage::new("ready").private_tmp().home().install(bin);
-    let w = format!("{}/bin/waysock", stage.m());
-    let stage = stage.with(|s| s.private_pids().private_network().env("W", w));
+    let stage = Stage::waysock("ready", env!("CARGO_BIN_EXE_waysock"))
+        .private_tmp()
+        .home();
     let script = Script::new(test)
         .prelude(prelude::BASE)
+        .prelude(prelude::WAIT)
         .prelude(PRELUDE)
         .limit(Duration::from_secs(90));
-    Some(Case { stage, script })
-}
-
-impl Case {
-    fn run(&self, body: &str) -> Out {
-        self.script.run(self.stage.sandbox(), body)
-    }
+    Some(Scenario { stage, script })
 }
 
 /// `--ready-fd 3` gets one line, the endpoint, only once the display answers (a client run
@@ -78,11 +55,11 @@ RP=$!
 timeout 20 cat "$O/ready" >"$O/line"; status ready_status
 say line; cat "$O/line"
 say info_at_ready; info
-sleep 0.3
+i=0; while ! grep -q READY=1 "$O/notes" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 say notes_up; cat "$O/notes"
 say stdout; cat "$O/stdout"
 finish $RP run
-sleep 0.3
+i=0; while ! grep -q STOPPING=1 "$O/notes" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 say notes_end; cat "$O/notes"
 kill $SP 2>/dev/null
 say stderr; cat "$O/stderr"

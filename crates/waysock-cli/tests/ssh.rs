@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use waysock_testkit::script::prelude;
-use waysock_testkit::{built_shim, relocated, Needs, Out, Script, Stage, TEST_USER};
+use waysock_testkit::{Needs, Scenario, Script, Stage, TEST_USER};
 
 /// Root-side setup: keys, sshd's config, sshd itself (until the namespace ends), `waysock` on
 /// the remote PATH. `$K` holds the keys; the user key belongs to the test user.
@@ -32,7 +32,6 @@ K=$M/ssh
 # ssh's options and destination, word-split on use; the user's config is not read.
 SSH="-F /dev/null -i $K/user_key -o UserKnownHostsFile=$K/known_hosts -o BatchMode=yes -p 2222 wstest@127.0.0.1"
 export SSH O K W
-status() { r=$?; say "$1"; echo $r; }
 # Shell functions for the scripts run under `waysock headless` too (`. "$O/fn.sh"`).
 cat >"$O/fn.sh" <<'EOF'
 # Running and not a zombie (kill -0 succeeds on a zombie).
@@ -47,12 +46,7 @@ EOF
 . "$O/fn.sh"
 "#;
 
-struct Case {
-    stage: Stage,
-    script: Script,
-}
-
-fn case(test: &'static str, programs: &[&str]) -> Option<Case> {
+fn case(test: &'static str, programs: &[&str]) -> Option<Scenario> {
     let mut all = vec!["ssh", "ssh-keygen", "ssh-keyscan", "timeout", "pgrep"];
     all.extend_from_slice(programs);
     if !Needs::new(test)
@@ -65,30 +59,17 @@ fn case(test: &'static str, programs: &[&str]) -> Option<Case> {
     {
         return None;
     }
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
-    let mut stage = Stage::new("ssh").private_tmp().home().install(bin);
-    if let Some(shim) = built_shim(bin) {
-        stage = stage.install(&shim);
-    }
-    let w = format!("{}/bin/waysock", stage.m());
-    let stage = stage.owned_by(TEST_USER).with(|s| {
-        s.private_pids()
-            .private_network()
-            .sh(SSHD)
-            .env("W", w)
-            .as_user(TEST_USER)
-    });
+    let stage = Stage::waysock("ssh", env!("CARGO_BIN_EXE_waysock"))
+        .private_tmp()
+        .home()
+        .owned_by(TEST_USER)
+        .with(|s| s.sh(SSHD).as_user(TEST_USER));
     let script = Script::new(test)
         .prelude(prelude::BASE)
+        .prelude(prelude::WAIT)
         .prelude(PRELUDE)
         .limit(Duration::from_secs(150));
-    Some(Case { stage, script })
-}
-
-impl Case {
-    fn run(&self, body: &str) -> Out {
-        self.script.run(self.stage.sandbox(), body)
-    }
+    Some(Scenario { stage, script })
 }
 
 /// Through a real sshd, with weston here: `wayland-info` on the remote side lists

@@ -9,7 +9,8 @@
 //!   binary itself stays untouched and multi-threaded), and [`Stage`], a sandbox with a
 //!   scratch tmpfs for scripted scenarios.
 //! - [`script`]: scripted scenarios ([`Script`]: prelude pieces, body, epilogue) and their
-//!   `@@` sections ([`Out`]: `eq`, `contains`, `lacks`, `absent`, `json`, `fail`).
+//!   `@@` sections ([`Out`]: `eq`, `contains`, `lacks`, `absent`, `json`, `fail`); a
+//!   [`Scenario`] is a [`Stage`] and the script its bodies run with.
 //! - [`proc`]: processes ([`run_command`] and [`Run`], which dumps argv, environment, status
 //!   and output when an assertion fails; [`Proc`], [`Weston`], [`wait_for`], [`relocated`]).
 //! - [`fs`]: scratch dirs, modes, stale sockets, snapshots of a tree.
@@ -38,6 +39,6 @@ pub use proc::{
     built_shim, relocated, run_command, wait_for, wayland_info, Proc, Run, Weston, SHIM,
 };
 pub use sandbox::{Sandbox, Stage};
-pub use script::{sections, Out, Script};
+pub use script::{sections, Out, Scenario, Script};
 pub use stats::{median, percentile};
 pub use users::{intruder, test_user, INTRUDER, TEST_USER};

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::fs::{set_mode, Scratch};
-use crate::proc::{run_command, Run};
+use crate::proc::{built_shim, relocated, run_command, Run};
 
 /// One command in a fresh mount namespace.
 #[derive(Debug, Clone, Default)]
@@ -164,6 +164,19 @@ impl Stage {
             m,
             sandbox,
         }
+    }
+
+    /// A stage for waysock's own scenarios: [`Stage::new`], then `bin` (the waysock under
+    /// test, by way of [`relocated`]) and the preload shim built beside it copied to `$M/bin/`,
+    /// `$W` naming that copy of waysock, and private pid and network namespaces.
+    pub fn waysock(prefix: &str, bin: &str) -> Stage {
+        let bin = relocated(bin);
+        let mut stage = Stage::new(prefix).install(bin);
+        if let Some(shim) = built_shim(bin) {
+            stage = stage.install(&shim);
+        }
+        let w = format!("{}/bin/waysock", stage.m);
+        stage.with(|s| s.private_pids().private_network().env("W", w))
     }
 
     /// The scratch tmpfs mount point (`$M`), as commands inside see it.

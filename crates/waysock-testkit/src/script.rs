@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::proc::{run_command, Run};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, Stage};
 
 /// Shell pieces scripts share.
 pub mod prelude {
@@ -24,6 +24,30 @@ WESTON="weston --backend=headless-backend.so --idle-time=0 --no-config"
 say() { echo "@@$1"; }
 # Running and not a zombie (kill -0 succeeds on a zombie).
 alive() { st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ]; }
+"#;
+
+    /// After [`BASE`]: `status NAME` (the status of the command just before, as section
+    /// `NAME`), bounded waits (`wait_end PID TENTHS`, `wait_for PATH`: 10 s for it to exist,
+    /// `wait_file PATH`: 15 s for it to have content) and `finish PID [NAME]` (ends a
+    /// background pid: TERM, 5 s, then KILL, said as section `hung`; its status as section
+    /// `rc_NAME`, or `rc` without a name, and in `$rc`).
+    pub const WAIT: &str = r#"
+status() { r=$?; say "$1"; echo $r; }
+wait_end() { i=0; while alive "$1" && [ $i -lt "$2" ]; do sleep 0.1; i=$((i+1)); done; }
+wait_for() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }
+wait_file() { i=0; while [ ! -s "$1" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; }
+finish() {
+  if alive "$1"; then kill -TERM "$1"; wait_end "$1" 50; fi
+  if alive "$1"; then say hung; echo "ignored SIGTERM for 5 s"; kill -KILL "$1"; fi
+  wait "$1"; rc=$?; say "rc${2:+_$2}"; echo $rc
+}
+"#;
+
+    /// `V CMD…`: CMD as the user `$VICTIM` (its groups, `HOME=$M/home`); `VB CMD… &` the same
+    /// in the background (the subshell becomes the command, so `$!` is its pid).
+    pub const VICTIM: &str = r#"
+V() { setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
+VB() { exec setpriv --reuid="$VICTIM" --regid="$VICTIM" --init-groups env HOME="$M/home" "$@"; }
 "#;
 }
 
@@ -102,6 +126,22 @@ impl Script {
     pub fn run(&self, sandbox: &Sandbox, body: &str) -> Out {
         let run = run_command(sandbox.command("sh", &["-c", &self.text(body)]), self.limit);
         Out::new(&self.test, run)
+    }
+}
+
+/// A stage and the script its scenarios run with.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Where the scripts run.
+    pub stage: Stage,
+    /// The template (prelude, epilogue, limit) each body is run with.
+    pub script: Script,
+}
+
+impl Scenario {
+    /// Runs `body` on the stage with the script's prelude and epilogue.
+    pub fn run(&self, body: &str) -> Out {
+        self.script.run(self.stage.sandbox(), body)
     }
 }
 
