@@ -30,23 +30,23 @@
 // Shared-memory pools must be mapped, as every compositor and shm client does.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::mm::{MapFlags, ProtFlags};
-use waysock_testkit::proc::descendants;
-use waysock_testkit::{free_port, median};
+use waysock_testkit::median;
 
-const BIN: &str = env!("CARGO_BIN_EXE_waysock");
+use common::{cpu_seconds, human_bytes, in_path, version_of, Procs};
+
 const WIDTH: usize = 1920;
 const HEIGHT: usize = 1080;
 const STRIDE: usize = WIDTH * 4;
@@ -660,14 +660,6 @@ mod client {
 
 // ---- processes and counters --------------------------------------------------------------
 
-/// CPU seconds used so far by this process and all its descendants.
-fn cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let mut pids = descendants(me);
-    pids.push(me);
-    waysock_testkit::proc::cpu_seconds(&pids)
-}
-
 /// Payload bytes both ways on the established TCP connections to `port` (the dialing end's
 /// socket: `bytes_sent + bytes_received` from `ss -ti`).
 fn wire_bytes(port: u16) -> Option<u64> {
@@ -691,84 +683,6 @@ fn wire_bytes(port: u16) -> Option<u64> {
         }
     }
     seen.then_some(total)
-}
-
-/// Whether something listens on 127.0.0.1:`port` (from `/proc/net/tcp`).
-fn listening(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .map(|t| {
-            t.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
-            })
-        })
-        .unwrap_or(false)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> io::Result<()> {
-    waysock_testkit::wait_for(timeout, || ok().then_some(())).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timed out waiting for {what}"),
-        )
-    })
-}
-
-/// Helper processes of one transport; killed (with their descendants, by pid) on drop.
-struct Procs {
-    children: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
-
-impl Procs {
-    fn new() -> Procs {
-        Procs {
-            children: Vec::new(),
-            logs: Vec::new(),
-        }
-    }
-
-    fn spawn(&mut self, dir: &Path, name: &str, cmd: &mut Command) -> io::Result<()> {
-        let log = dir.join(format!("{name}.log"));
-        let f = File::create(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
-        self.children.push(child);
-        self.logs.push(log);
-        Ok(())
-    }
-
-    fn check_alive(&mut self) -> io::Result<()> {
-        for (c, log) in self.children.iter_mut().zip(&self.logs) {
-            if let Ok(Some(st)) = c.try_wait() {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(io::Error::other(format!(
-                    "{} exited ({st}):\n{text}",
-                    log.display()
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            for pid in descendants(c.id()) {
-                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-                }
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 // ---- transports --------------------------------------------------------------------------
@@ -802,50 +716,15 @@ struct Running {
 
 fn start(t: &Transport, dir: &Path, compositor: &Path, token: &Path) -> io::Result<Running> {
     let mut procs = Procs::new();
-    match t.kind {
-        Kind::Direct => Ok(Running {
-            display: compositor.to_path_buf(),
-            port: None,
-            procs,
-        }),
+    let (display, port) = match t.kind {
+        Kind::Direct => (compositor.to_path_buf(), None),
         Kind::Waysock => {
-            let port = free_port()?;
-            let display = dir.join("wayland-bridge");
-            procs.spawn(
-                dir,
-                "bridge-compositor-end",
-                Command::new(BIN)
-                    .arg("bridge")
-                    .arg(format!("--listen=tcp:127.0.0.1:{port}"))
-                    .arg(format!("--connect=unix:{}", compositor.display()))
-                    .arg("--token-file")
-                    .arg(token)
-                    .args(t.bridge_args),
-            )?;
-            wait_for("the compositor end", Duration::from_secs(10), || {
-                listening(port) || procs.check_alive().is_err()
+            let mut port = None;
+            let display = procs.bridge(dir, compositor, token, t.bridge_args, |p| {
+                port = Some(p);
+                Ok(p)
             })?;
-            procs.check_alive()?;
-            procs.spawn(
-                dir,
-                "bridge-client-end",
-                Command::new(BIN)
-                    .arg("bridge")
-                    .arg(format!("--listen=unix:{}", display.display()))
-                    .arg(format!("--connect=tcp:127.0.0.1:{port}"))
-                    .arg("--token-file")
-                    .arg(token)
-                    .args(t.bridge_args),
-            )?;
-            wait_for("the client end", Duration::from_secs(10), || {
-                display.exists() || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            Ok(Running {
-                display,
-                port: Some(port),
-                procs,
-            })
+            (display, port)
         }
         Kind::Waypipe08 | Kind::Waypipe011 => {
             let wp = t.waypipe.clone().unwrap_or_default();
@@ -855,80 +734,19 @@ fn start(t: &Transport, dir: &Path, compositor: &Path, token: &Path) -> io::Resu
                 (_, false) => "wp011",
                 (_, true) => "wp011nd",
             };
-            let nodelay = if t.nodelay { ",nodelay" } else { "" };
-            let port = free_port()?;
-            let client_sock = dir.join(format!("{tag}-client.sock"));
-            let server_sock = dir.join(format!("{tag}-server.sock"));
-            let display_name = format!("wayland-{tag}");
-            let display = dir.join(&display_name);
-            let comp_name = compositor
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_default();
-            // Compositor side: waypipe client, reached over TCP through socat.
-            procs.spawn(
-                dir,
-                &format!("{tag}-client"),
-                Command::new(&wp)
-                    .env("XDG_RUNTIME_DIR", dir)
-                    .env("WAYLAND_DISPLAY", &comp_name)
-                    .arg("--no-gpu")
-                    .arg("--socket")
-                    .arg(&client_sock)
-                    .arg("client"),
-            )?;
-            wait_for("waypipe client", Duration::from_secs(10), || {
-                client_sock.exists() || procs.check_alive().is_err()
+            let mut port = None;
+            let display = procs.waypipe(dir, compositor, &wp, tag, &[], t.nodelay, |p| {
+                port = Some(p);
+                Ok(p)
             })?;
-            procs.check_alive()?;
-            procs.spawn(
-                dir,
-                &format!("{tag}-socat-listen"),
-                Command::new("socat")
-                    .arg(format!(
-                        "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork{nodelay}"
-                    ))
-                    .arg(format!("UNIX-CONNECT:{}", client_sock.display())),
-            )?;
-            wait_for("socat", Duration::from_secs(10), || {
-                listening(port) || procs.check_alive().is_err()
-            })?;
-            // Client side: socat from a Unix socket to TCP, and waypipe server.
-            procs.spawn(
-                dir,
-                &format!("{tag}-socat-connect"),
-                Command::new("socat")
-                    .arg(format!("UNIX-LISTEN:{},fork", server_sock.display()))
-                    .arg(format!("TCP:127.0.0.1:{port}{nodelay}")),
-            )?;
-            wait_for("socat", Duration::from_secs(10), || {
-                server_sock.exists() || procs.check_alive().is_err()
-            })?;
-            procs.spawn(
-                dir,
-                &format!("{tag}-server"),
-                Command::new(&wp)
-                    .env("XDG_RUNTIME_DIR", dir)
-                    .arg("--no-gpu")
-                    .arg("--socket")
-                    .arg(&server_sock)
-                    .arg("--display")
-                    .arg(&display_name)
-                    .arg("server")
-                    .arg("--")
-                    .args(["sleep", "600"]),
-            )?;
-            wait_for("waypipe server", Duration::from_secs(10), || {
-                display.exists() || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            Ok(Running {
-                display,
-                port: Some(port),
-                procs,
-            })
+            (display, port)
         }
-    }
+    };
+    Ok(Running {
+        display,
+        port,
+        procs,
+    })
 }
 
 // ---- measurement -------------------------------------------------------------------------
@@ -1023,44 +841,6 @@ fn measure(
 
 // ---- report ------------------------------------------------------------------------------
 
-fn version_of(bin: &Path) -> Option<String> {
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    text.lines()
-        .find_map(|l| l.strip_prefix("waypipe ").map(|v| v.trim().to_string()))
-}
-
-fn in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    format!("{cpus} CPUs (nproc), {model}, Linux {kernel}, load average {load} at the end")
-}
-
 fn cell(r: &Result_, f: impl Fn(&Result_) -> Option<String>) -> String {
     if let Some(e) = &r.error {
         let _ = e;
@@ -1139,16 +919,6 @@ fn table(transports: &[Transport], results: &[Result_]) -> String {
     s
 }
 
-fn human_bytes(b: f64) -> String {
-    if b >= 1e6 {
-        format!("{:.2} MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kB", b / 1e3)
-    } else {
-        format!("{b:.0} B")
-    }
-}
-
 /// The targets, against waypipe 0.11 measured in the same run (each socat variant).
 fn targets(transports: &[Transport], results: &[Result_]) -> String {
     let measured = |t: &Transport, r: &Result_| t.skip.is_none() && r.error.is_none();
@@ -1215,20 +985,6 @@ fn targets(transports: &[Transport], results: &[Result_]) -> String {
 
 // ---- main --------------------------------------------------------------------------------
 
-fn scratch_dir() -> io::Result<PathBuf> {
-    let base = std::env::temp_dir().join(format!(
-        "waysock-bench-bridge-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir(&base)?;
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))?;
-    Ok(base)
-}
-
 fn bench(full: bool) -> io::Result<bool> {
     let plan = if full {
         Plan {
@@ -1245,10 +1001,7 @@ fn bench(full: bool) -> io::Result<bool> {
             warmup: Duration::from_millis(50),
         }
     };
-    let dir = scratch_dir()?;
-    let token = dir.join("token");
-    std::fs::write(&token, b"waysock-bench-token-0123456789abcdef")?;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    let (dir, token) = common::scratch_dir("bridge")?;
     let compositor_path = dir.join("wayland-compositor");
     let checks = Arc::new(compositor::Checks::default());
     let compositor = compositor::start(UnixListener::bind(&compositor_path)?, Arc::clone(&checks))?;
@@ -1355,10 +1108,10 @@ fn bench(full: bool) -> io::Result<bool> {
 
     let table = table(&transports, &results);
     let targets = targets(&transports, &results);
+    let machine = common::machine(&format!("{} at the end", common::load()));
     println!("\n{table}\n{targets}");
     println!(
-        "machine: {}; measured in {:.0} s",
-        machine(),
+        "machine: {machine}; measured in {:.0} s",
         elapsed.as_secs_f64()
     );
 
@@ -1382,7 +1135,7 @@ fn bench(full: bool) -> io::Result<bool> {
         }
     }
     if full && ok && only.is_none() {
-        write_doc(&transports, &table, &targets, elapsed)?;
+        write_doc(&transports, &machine, &table, &targets, elapsed)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
@@ -1399,31 +1152,15 @@ const END: &str = "<!-- end of the generated part -->";
 /// measured. The prose around it is hand-written and states no figures.
 fn write_doc(
     transports: &[Transport],
+    machine: &str,
     table: &str,
     targets: &str,
     elapsed: Duration,
 ) -> io::Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PERFORMANCE.md");
-    let doc = std::fs::read_to_string(&path)?;
-    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-        return Err(io::Error::other(format!(
-            "{}: the generated part's marker lines are missing",
-            path.display()
-        )));
-    };
-    if e < b {
-        return Err(io::Error::other(format!(
-            "{}: the marker lines are out of order",
-            path.display()
-        )));
-    }
     let mut md = String::new();
-    md.push_str(&doc[..b + BEGIN.len()]);
-    md.push_str("\n\n");
     let _ = writeln!(
         md,
-        "Machine: {}. Whole run {:.0} s.\n",
-        machine(),
+        "Machine: {machine}. Whole run {:.0} s.\n",
         elapsed.as_secs_f64()
     );
     md.push_str(table);
@@ -1438,23 +1175,9 @@ fn write_doc(
         let _ = writeln!(md, "\nNot measured in this run: {}.", skipped.join(", "));
     }
     md.push('\n');
-    md.push_str(&doc[e..]);
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    common::write_generated(BEGIN, END, &md)
 }
 
 fn main() -> ExitCode {
-    let full = std::env::args().any(|a| a == "--bench");
-    match bench(full) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("bridge bench: FAILED (see above)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("bridge bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run("bridge", bench)
 }

@@ -57,26 +57,26 @@
 // Shared-memory pools must be mapped, as every compositor and shm client does.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustix::mm::{MapFlags, ProtFlags};
-use waysock_testkit::proc::descendants;
 use waysock_testkit::stats::{median, percentile};
 
-const BIN: &str = env!("CARGO_BIN_EXE_waysock");
+use common::{cpu_seconds, human_bytes, in_path, version_of, Procs};
+
 const W: usize = 1920;
 const H: usize = 1080;
 
@@ -1348,94 +1348,6 @@ fn pump(
     let _ = tx.send((link_free + link.delay, Vec::new()));
 }
 
-// ---- processes and counters --------------------------------------------------------------
-
-/// CPU seconds used so far by this process and all its descendants.
-fn cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let mut pids = descendants(me);
-    pids.push(me);
-    waysock_testkit::proc::cpu_seconds(&pids)
-}
-
-/// Whether something listens on 127.0.0.1:`port` (from `/proc/net/tcp`).
-fn listening(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .map(|t| {
-            t.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
-            })
-        })
-        .unwrap_or(false)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> io::Result<()> {
-    waysock_testkit::wait_for(timeout, || ok().then_some(())).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timed out waiting for {what}"),
-        )
-    })
-}
-
-/// Helper processes of one peer; killed (with their descendants, by pid) on drop.
-struct Procs {
-    children: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
-
-impl Procs {
-    fn new() -> Procs {
-        Procs {
-            children: Vec::new(),
-            logs: Vec::new(),
-        }
-    }
-
-    fn spawn(&mut self, dir: &Path, name: &str, cmd: &mut Command) -> io::Result<()> {
-        let log = dir.join(format!("{name}.log"));
-        let f = File::create(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
-        self.children.push(child);
-        self.logs.push(log);
-        Ok(())
-    }
-
-    fn check_alive(&mut self) -> io::Result<()> {
-        for (c, log) in self.children.iter_mut().zip(&self.logs) {
-            if let Ok(Some(st)) = c.try_wait() {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(io::Error::other(format!(
-                    "{} exited ({st}):\n{text}",
-                    log.display()
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            for pid in descendants(c.id()) {
-                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-                }
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 // ---- peers -------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -1484,52 +1396,17 @@ fn start(
     token: &Path,
 ) -> io::Result<Running> {
     let mut procs = Procs::new();
-    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    match peer {
-        Peer::Direct => Ok(Running {
-            display: compositor.to_path_buf(),
-            relay: None,
-            procs,
-        }),
-        Peer::Waysock => {
-            let port = waysock_testkit::free_port()?;
-            let display = dir.join("wayland-bridge");
-            let _ = std::fs::remove_file(&display);
-            procs.spawn(
-                dir,
-                "bridge-compositor-end",
-                Command::new(BIN)
-                    .arg("bridge")
-                    .arg(format!("--listen=tcp:127.0.0.1:{port}"))
-                    .arg(format!("--connect=unix:{}", compositor.display()))
-                    .arg("--token-file")
-                    .arg(token),
-            )?;
-            wait_for("the compositor end", Duration::from_secs(10), || {
-                listening(port) || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            let relay = Relay::start(profile, local(port))?;
-            procs.spawn(
-                dir,
-                "bridge-client-end",
-                Command::new(BIN)
-                    .arg("bridge")
-                    .arg(format!("--listen=unix:{}", display.display()))
-                    .arg(format!("--connect=tcp:127.0.0.1:{}", relay.port))
-                    .arg("--token-file")
-                    .arg(token),
-            )?;
-            wait_for("the client end", Duration::from_secs(10), || {
-                display.exists() || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            Ok(Running {
-                display,
-                relay: Some(relay),
-                procs,
-            })
-        }
+    let mut relay = None;
+    // The link, in front of the port the compositor side listens on.
+    let hop = |port: u16| {
+        let r = Relay::start(profile, SocketAddr::from(([127, 0, 0, 1], port)))?;
+        let port = r.port;
+        relay = Some(r);
+        Ok(port)
+    };
+    let display = match peer {
+        Peer::Direct => compositor.to_path_buf(),
+        Peer::Waysock => procs.bridge(dir, compositor, token, &[], hop)?,
         Peer::WaypipeLz4 | Peer::WaypipeZstd => {
             let wp = waypipe.ok_or_else(|| io::Error::other("no waypipe"))?;
             let (tag, compress) = if peer == Peer::WaypipeLz4 {
@@ -1537,83 +1414,23 @@ fn start(
             } else {
                 ("wpzstd", "zstd")
             };
-            let port = waysock_testkit::free_port()?;
-            let client_sock = dir.join(format!("{tag}-client.sock"));
-            let server_sock = dir.join(format!("{tag}-server.sock"));
-            let display_name = format!("wayland-{tag}");
-            let display = dir.join(&display_name);
-            for p in [&client_sock, &server_sock, &display] {
-                let _ = std::fs::remove_file(p);
-            }
-            let comp_name = compositor
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_default();
-            // Compositor side: waypipe client on a Unix socket, socat from TCP to it.
-            procs.spawn(
+            // nodelay: waypipe over ssh runs with `TCP_NODELAY`.
+            procs.waypipe(
                 dir,
-                &format!("{tag}-client"),
-                Command::new(wp)
-                    .env("XDG_RUNTIME_DIR", dir)
-                    .env("WAYLAND_DISPLAY", &comp_name)
-                    .args(["--no-gpu", "--compress", compress, "--socket"])
-                    .arg(&client_sock)
-                    .arg("client"),
-            )?;
-            wait_for("waypipe client", Duration::from_secs(10), || {
-                client_sock.exists() || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            procs.spawn(
-                dir,
-                &format!("{tag}-socat-listen"),
-                Command::new("socat")
-                    .arg(format!(
-                        "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"
-                    ))
-                    .arg(format!("UNIX-CONNECT:{}", client_sock.display())),
-            )?;
-            wait_for("socat", Duration::from_secs(10), || {
-                listening(port) || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            // The link.
-            let relay = Relay::start(profile, local(port))?;
-            // Client side: socat from a Unix socket to TCP, and waypipe server.
-            procs.spawn(
-                dir,
-                &format!("{tag}-socat-connect"),
-                Command::new("socat")
-                    .arg(format!("UNIX-LISTEN:{},fork", server_sock.display()))
-                    .arg(format!("TCP:127.0.0.1:{},nodelay", relay.port)),
-            )?;
-            wait_for("socat", Duration::from_secs(10), || {
-                server_sock.exists() || procs.check_alive().is_err()
-            })?;
-            procs.spawn(
-                dir,
-                &format!("{tag}-server"),
-                Command::new(wp)
-                    .env("XDG_RUNTIME_DIR", dir)
-                    .args(["--no-gpu", "--compress", compress, "--socket"])
-                    .arg(&server_sock)
-                    .arg("--display")
-                    .arg(&display_name)
-                    .arg("server")
-                    .arg("--")
-                    .args(["sleep", "600"]),
-            )?;
-            wait_for("waypipe server", Duration::from_secs(10), || {
-                display.exists() || procs.check_alive().is_err()
-            })?;
-            procs.check_alive()?;
-            Ok(Running {
-                display,
-                relay: Some(relay),
-                procs,
-            })
+                compositor,
+                wp,
+                tag,
+                &["--compress", compress],
+                true,
+                hop,
+            )?
         }
-    }
+    };
+    Ok(Running {
+        display,
+        relay,
+        procs,
+    })
 }
 
 // ---- measurement -------------------------------------------------------------------------
@@ -1887,53 +1704,6 @@ fn measure_ceiling(secs: f64) -> Vec<Ceiling> {
 }
 
 // ---- report ------------------------------------------------------------------------------
-
-fn version_of(bin: &Path) -> Option<String> {
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    text.lines()
-        .find_map(|l| l.strip_prefix("waypipe ").map(|v| v.trim().to_string()))
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn machine(load_start: &str) -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    format!(
-        "{cpus} CPUs (nproc), {model}, Linux {kernel}, load average {load_start} at the start \
-         and {} at the end",
-        load()
-    )
-}
-
-fn human_bytes(b: f64) -> String {
-    if b >= 1e6 {
-        format!("{:.2} MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kB", b / 1e3)
-    } else {
-        format!("{b:.0} B")
-    }
-}
 
 struct Report<'a> {
     results: &'a Results,
@@ -2251,25 +2021,6 @@ fn ceiling_table(rows: &[Ceiling]) -> String {
 
 // ---- main --------------------------------------------------------------------------------
 
-fn scratch_dir() -> io::Result<PathBuf> {
-    let base = std::env::temp_dir().join(format!(
-        "waysock-bench-link-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir(&base)?;
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))?;
-    Ok(base)
-}
-
-fn in_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
 /// Keeps the indices whose key contains one of `words`, unless no key does.
 fn filter(keys: &[&str], words: &[String]) -> Vec<usize> {
     let hit: Vec<usize> = (0..keys.len())
@@ -2283,7 +2034,7 @@ fn filter(keys: &[&str], words: &[String]) -> Vec<usize> {
 }
 
 fn bench(full: bool) -> io::Result<bool> {
-    let load_start = load();
+    let load_start = common::load();
     let plan = if full {
         Plan {
             rounds: 2,
@@ -2334,7 +2085,9 @@ fn bench(full: bool) -> io::Result<bool> {
             skip[i] = match &waypipe {
                 None => Some("not measured (set `WAYPIPE_011`)".into()),
                 Some(w) if !w.is_file() => Some(format!("not measured ({} missing)", w.display())),
-                Some(_) if !in_path("socat") => Some("not measured (no `socat` in PATH)".into()),
+                Some(_) if in_path("socat").is_none() => {
+                    Some("not measured (no `socat` in PATH)".into())
+                }
                 _ => None,
             };
         }
@@ -2350,10 +2103,7 @@ fn bench(full: bool) -> io::Result<bool> {
         Vec::new()
     };
 
-    let dir = scratch_dir()?;
-    let token = dir.join("token");
-    std::fs::write(&token, b"waysock-bench-token-0123456789abcdef")?;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    let (dir, token) = common::scratch_dir("link")?;
     let compositor_path = dir.join("wayland-compositor");
     let shared = Arc::new(Shared {
         content: Content::new(),
@@ -2443,7 +2193,10 @@ fn bench(full: bool) -> io::Result<bool> {
     } else {
         report.targets()
     };
-    let machine = machine(&load_start);
+    let machine = common::machine(&format!(
+        "{load_start} at the start and {} at the end",
+        common::load()
+    ));
     println!("\n{ceiling}\n{tables}\n{targets}");
     println!(
         "machine: {machine}; measured in {:.0} s",
@@ -2489,23 +2242,7 @@ fn write_doc(
     tables: &str,
     targets: &str,
 ) -> io::Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PERFORMANCE.md");
-    let doc = std::fs::read_to_string(&path)?;
-    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-        return Err(io::Error::other(format!(
-            "{}: the link bench's marker lines are missing",
-            path.display()
-        )));
-    };
-    if e < b {
-        return Err(io::Error::other(format!(
-            "{}: the link bench's marker lines are out of order",
-            path.display()
-        )));
-    }
     let mut md = String::new();
-    md.push_str(&doc[..b + BEGIN.len()]);
-    md.push_str("\n\n");
     let _ = writeln!(
         md,
         "Machine: {machine}. Whole run {:.0} s. Command: `WAYPIPE_011=… cargo bench -p \
@@ -2519,23 +2256,9 @@ fn write_doc(
     md.push_str("### Targets\n\n");
     md.push_str(targets);
     md.push('\n');
-    md.push_str(&doc[e..]);
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    common::write_generated(BEGIN, END, &md)
 }
 
 fn main() -> ExitCode {
-    let full = std::env::args().any(|a| a == "--bench");
-    match bench(full) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("link bench: FAILED (see above)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("link bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run("link", bench)
 }
