@@ -5,61 +5,17 @@
 //! translate, names each hidden global once with `-v`, and the clipboard works through it
 //! (`wl-copy`/`wl-paste` over wlr-data-control).
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use waysock_testkit::{is_root, program, relocated, run_command, skip, test_user, Scratch};
+use waysock_testkit::script::prelude;
+use waysock_testkit::{in_pid_namespace, relocated, sections, test_user, Needs, Netns, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// The network namespaces of one run, deleted on drop (even if the test panics).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// `$1` waysock, `$2` scratch dir, `$3`/`$4` the namespaces, `$5` a number for names and
-/// addresses, `$6` the uid sway runs as (sway refuses to start as root).
+/// After [`prelude::SWAY_BRIDGED`] (both bridges with `-v`).
 const SCRIPT: &str = r#"
-set -u
-W=$1; S=$2; A=$3; B=$4; X=$5; U=$6
-say() { echo "@@$1"; }
-# Waits up to 20 s for a line in a log.
-wait_log() { i=0; until grep -q "$2" "$1"; do i=$((i+1)); [ $i -gt 200 ] && return 1; sleep 0.1; done; }
-ip netns add $A || exit 90
-ip netns add $B || exit 90
-ip link add wsa$X netns $A type veth peer name wsb$X netns $B
-ip -n $A addr add 10.233.$X.1/24 dev wsa$X; ip -n $A link set wsa$X up; ip -n $A link set lo up
-ip -n $B addr add 10.233.$X.2/24 dev wsb$X; ip -n $B link set wsb$X up; ip -n $B link set lo up
-mkdir -m 700 $S/rt $S/c; chown $U:$U $S/rt
-head -c 32 /dev/urandom > $S/tok; chmod 600 $S/tok
-ip netns exec $A setpriv --reuid=$U --regid=$U --init-groups env -u WAYLAND_DISPLAY \
-  XDG_RUNTIME_DIR=$S/rt WLR_BACKENDS=headless WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
-  sway -c /dev/null >$S/sway.log 2>&1 &
-i=0; until ls $S/rt | grep -qE '^wayland-[0-9]+$'; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.1; done
-sock=$(ls $S/rt | grep -E '^wayland-[0-9]+$' | head -1)
-ip netns exec $A env -u WAYSOCK_LOG $W bridge -v --listen tcp:10.233.$X.1:7352 \
-  --connect unix:$S/rt/$sock --token-file $S/tok >$S/compositor-bridge.log 2>&1 &
-wait_log $S/compositor-bridge.log 'waysock bridge: tcp:'
-# B: its own network, and sway's runtime dir hidden under an empty tmpfs.
-inb() {
-  ip netns exec $B unshare -m sh -c "mount -t tmpfs -o mode=700 none $S/rt; exec \"\$@\"" sh "$@"
-}
-inb env -u WAYSOCK_LOG $W bridge -v --listen unix:$S/c/wayland-9 --connect tcp:10.233.$X.1:7352 \
-  --token-file $S/tok >$S/client-bridge.log 2>&1 &
-wait_log $S/client-bridge.log 'waysock bridge: unix:'
-client() { inb env XDG_RUNTIME_DIR=$S/c WAYLAND_DISPLAY=wayland-9 "$@"; }
-say isolated; client sh -c "ls $S/rt; ip -o addr show | grep -c 10.233.$X.1"
-say direct; ip netns exec $A setpriv --reuid=$U --regid=$U --init-groups env XDG_RUNTIME_DIR=$S/rt \
-  WAYLAND_DISPLAY=$sock timeout 20 wayland-info 2>&1 | grep -o "interface: '[a-z0-9_]*'" | sed "s/interface: //; s/'//g" | sort -u
+say isolated; client sh -c "ls $S/rt; ip -o addr show | grep -c $NET.$X.1"
+say direct; direct timeout 20 wayland-info 2>&1 | grep -o "interface: '[a-z0-9_]*'" | sed "s/interface: //; s/'//g" | sort -u
 say bridged; client timeout 20 wayland-info 2>&1 | grep -o "interface: '[a-z0-9_]*'" | sed "s/interface: //; s/'//g" | sort -u
 # A second client, to see that a hidden global is named once per bridge, not per client.
 client timeout 20 wayland-info >/dev/null 2>&1
@@ -76,53 +32,47 @@ say logs; for f in compositor-bridge client-bridge sway copy; do echo "--- $f"; 
 #[test]
 fn sway_globals_and_clipboard_cross_the_bridge_between_namespaces() {
     let name = "sway_globals_and_clipboard_cross_the_bridge_between_namespaces";
-    if !is_root() {
-        return skip(name, "needs root for network namespaces (CI runs as root)");
+    let met = Needs::new(name)
+        .root("needs root for network namespaces (CI runs as root)")
+        .programs(&[
+            "ip",
+            "unshare",
+            "setpriv",
+            "sway",
+            "wayland-info",
+            "wl-copy",
+            "wl-paste",
+            "timeout",
+        ])
+        .test_user()
+        .met();
+    if !met {
+        return;
     }
-    for p in [
-        "ip",
-        "unshare",
-        "setpriv",
-        "sway",
-        "wayland-info",
-        "wl-copy",
-        "wl-paste",
-        "timeout",
-    ] {
-        if let Err(why) = program(p) {
-            return skip(name, &why);
-        }
-    }
-    let (uid, _) = match test_user() {
-        Ok(u) => u,
-        Err(why) => return skip(name, &why),
-    };
+    let (uid, _) = test_user().expect("probed above");
     let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
     let scratch = Scratch::new("sway-bridge");
     waysock_testkit::set_mode(scratch.path(), 0o755);
     let pid = std::process::id();
     let x = (pid % 250 + 1).to_string();
-    let ns = Namespaces(vec![format!("wssw-{pid}-a"), format!("wssw-{pid}-b")]);
-    let mut cmd = Command::new("unshare");
-    // Every process of the run dies with the script (pid namespace).
-    cmd.args([
-        "-p",
-        "--fork",
-        "--kill-child",
-        "--",
-        "sh",
-        "-c",
-        SCRIPT,
-        "sh",
-    ])
-    .arg(bin)
-    .arg(scratch.path())
-    .args([&ns.0[0], &ns.0[1], &x, &uid.to_string()])
-    .env_remove("WAYLAND_DISPLAY")
-    .env_remove("WAYLAND_SOCKET")
-    .env_remove("DISPLAY");
-    let run = run_command(cmd, LIMIT);
-    let out = waysock_testkit::sections(&run.stdout());
+    let ns = Netns(vec![format!("wssw-{pid}-a"), format!("wssw-{pid}-b")]);
+    let script = format!(
+        "NET=10.233 PORT=7352 VETH=ws BRIDGE=-v\n{}{SCRIPT}",
+        prelude::SWAY_BRIDGED
+    );
+    let run = in_pid_namespace(
+        &script,
+        &[
+            bin.as_os_str(),
+            scratch.path().as_os_str(),
+            ns.0[0].as_ref(),
+            ns.0[1].as_ref(),
+            x.as_ref(),
+            uid.to_string().as_ref(),
+        ],
+        LIMIT,
+    );
+    let out = sections(&run.stdout());
     let sec = |s: &str| out.get(s).cloned().unwrap_or_default();
     let context = format!("{}\n--- logs:\n{}", run.context(), sec("logs"));
     assert_ne!(run.code(), Some(90), "cannot make namespaces\n{context}");

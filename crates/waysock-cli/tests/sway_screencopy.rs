@@ -4,61 +4,16 @@
 //! directly and through `waysock bridge` from another network namespace. The pixels must be
 //! identical, for the whole output and for a region.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use waysock_testkit::{relocated, run_command, test_user, Needs, Scratch};
+use waysock_testkit::script::prelude;
+use waysock_testkit::{in_pid_namespace, relocated, sections, test_user, Needs, Netns, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// The network namespaces of one run, deleted on drop (even if the test panics).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// `$1` waysock, `$2` scratch dir (holding `pattern.ppm`), `$3`/`$4` the namespaces, `$5` a
-/// number for names and addresses, `$6` the uid sway runs as (sway refuses to start as root).
-/// Leaves `direct*.ppm` and `bridged*.ppm` in the scratch dir.
+/// After [`prelude::SWAY_BRIDGED`], with `pattern.ppm` in the scratch dir. Leaves
+/// `direct*.ppm` and `bridged*.ppm` there.
 const SCRIPT: &str = r#"
-set -u
-W=$1; S=$2; A=$3; B=$4; X=$5; U=$6
-say() { echo "@@$1"; }
-wait_log() { i=0; until grep -q "$2" "$1"; do i=$((i+1)); [ $i -gt 200 ] && return 1; sleep 0.1; done; }
-ip netns add $A || exit 90
-ip netns add $B || exit 90
-ip link add wca$X netns $A type veth peer name wcb$X netns $B
-ip -n $A addr add 10.234.$X.1/24 dev wca$X; ip -n $A link set wca$X up; ip -n $A link set lo up
-ip -n $B addr add 10.234.$X.2/24 dev wcb$X; ip -n $B link set wcb$X up; ip -n $B link set lo up
-mkdir -m 700 $S/rt $S/c; chown $U:$U $S/rt
-head -c 32 /dev/urandom > $S/tok; chmod 600 $S/tok
-ip netns exec $A setpriv --reuid=$U --regid=$U --init-groups env -u WAYLAND_DISPLAY \
-  XDG_RUNTIME_DIR=$S/rt WLR_BACKENDS=headless WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
-  sway -c /dev/null >$S/sway.log 2>&1 &
-i=0; until ls $S/rt | grep -qE '^wayland-[0-9]+$'; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.1; done
-sock=$(ls $S/rt | grep -E '^wayland-[0-9]+$' | head -1)
-direct() {
-  ip netns exec $A setpriv --reuid=$U --regid=$U --init-groups env XDG_RUNTIME_DIR=$S/rt \
-    WAYLAND_DISPLAY=$sock "$@"
-}
-ip netns exec $A env -u WAYSOCK_LOG $W bridge --listen tcp:10.234.$X.1:7353 \
-  --connect unix:$S/rt/$sock --token-file $S/tok >$S/compositor-bridge.log 2>&1 &
-wait_log $S/compositor-bridge.log 'waysock bridge: tcp:'
-inb() {
-  ip netns exec $B unshare -m sh -c "mount -t tmpfs -o mode=700 none $S/rt; exec \"\$@\"" sh "$@"
-}
-inb env -u WAYSOCK_LOG $W bridge --listen unix:$S/c/wayland-9 --connect tcp:10.234.$X.1:7353 \
-  --token-file $S/tok >$S/client-bridge.log 2>&1 &
-wait_log $S/client-bridge.log 'waysock bridge: unix:'
-client() { inb env XDG_RUNTIME_DIR=$S/c WAYLAND_DISPLAY=wayland-9 "$@"; }
 # The known content: the pattern tiled over the output, drawn directly (not through the bridge).
 direct timeout 20 grim -t ppm - >$S/before.ppm
 direct swaybg -i $S/pattern.ppm -m tile >$S/swaybg.log 2>&1 &
@@ -155,26 +110,24 @@ fn grim_through_the_bridge_sees_the_pixels_grim_sees_directly() {
     waysock_testkit::set_mode(&scratch.path().join("pattern.ppm"), 0o644);
     let pid = std::process::id();
     let x = (pid % 250 + 1).to_string();
-    let ns = Namespaces(vec![format!("wssc-{pid}-a"), format!("wssc-{pid}-b")]);
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "-p",
-        "--fork",
-        "--kill-child",
-        "--",
-        "sh",
-        "-c",
-        SCRIPT,
-        "sh",
-    ])
-    .arg(bin)
-    .arg(scratch.path())
-    .args([&ns.0[0], &ns.0[1], &x, &uid.to_string()])
-    .env_remove("WAYLAND_DISPLAY")
-    .env_remove("WAYLAND_SOCKET")
-    .env_remove("DISPLAY");
-    let run = run_command(cmd, LIMIT);
-    let out = waysock_testkit::sections(&run.stdout());
+    let ns = Netns(vec![format!("wssc-{pid}-a"), format!("wssc-{pid}-b")]);
+    let script = format!(
+        "NET=10.234 PORT=7353 VETH=wc BRIDGE=\n{}{SCRIPT}",
+        prelude::SWAY_BRIDGED
+    );
+    let run = in_pid_namespace(
+        &script,
+        &[
+            bin.as_os_str(),
+            scratch.path().as_os_str(),
+            ns.0[0].as_ref(),
+            ns.0[1].as_ref(),
+            x.as_ref(),
+            uid.to_string().as_ref(),
+        ],
+        LIMIT,
+    );
+    let out = sections(&run.stdout());
     let sec = |s: &str| out.get(s).cloned().unwrap_or_default();
     let context = format!("{}\n--- logs:\n{}", run.context(), sec("logs"));
     assert_ne!(run.code(), Some(90), "cannot make namespaces\n{context}");

@@ -234,3 +234,40 @@ impl Stage {
         self.with(|s| s.sh(line))
     }
 }
+
+/// Network namespaces a test makes (`ip netns add`), deleted on drop (even if the test panics).
+#[derive(Debug)]
+pub struct Netns(pub Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Runs `script` with `sh -c` in a private pid namespace (every process it starts dies with
+/// it), `args` as `$1`…, without the caller's `WAYLAND_DISPLAY`, `WAYLAND_SOCKET` and
+/// `DISPLAY`; killed after `limit`.
+pub fn in_pid_namespace(script: &str, args: &[&std::ffi::OsStr], limit: Duration) -> Run {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-p",
+        "--fork",
+        "--kill-child",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .args(args)
+    .env_remove("WAYLAND_DISPLAY")
+    .env_remove("WAYLAND_SOCKET")
+    .env_remove("DISPLAY");
+    run_command(cmd, limit)
+}

@@ -43,6 +43,51 @@ finish() {
 }
 "#;
 
+    /// Headless sway and `waysock bridge` at both ends of a veth pair between two network
+    /// namespaces, for a script run by [`in_pid_namespace`](crate::in_pid_namespace) with `$1`
+    /// waysock, `$2` a scratch dir (0755), `$3`/`$4` the namespaces A and B (made here; the
+    /// script exits 90 if it cannot), `$5` a number for names and addresses, `$6` the uid sway
+    /// runs as (it refuses root). Set before it: `NET` (`10.N`: A is `$NET.$X.1`), `PORT` (the
+    /// bridge's on A), `VETH` (a prefix for the veth names) and `BRIDGE` (extra options of both
+    /// bridges). After it: `say`, `wait_log LOG TEXT`, `$sock` (sway's display in `$S/rt`),
+    /// `direct CMD…` (a client of sway in A), `client CMD…` (a client of the bridge in B, where
+    /// neither sway's socket nor A's network is in reach); logs `$S/sway.log`,
+    /// `$S/compositor-bridge.log` and `$S/client-bridge.log`.
+    pub const SWAY_BRIDGED: &str = r#"
+set -u
+W=$1; S=$2; A=$3; B=$4; X=$5; U=$6
+say() { echo "@@$1"; }
+# Waits up to 20 s for a line in a log.
+wait_log() { i=0; until grep -q "$2" "$1"; do i=$((i+1)); [ $i -gt 200 ] && return 1; sleep 0.1; done; }
+ip netns add $A || exit 90
+ip netns add $B || exit 90
+ip link add ${VETH}a$X netns $A type veth peer name ${VETH}b$X netns $B
+ip -n $A addr add $NET.$X.1/24 dev ${VETH}a$X; ip -n $A link set ${VETH}a$X up; ip -n $A link set lo up
+ip -n $B addr add $NET.$X.2/24 dev ${VETH}b$X; ip -n $B link set ${VETH}b$X up; ip -n $B link set lo up
+mkdir -m 700 $S/rt $S/c; chown $U:$U $S/rt
+head -c 32 /dev/urandom > $S/tok; chmod 600 $S/tok
+ip netns exec $A setpriv --reuid=$U --regid=$U --init-groups env -u WAYLAND_DISPLAY \
+  XDG_RUNTIME_DIR=$S/rt WLR_BACKENDS=headless WLR_LIBINPUT_NO_DEVICES=1 WLR_RENDERER=pixman \
+  sway -c /dev/null >$S/sway.log 2>&1 &
+i=0; until ls $S/rt | grep -qE '^wayland-[0-9]+$'; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.1; done
+sock=$(ls $S/rt | grep -E '^wayland-[0-9]+$' | head -1)
+direct() {
+  ip netns exec $A setpriv --reuid=$U --regid=$U --init-groups env XDG_RUNTIME_DIR=$S/rt \
+    WAYLAND_DISPLAY=$sock "$@"
+}
+ip netns exec $A env -u WAYSOCK_LOG $W bridge $BRIDGE --listen tcp:$NET.$X.1:$PORT \
+  --connect unix:$S/rt/$sock --token-file $S/tok >$S/compositor-bridge.log 2>&1 &
+wait_log $S/compositor-bridge.log 'waysock bridge: tcp:'
+# B: its own network, and sway's runtime dir hidden under an empty tmpfs.
+inb() {
+  ip netns exec $B unshare -m sh -c "mount -t tmpfs -o mode=700 none $S/rt; exec \"\$@\"" sh "$@"
+}
+inb env -u WAYSOCK_LOG $W bridge $BRIDGE --listen unix:$S/c/wayland-9 --connect tcp:$NET.$X.1:$PORT \
+  --token-file $S/tok >$S/client-bridge.log 2>&1 &
+wait_log $S/client-bridge.log 'waysock bridge: unix:'
+client() { inb env XDG_RUNTIME_DIR=$S/c WAYLAND_DISPLAY=wayland-9 "$@"; }
+"#;
+
     /// `V CMD…`: CMD as the user `$VICTIM` (its groups, `HOME=$M/home`); `VB CMD… &` the same
     /// in the background (the subshell becomes the command, so `$!` is its pid).
     pub const VICTIM: &str = r#"
