@@ -159,6 +159,16 @@ impl Drop for Guard {
     }
 }
 
+/// `wayland-UID-` (`waysock_rules::abstract_prefix`), built on the stack: no allocation in a
+/// hook that runs on every accept.
+fn abstract_prefix(uid: u32) -> Line {
+    let mut prefix = Line::new();
+    prefix.text(waysock_rules::DISPLAY_PREFIX);
+    prefix.int(uid as i64);
+    prefix.text("-");
+    prefix
+}
+
 /// Is `fd` bound to one of the abstract names this shim hands out (`wayland-UID-…`)? That is
 /// what makes a listener "mapped" for `accept`: it holds for any fd number, and a number that
 /// was closed and reused for another socket no longer matches.
@@ -176,8 +186,8 @@ fn is_mapped_listener(fd: c_int, uid: u32) -> bool {
         return false;
     }
     let n = (len as usize - family - 1).min(a.sun_path.len() - 1);
-    let prefix = waysock_rules::abstract_prefix(uid);
-    let want = prefix.as_bytes();
+    let prefix = abstract_prefix(uid);
+    let want = prefix.as_slice();
     n >= want.len()
         && a.sun_path[1..1 + want.len()]
             .iter()
@@ -666,5 +676,20 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
         Some(r) => r,
         // SAFETY: unchanged argument to the real unlink.
         None => unsafe { real(path) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_prefix_is_the_rules_prefix() {
+        for uid in [0, 7, 1000, u32::MAX] {
+            assert_eq!(
+                abstract_prefix(uid).as_slice(),
+                waysock_rules::abstract_prefix(uid).as_bytes()
+            );
+        }
     }
 }

@@ -70,7 +70,6 @@ impl Line {
     }
 
     /// The bytes so far.
-    #[cfg(test)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
