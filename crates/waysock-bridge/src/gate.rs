@@ -640,22 +640,31 @@ mod tests {
         (addr, rx)
     }
 
+    /// Room for 16 pending handshakes, all from one source if need be, `deadline` each.
+    fn sixteen(deadline: Duration) -> Limits {
+        Limits {
+            max_pending: 16,
+            per_source: 16,
+            deadline,
+        }
+    }
+
+    /// A connection to the gate whose reads give up after 20 s.
+    fn dial(addr: SocketAddr) -> TcpStream {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp
+    }
+
     /// A connector's handshake with the right secret; panics if it fails.
     fn connector(addr: SocketAddr) -> SessionKeys {
-        let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let token = Token::from_bytes(SECRET).unwrap();
-        handshake(&mut tcp, &token, Role::Connector).unwrap()
+        handshake(&mut dial(addr), &token, Role::Connector).unwrap()
     }
 
     #[test]
     fn a_prompt_client_gets_through_a_full_table_of_idle_connections() {
-        let limits = Limits {
-            max_pending: 16,
-            per_source: 16,
-            deadline: Duration::from_secs(60),
-        };
-        let (addr, rx) = gate(limits);
+        let (addr, rx) = gate(sixteen(Duration::from_secs(60)));
         let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
         connector(addr);
         assert!(rx.recv_timeout(Duration::from_secs(20)).is_ok());
@@ -664,17 +673,9 @@ mod tests {
 
     #[test]
     fn a_shed_connector_is_told_the_bridge_is_busy() {
-        let limits = Limits {
-            max_pending: 16,
-            per_source: 16,
-            deadline: Duration::from_secs(60),
-        };
-        let (addr, _rx) = gate(limits);
+        let (addr, _rx) = gate(sixteen(Duration::from_secs(60)));
         // Greets, then waits for the proof it will never send: shed by the 16 that follow.
-        let mut victim = TcpStream::connect(addr).unwrap();
-        victim
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        let mut victim = dial(addr);
         let token = Token::from_bytes(SECRET).unwrap();
         victim
             .write_all(&crate::auth::test_greeting(&token))
@@ -687,15 +688,8 @@ mod tests {
         assert_eq!(status, Refusal::Busy.message(true).as_slice());
 
         // A connector shed before its reply hears it too, and says so.
-        let (addr, _rx) = gate(Limits {
-            max_pending: 16,
-            per_source: 16,
-            deadline: Duration::from_secs(60),
-        });
-        let mut early = TcpStream::connect(addr).unwrap();
-        early
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        let (addr, _rx) = gate(sixteen(Duration::from_secs(60)));
+        let mut early = dial(addr);
         let _flood: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let token = Token::from_bytes(SECRET).unwrap();
         let err = handshake(&mut early, &token, Role::Connector).unwrap_err();
@@ -705,20 +699,14 @@ mod tests {
 
     #[test]
     fn a_wrong_token_or_another_version_is_told_so_and_never_handed_on() {
-        let (addr, rx) = gate(Limits {
-            max_pending: 16,
-            per_source: 16,
-            deadline: Duration::from_secs(60),
-        });
-        let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (addr, rx) = gate(sixteen(Duration::from_secs(60)));
+        let mut tcp = dial(addr);
         let token = Token::from_bytes(b"0123456789abcdef-not-the-gate-s").unwrap();
         let err = handshake(&mut tcp, &token, Role::Connector).unwrap_err();
         assert!(matches!(err, AuthError::Rejected), "{err}");
 
         // A connector of the previous version (WSB3, a 32-byte nonce) hears our version.
-        let mut old = TcpStream::connect(addr).unwrap();
-        old.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut old = dial(addr);
         let mut hello = b"WSB3".to_vec();
         hello.extend_from_slice(&[9; 32]);
         old.write_all(&hello).unwrap();
@@ -734,13 +722,8 @@ mod tests {
 
     #[test]
     fn a_stalled_connector_is_told_it_timed_out() {
-        let (addr, _rx) = gate(Limits {
-            max_pending: 16,
-            per_source: 16,
-            deadline: Duration::from_millis(300),
-        });
-        let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (addr, _rx) = gate(sixteen(Duration::from_millis(300)));
+        let mut tcp = dial(addr);
         let mut got = Vec::new();
         tcp.read_to_end(&mut got).unwrap();
         assert_eq!(got, Refusal::TimedOut.message(false));
@@ -754,10 +737,7 @@ mod tests {
             deadline: Duration::from_secs(60),
         };
         let (addr, _rx) = gate(limits);
-        let mut first = TcpStream::connect(addr).unwrap();
-        first
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        let mut first = dial(addr);
         let _more: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let mut got = Vec::new();
         first.read_to_end(&mut got).unwrap();

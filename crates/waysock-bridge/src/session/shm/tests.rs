@@ -277,16 +277,14 @@ fn pool(bytes: &[u8]) -> std::fs::File {
     f
 }
 
-/// Syncs `area` of `cur` (a pool) against `shadow`, applying what is sent to `far`; then
-/// checks the far copy is the shadow, and the area's bytes are `cur`'s.
-fn sync_and_check(cur: &[u8], shadow: &mut Vec<u8>, far: &mut Vec<u8>, area: Area) -> usize {
-    let file = pool(cur);
+/// The frames [`sync`] sends for `area` of the pool `file` against `shadow` (mirror 1, raw,
+/// LZ4 and zstd patches in turn).
+fn synced(file: &std::fs::File, shadow: &mut [u8], area: Area) -> Vec<Frame> {
     let sent = Mutex::new(Vec::new());
-    let mut scratch = Vec::new();
     sync(
         file.as_fd(),
         shadow,
-        &mut scratch,
+        &mut Vec::new(),
         area,
         &|f| {
             sent.lock().unwrap().push(f);
@@ -296,7 +294,13 @@ fn sync_and_check(cur: &[u8], shadow: &mut Vec<u8>, far: &mut Vec<u8>, area: Are
         &Packer::cycling(),
     )
     .unwrap();
-    let sent = sent.into_inner().unwrap();
+    sent.into_inner().unwrap()
+}
+
+/// Syncs `area` of `cur` (a pool) against `shadow`, applying what is sent to `far`; then
+/// checks the far copy is the shadow, and the area's bytes are `cur`'s.
+fn sync_and_check(cur: &[u8], shadow: &mut Vec<u8>, far: &mut Vec<u8>, area: Area) -> usize {
+    let sent = synced(&pool(cur), shadow, area);
     apply(&sent, far);
     assert!(far == shadow, "the far copy is what the shadow says");
     for r in 0..area.rows {
@@ -540,7 +544,6 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
     let mut far = shadow.clone();
     let cur = before[20 * w..].to_vec();
     let file = pool(&cur);
-    let sent = Mutex::new(Vec::new());
     let area = Area {
         start: 0,
         rows: h,
@@ -548,20 +551,7 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
         x0: 0,
         x1: w,
     };
-    sync(
-        file.as_fd(),
-        &mut shadow,
-        &mut Vec::new(),
-        area,
-        &|f| {
-            sent.lock().unwrap().push(f);
-            Ok(())
-        },
-        1,
-        &Packer::cycling(),
-    )
-    .unwrap();
-    let sent = sent.into_inner().unwrap();
+    let sent = synced(&file, &mut shadow, area);
     let Frame::ShmMove {
         start,
         rows,
