@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use waysock_testkit::{namespaces, program, skip, test_user, Sandbox, Scratch};
+use waysock_testkit::{test_user, Needs, Sandbox, Scratch};
 
 const BUILD: Duration = Duration::from_secs(30 * 60);
 const RUN: Duration = Duration::from_secs(90);
@@ -17,18 +17,15 @@ const RUN: Duration = Duration::from_secs(90);
 #[test]
 fn cargo_install_without_host_xml_runs_weston_on_abstract_with_nothing_writable() {
     let name = "cargo_install_without_host_xml_runs_weston_on_abstract_with_nothing_writable";
-    if let Err(why) = namespaces() {
-        return skip(name, &why);
+    let met = Needs::new(name)
+        .namespaces()
+        .programs(&["weston", "wayland-info", "setpriv"])
+        .test_user()
+        .met();
+    if !met {
+        return;
     }
-    for p in ["weston", "wayland-info", "setpriv"] {
-        if let Err(why) = program(p) {
-            return skip(name, &why);
-        }
-    }
-    let (uid, _) = match test_user() {
-        Ok(u) => u,
-        Err(why) => return skip(name, &why),
-    };
+    let (uid, _) = test_user().expect("probed above");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -103,7 +100,7 @@ echo "@@exec"
 as_user {bin} exec -- wayland-info >{logs}/info.out 2>{logs}/info.err; echo "rc=$?"
 echo "@@writable"
 for d in /tmp /run /dev/shm {home}; do touch $d/probe 2>/dev/null && echo "$d"; done
-kill -TERM $RUN; wait $RUN; echo "@@run"; echo "rc=$?"
+kill -TERM $RUN; wait $RUN; r=$?; echo "@@run"; echo "rc=$r"
 "#,
         home = home.display(),
         logs = logs.display(),
