@@ -21,7 +21,12 @@ pub const DISPLAY_PREFIX: &str = "wayland-";
 
 /// `wayland-N`.
 pub fn display_name(n: u32) -> String {
-    format!("{DISPLAY_PREFIX}{n}")
+    display_name_from(&n.to_string())
+}
+
+/// `wayland-SUFFIX`.
+pub fn display_name_from(suffix: &str) -> String {
+    format!("{DISPLAY_PREFIX}{suffix}")
 }
 
 /// Is `name` (a file name, no directory) one of the display sockets the shim maps: `wayland-`

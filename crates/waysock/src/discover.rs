@@ -568,14 +568,7 @@ fn choose(mut found: Vec<Found>) -> Choice {
 fn display_for(ep: &Endpoint) -> String {
     match ep {
         Endpoint::Unix(p) => p.display().to_string(),
-        Endpoint::Abstract(name) => {
-            let prefix = waysock_rules::abstract_prefix(sys::euid());
-            match name.strip_prefix(&prefix) {
-                Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => format!("wayland-{n}"),
-                Some(n) => n.to_string(),
-                None => name.clone(),
-            }
-        }
+        Endpoint::Abstract(name) => crate::names::display_for_abstract(sys::euid(), name),
         other => other.to_string(),
     }
 }

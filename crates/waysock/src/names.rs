@@ -122,6 +122,17 @@ impl DisplayNames {
     }
 }
 
+/// The display name whose abstract name for `uid` is `abs` (the inverse of
+/// [`crate::abstract_display_name`]): `wayland-UID-N` → `wayland-N`, `wayland-UID-NAME` →
+/// `wayland-NAME` (which maps back to the same abstract name). What the shim's mapping needs
+/// in `WAYLAND_DISPLAY`, and what `--display` takes to choose that display.
+pub fn display_for_abstract(uid: u32, abs: &str) -> String {
+    let rest = abs
+        .strip_prefix(&waysock_rules::abstract_prefix(uid))
+        .unwrap_or(abs);
+    waysock_rules::display_name_from(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +177,10 @@ mod tests {
             ["kiosk"]
         );
         assert_eq!(DisplayNames::ALL.describe(), "wayland-0..32");
+        for name in ["wayland-0", "wayland-32", "wayland-custom"] {
+            let abs = crate::abstract_display_name(1000, name);
+            assert_eq!(display_for_abstract(1000, &abs), name);
+        }
         assert_eq!(
             DisplayNames::STOCK.describe_abstract(1000),
             "abstract:wayland-1000-1..32"

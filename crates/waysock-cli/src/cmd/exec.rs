@@ -187,23 +187,3 @@ fn exec_over_tcp(
     let status = child.wait()?;
     Ok(super::run::exit_code(status))
 }
-
-/// The display name whose shim mapping is `abs` (the inverse of
-/// [`waysock::abstract_display_name`]): `wayland-UID-N` → `wayland-N`.
-pub(crate) fn display_for_abstract(uid: u32, abs: &str) -> String {
-    let rest = abs.strip_prefix(&format!("wayland-{uid}-")).unwrap_or(abs);
-    format!("wayland-{rest}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn abstract_names_map_back() {
-        for name in ["wayland-0", "wayland-32", "wayland-custom"] {
-            let abs = waysock::abstract_display_name(1000, name);
-            assert_eq!(display_for_abstract(1000, &abs), name);
-        }
-    }
-}

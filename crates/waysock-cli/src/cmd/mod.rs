@@ -95,7 +95,10 @@ pub fn display_env(
                     Err(why) => tracing::warn!("an abstract display without the shim: {why}"),
                 },
             }
-            cmd.env("WAYLAND_DISPLAY", exec::display_for_abstract(env.uid, abs));
+            cmd.env(
+                "WAYLAND_DISPLAY",
+                waysock::names::display_for_abstract(env.uid, abs),
+            );
         }
         other => tracing::warn!("{other}: no variable can name it"),
     }
