@@ -42,10 +42,7 @@ fn command_of(pid: u32) -> Option<String> {
 /// `wayland-kiosk`), or, where that cannot be read, `wayland-UID-0..32`.
 fn abstract_displays(uid: u32) -> Vec<(String, String)> {
     let prefix = waysock::abstract_display_name(uid, "wayland-");
-    let display = |name: &str| {
-        let suffix = name.strip_prefix(prefix.as_str()).unwrap_or(name);
-        format!("wayland-{suffix}")
-    };
+    let display = |name: &str| waysock::names::display_for_abstract(uid, name);
     let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
         return waysock::names::DisplayNames::ALL
             .iter()
