@@ -27,94 +27,21 @@
 //! contradict it. Otherwise (`cargo test --benches`) a short smoke run that still checks every
 //! pixel.
 
-// Shared-memory pools must be mapped, as every compositor and shm client does.
-#![allow(unsafe_code)]
-
 mod common;
 
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustix::mm::{MapFlags, ProtFlags};
 use waysock_testkit::median;
 
+use common::wayland::{self, Buffer, Rect, H, W};
 use common::{cpu_seconds, human_bytes, in_path, version_of, Procs};
-
-const WIDTH: usize = 1920;
-const HEIGHT: usize = 1080;
-const STRIDE: usize = WIDTH * 4;
-
-// ---- shared memory -----------------------------------------------------------------------
-
-/// A shared mapping of a pool.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this struct; it is only touched through
-// `&self`/`&mut self`.
-unsafe impl Send for Map {}
-// SAFETY: as above; shared access only reads.
-unsafe impl Sync for Map {}
-
-impl Map {
-    fn new(fd: BorrowedFd<'_>, len: usize, write: bool) -> io::Result<Map> {
-        if len == 0 {
-            return Ok(Map {
-                ptr: std::ptr::null_mut(),
-                len: 0,
-            });
-        }
-        let prot = if write {
-            ProtFlags::READ | ProtFlags::WRITE
-        } else {
-            ProtFlags::READ
-        };
-        // SAFETY: a fresh mapping at an address the kernel picks; unmapped in `drop`.
-        let ptr =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0) }
-                .map_err(io::Error::from)?;
-        Ok(Map {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: `ptr` maps `len` readable bytes for the lifetime of `self`. Another process
-        // may write them meanwhile (that is what shared memory is for); we only compare bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        if self.len == 0 {
-            return &mut [];
-        }
-        // SAFETY: as in `bytes`, and the mapping was made writable by the only caller that
-        // writes (the client's own pool).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: exactly the mapping made in `new`, no longer borrowed.
-            let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
-        }
-    }
-}
 
 /// Frame `frame`'s pixel at (`x`, `y`): 24 pseudo-random bits shared by 4 neighbouring pixels,
 /// so the content compresses about as well as real window content (lz4 ≈ 2.5×) and no two
@@ -129,207 +56,47 @@ fn pixel(frame: u32, y: u32, x4: u32) -> u32 {
     h & 0x00FF_FFFF
 }
 
-fn fill_row(row: &mut [u8], frame: u32, y: u32) {
-    for (x4, group) in row.chunks_exact_mut(16).enumerate() {
-        let p = pixel(frame, y, x4 as u32).to_le_bytes();
-        for px in group.chunks_exact_mut(4) {
-            px.copy_from_slice(&p);
-        }
+fn fill_row(row: &mut [u32], frame: u32, y: u32) {
+    for (x4, group) in row.chunks_exact_mut(4).enumerate() {
+        group.fill(pixel(frame, y, x4 as u32));
     }
 }
 
-// ---- the compositor ----------------------------------------------------------------------
+// ---- the compositor's check --------------------------------------------------------------
 
-mod compositor {
-    use super::*;
-    use wayland_server::protocol::{
-        wl_buffer::{self, WlBuffer},
-        wl_callback::WlCallback,
-        wl_compositor::{self, WlCompositor},
-        wl_region::{self, WlRegion},
-        wl_shm::{self, WlShm},
-        wl_shm_pool::{self, WlShmPool},
-        wl_surface::{self, WlSurface},
-    };
-    use wayland_server::{
-        Client, DataInit, Dispatch, DisplayHandle, GlobalDispatch, New, Resource,
-    };
-    use waysock_testkit::compositor::wayland_server;
+/// What the compositor saw, over all clients.
+#[derive(Default)]
+struct Checks {
+    rows_checked: AtomicU64,
+    bad_rows: AtomicU64,
+    first_bad: Mutex<Option<String>>,
+}
 
-    /// What the compositor saw, over all clients.
-    #[derive(Default)]
-    pub struct Checks {
-        pub commits: AtomicU64,
-        pub rows_checked: AtomicU64,
-        pub bad_rows: AtomicU64,
-        pub first_bad: Mutex<Option<String>>,
-    }
+/// Checks that every damaged row is the current frame's (frame n = the surface's n-th commit).
+struct RowCheck {
+    checks: Arc<Checks>,
+    scratch: Vec<u32>,
+}
 
-    pub struct State {
-        checks: Arc<Checks>,
-        scratch: Vec<u8>,
-    }
+impl wayland::Check for RowCheck {
+    type Surface = ();
 
-    pub struct Pool(Mutex<Option<Map>>);
+    fn new_surface(&mut self) {}
 
-    pub struct Buffer {
-        pool: Arc<Pool>,
-        offset: usize,
-        width: usize,
-        height: usize,
-        stride: usize,
-    }
-
-    #[derive(Default)]
-    pub struct Surface(Mutex<SurfaceState>);
-
-    #[derive(Default)]
-    struct SurfaceState {
-        pending: Option<Option<WlBuffer>>,
-        current: Option<WlBuffer>,
-        full: bool,
-        rows: Option<(usize, usize)>,
-        callbacks: Vec<WlCallback>,
-        commits: u32,
-    }
-
-    impl GlobalDispatch<WlCompositor, ()> for State {
-        fn bind(
-            _: &mut Self,
-            _: &DisplayHandle,
-            _: &Client,
-            resource: New<WlCompositor>,
-            _: &(),
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            data_init.init(resource, ());
-        }
-    }
-
-    impl Dispatch<WlCompositor, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlCompositor,
-            request: wl_compositor::Request,
-            _: &(),
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            match request {
-                wl_compositor::Request::CreateSurface { id } => {
-                    data_init.init(id, Surface::default());
-                }
-                wl_compositor::Request::CreateRegion { id } => {
-                    data_init.init(id, ());
-                }
-                _ => {}
-            }
-        }
-    }
-
-    impl Dispatch<WlRegion, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlRegion,
-            _: wl_region::Request,
-            _: &(),
-            _: &DisplayHandle,
-            _: &mut DataInit<'_, Self>,
-        ) {
-        }
-    }
-
-    impl Dispatch<WlCallback, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlCallback,
-            _: wayland_server::protocol::wl_callback::Request,
-            _: &(),
-            _: &DisplayHandle,
-            _: &mut DataInit<'_, Self>,
-        ) {
-        }
-    }
-
-    impl Dispatch<WlSurface, Surface> for State {
-        fn request(
-            state: &mut Self,
-            _: &Client,
-            _: &WlSurface,
-            request: wl_surface::Request,
-            data: &Surface,
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            let mut s = data.0.lock().unwrap();
-            match request {
-                wl_surface::Request::Attach { buffer, .. } => s.pending = Some(buffer),
-                wl_surface::Request::Damage { .. } => s.full = true,
-                wl_surface::Request::DamageBuffer { y, height, .. } => {
-                    if y < 0 || height <= 0 {
-                        s.full = true;
-                    } else {
-                        let (a, b) = (y as usize, y as usize + height as usize);
-                        s.rows = Some(match s.rows {
-                            Some((x0, x1)) => (x0.min(a), x1.max(b)),
-                            None => (a, b),
-                        });
-                    }
-                }
-                wl_surface::Request::Frame { callback } => {
-                    let cb = data_init.init(callback, ());
-                    s.callbacks.push(cb);
-                }
-                wl_surface::Request::Commit => state.commit(&mut s),
-                _ => {}
-            }
-        }
-    }
-
-    impl State {
-        fn commit(&mut self, s: &mut SurfaceState) {
-            let frame = s.commits;
-            s.commits += 1;
-            self.checks.commits.fetch_add(1, Ordering::Relaxed);
-            if let Some(p) = s.pending.take() {
-                s.current = p;
-            }
-            let (full, rows) = (std::mem::take(&mut s.full), s.rows.take());
-            if let Some(buffer) = &s.current {
-                if let Some(b) = buffer.data::<Buffer>() {
-                    let (r0, r1) = if full {
-                        (0, b.height)
-                    } else {
-                        rows.map(|(a, z)| (a.min(b.height), z.min(b.height)))
-                            .unwrap_or((0, 0))
-                    };
-                    self.check(b, frame, r0, r1);
-                }
-                buffer.release();
-            }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u32)
-                .unwrap_or(0);
-            for cb in s.callbacks.drain(..) {
-                cb.done(now);
-            }
-        }
-
-        /// Compares rows `r0..r1` of the buffer with frame `frame`'s pattern.
-        fn check(&mut self, b: &Buffer, frame: u32, r0: usize, r1: usize) {
-            let pool = b.pool.0.lock().unwrap();
-            let Some(map) = pool.as_ref() else { return };
-            let mem = map.bytes();
-            let row_len = b.width * 4;
-            self.scratch.resize(row_len, 0);
+    fn commit(&mut self, _: &(), frame: u32, b: &Buffer, damage: &[Rect]) {
+        // The rows the damage spans.
+        let r0 = damage.iter().map(|r| r.y).min().unwrap_or(0).min(b.height);
+        let r1 = damage
+            .iter()
+            .map(|r| r.y + r.h)
+            .max()
+            .unwrap_or(0)
+            .min(b.height);
+        let bad = b.with_words(|mem| {
+            self.scratch.resize(b.width, 0);
             let mut bad = 0u64;
             for y in r0..r1 {
-                let start = b.offset + y * b.stride;
-                let Some(row) = mem.get(start..start + row_len) else {
+                let Some(row) = b.row(mem, y, 0, b.width) else {
                     bad += 1;
                     continue;
                 };
@@ -344,317 +111,58 @@ mod compositor {
                             .position(|(a, b)| a != b)
                             .unwrap_or(0);
                         *first = Some(format!(
-                            "frame {frame}, row {y}, byte {at}: got {:02x?}, want {:02x?}",
-                            &row[at..(at + 8).min(row_len)],
-                            &self.scratch[at..(at + 8).min(row_len)]
+                            "frame {frame}, row {y}, x {at}: got {:08x}, want {:08x}",
+                            row[at], self.scratch[at]
                         ));
                     }
                 }
             }
-            self.checks
-                .rows_checked
-                .fetch_add((r1.saturating_sub(r0)) as u64, Ordering::Relaxed);
-            self.checks.bad_rows.fetch_add(bad, Ordering::Relaxed);
-        }
-    }
-
-    impl GlobalDispatch<WlShm, ()> for State {
-        fn bind(
-            _: &mut Self,
-            _: &DisplayHandle,
-            _: &Client,
-            resource: New<WlShm>,
-            _: &(),
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            let shm = data_init.init(resource, ());
-            shm.format(wl_shm::Format::Argb8888);
-            shm.format(wl_shm::Format::Xrgb8888);
-        }
-    }
-
-    impl Dispatch<WlShm, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlShm,
-            request: wl_shm::Request,
-            _: &(),
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            if let wl_shm::Request::CreatePool { id, fd, size } = request {
-                let map = Map::new(fd.as_fd(), size.max(0) as usize, false).ok();
-                data_init.init(id, Arc::new(Pool(Mutex::new(map))));
-                // The mapping keeps the memory; like a compositor we keep the fd for resizes.
-                POOL_FDS.lock().unwrap().push(fd);
-            }
-        }
-    }
-
-    /// Pool descriptors, kept for `resize` (a bench compositor never frees them).
-    static POOL_FDS: Mutex<Vec<std::os::fd::OwnedFd>> = Mutex::new(Vec::new());
-
-    impl Dispatch<WlShmPool, Arc<Pool>> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlShmPool,
-            request: wl_shm_pool::Request,
-            data: &Arc<Pool>,
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            match request {
-                wl_shm_pool::Request::CreateBuffer {
-                    id,
-                    offset,
-                    width,
-                    height,
-                    stride,
-                    ..
-                } => {
-                    data_init.init(
-                        id,
-                        Buffer {
-                            pool: Arc::clone(data),
-                            offset: offset.max(0) as usize,
-                            width: width.max(0) as usize,
-                            height: height.max(0) as usize,
-                            stride: stride.max(0) as usize,
-                        },
-                    );
-                }
-                wl_shm_pool::Request::Resize { size } => {
-                    // Not used by the bench client; a resize would need the fd again.
-                    let _ = size;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    impl Dispatch<WlBuffer, Buffer> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlBuffer,
-            _: wl_buffer::Request,
-            _: &Buffer,
-            _: &DisplayHandle,
-            _: &mut DataInit<'_, Self>,
-        ) {
-        }
-    }
-
-    /// The kit's in-process compositor offering `wl_compositor` v4 and `wl_shm`, serving
-    /// `listener` until dropped; what it saw goes to `checks`.
-    pub fn start(
-        listener: UnixListener,
-        checks: Arc<Checks>,
-    ) -> io::Result<waysock_testkit::compositor::Compositor<State>> {
-        waysock_testkit::compositor::Compositor::start(listener, move |dh| {
-            dh.create_global::<State, WlCompositor, ()>(4, ());
-            dh.create_global::<State, WlShm, ()>(1, ());
-            State {
-                checks,
-                scratch: Vec::new(),
-            }
-        })
+            bad
+        });
+        let Some(bad) = bad else { return };
+        self.checks
+            .rows_checked
+            .fetch_add((r1.saturating_sub(r0)) as u64, Ordering::Relaxed);
+        self.checks.bad_rows.fetch_add(bad, Ordering::Relaxed);
     }
 }
 
 // ---- the client --------------------------------------------------------------------------
 
-mod client {
-    use super::*;
-    use wayland_client::protocol::{
-        wl_buffer::{self, WlBuffer},
-        wl_callback::{self, WlCallback},
-        wl_compositor::WlCompositor,
-        wl_shm::{self, WlShm},
-        wl_shm_pool::WlShmPool,
-        wl_surface::WlSurface,
-    };
-    use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
+/// The client, drawing frame after frame.
+struct Client {
+    wl: wayland::Client,
+    frame: u32,
+}
 
-    #[derive(Default)]
-    struct State {
-        compositor: Option<WlCompositor>,
-        shm: Option<WlShm>,
-        frame_done: bool,
-        releases: u64,
+impl Client {
+    fn connect(path: &Path) -> io::Result<Client> {
+        let mut c = Client {
+            wl: wayland::Client::connect(path)?,
+            frame: 0,
+        };
+        // The first frame: everything.
+        c.draw(0, H)?;
+        Ok(c)
     }
 
-    macro_rules! ignore {
-        ($($i:ty),*) => {$(
-            impl Dispatch<$i, ()> for State {
-                fn event(
-                    _: &mut Self,
-                    _: &$i,
-                    _: <$i as wayland_client::Proxy>::Event,
-                    _: &(),
-                    _: &Connection,
-                    _: &QueueHandle<Self>,
-                ) {
-                }
-            }
-        )*};
-    }
-    ignore!(WlCompositor, WlSurface, WlShmPool);
-
-    impl Dispatch<WlShm, ()> for State {
-        fn event(
-            _: &mut Self,
-            _: &WlShm,
-            _: wl_shm::Event,
-            _: &(),
-            _: &Connection,
-            _: &QueueHandle<Self>,
-        ) {
+    /// Draws the next frame into rows `r0..r1`, damages them, commits, and waits for the
+    /// frame callback.
+    fn draw(&mut self, r0: usize, r1: usize) -> io::Result<()> {
+        let frame = self.frame;
+        let mem = self.wl.pixels();
+        for y in r0..r1 {
+            fill_row(&mut mem[y * W..(y + 1) * W], frame, y as u32);
         }
-    }
-
-    impl Dispatch<WlBuffer, ()> for State {
-        fn event(
-            state: &mut Self,
-            _: &WlBuffer,
-            event: wl_buffer::Event,
-            _: &(),
-            _: &Connection,
-            _: &QueueHandle<Self>,
-        ) {
-            if let wl_buffer::Event::Release = event {
-                state.releases += 1;
-            }
-        }
-    }
-
-    impl Dispatch<WlCallback, ()> for State {
-        fn event(
-            state: &mut Self,
-            _: &WlCallback,
-            event: wl_callback::Event,
-            _: &(),
-            _: &Connection,
-            _: &QueueHandle<Self>,
-        ) {
-            if let wl_callback::Event::Done { .. } = event {
-                state.frame_done = true;
-            }
-        }
-    }
-
-    /// A connected client with one 1920×1080 XRGB8888 buffer on one surface.
-    pub struct Client {
-        _conn: Connection,
-        queue: EventQueue<State>,
-        state: State,
-        surface: WlSurface,
-        buffer: WlBuffer,
-        map: Map,
-        pub frame: u32,
-    }
-
-    fn fail(e: impl std::fmt::Display) -> io::Error {
-        io::Error::other(e.to_string())
-    }
-
-    impl Client {
-        pub fn connect(path: &Path) -> io::Result<Client> {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let stream = loop {
-                match UnixStream::connect(path) {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() > deadline => {
-                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            };
-            let conn = Connection::from_socket(stream).map_err(fail)?;
-            let queue = conn.new_event_queue();
-            let qh = queue.handle();
-            let mut state = State::default();
-            let (registry, globals) =
-                waysock_testkit::compositor::client::globals(&conn).map_err(fail)?;
-            for g in &globals {
-                match g.interface.as_str() {
-                    "wl_compositor" if g.version >= 4 => {
-                        state.compositor = Some(registry.bind(g.name, 4, &qh, ()));
-                    }
-                    "wl_shm" => state.shm = Some(registry.bind(g.name, 1, &qh, ())),
-                    _ => {}
-                }
-            }
-            let (Some(compositor), Some(shm)) = (state.compositor.clone(), state.shm.clone())
-            else {
-                return Err(fail("wl_compositor v4 or wl_shm missing"));
-            };
-            let size = STRIDE * HEIGHT;
-            let fd = rustix::fs::memfd_create("bench-pool", rustix::fs::MemfdFlags::CLOEXEC)
-                .map_err(io::Error::from)?;
-            rustix::fs::ftruncate(&fd, size as u64).map_err(io::Error::from)?;
-            let map = Map::new(fd.as_fd(), size, true)?;
-            let pool = shm.create_pool(fd.as_fd(), size as i32, &qh, ());
-            let buffer = pool.create_buffer(
-                0,
-                WIDTH as i32,
-                HEIGHT as i32,
-                STRIDE as i32,
-                wl_shm::Format::Xrgb8888,
-                &qh,
-                (),
-            );
-            pool.destroy();
-            let surface = compositor.create_surface(&qh, ());
-            let mut c = Client {
-                _conn: conn,
-                queue,
-                state,
-                surface,
-                buffer,
-                map,
-                frame: 0,
-            };
-            // The first frame: everything.
-            c.draw(0, HEIGHT)?;
-            Ok(c)
-        }
-
-        /// One `wl_display.sync` roundtrip.
-        pub fn roundtrip(&mut self) -> io::Result<()> {
-            self.queue.roundtrip(&mut self.state).map_err(fail)?;
-            Ok(())
-        }
-
-        /// Draws the next frame into rows `r0..r1`, damages them, commits, and waits for the
-        /// frame callback.
-        pub fn draw(&mut self, r0: usize, r1: usize) -> io::Result<()> {
-            let frame = self.frame;
-            let mem = self.map.bytes_mut();
-            for y in r0..r1 {
-                fill_row(
-                    &mut mem[y * STRIDE..y * STRIDE + WIDTH * 4],
-                    frame,
-                    y as u32,
-                );
-            }
-            let qh = self.queue.handle();
-            self.surface.attach(Some(&self.buffer), 0, 0);
-            self.surface
-                .damage_buffer(0, r0 as i32, WIDTH as i32, (r1 - r0) as i32);
-            self.surface.frame(&qh, ());
-            self.surface.commit();
-            self.frame += 1;
-            self.state.frame_done = false;
-            while !self.state.frame_done {
-                self.queue
-                    .blocking_dispatch(&mut self.state)
-                    .map_err(fail)?;
-            }
-            Ok(())
-        }
+        let r = Rect {
+            x: 0,
+            y: r0,
+            w: W,
+            h: r1 - r0,
+        };
+        self.wl.present(r, || {})?;
+        self.frame += 1;
+        Ok(())
     }
 }
 
@@ -775,7 +283,7 @@ struct Plan {
     warmup: Duration,
 }
 
-const DAMAGE: [(&str, usize); 2] = [("10 %", HEIGHT / 10), ("100 %", HEIGHT)];
+const DAMAGE: [(&str, usize); 2] = [("10 %", H / 10), ("100 %", H)];
 
 fn measure(
     plan: &Plan,
@@ -783,28 +291,28 @@ fn measure(
     dir: &Path,
     compositor_path: &Path,
     token: &Path,
-    checks: &compositor::Checks,
+    checks: &Checks,
 ) -> io::Result<Result_> {
     let mut running = start(t, dir, compositor_path, token)?;
     let checked0 = checks.rows_checked.load(Ordering::Relaxed);
     let bad0 = checks.bad_rows.load(Ordering::Relaxed);
-    let mut client = client::Client::connect(&running.display)?;
+    let mut client = Client::connect(&running.display)?;
     let mut r = Result_::default();
 
     let mut samples = Vec::new();
     let t0 = Instant::now();
     while samples.len() < plan.roundtrips && t0.elapsed() < plan.roundtrip_cap {
         let s = Instant::now();
-        client.roundtrip()?;
+        client.wl.roundtrip()?;
         samples.push(s.elapsed().as_secs_f64() * 1e6);
     }
     r.roundtrips = samples.len();
     r.roundtrip_us = median(&samples);
 
     for (_, rows) in DAMAGE {
-        let band = |c: &mut client::Client| {
-            let r0 = (c.frame as usize * rows) % HEIGHT;
-            let r1 = (r0 + rows).min(HEIGHT);
+        let band = |c: &mut Client| {
+            let r0 = (c.frame as usize * rows) % H;
+            let r1 = (r0 + rows).min(H);
             c.draw(r0, r1)
         };
         let w = Instant::now();
@@ -1003,8 +511,14 @@ fn bench(full: bool) -> io::Result<bool> {
     };
     let (dir, token) = common::scratch_dir("bridge")?;
     let compositor_path = dir.join("wayland-compositor");
-    let checks = Arc::new(compositor::Checks::default());
-    let compositor = compositor::start(UnixListener::bind(&compositor_path)?, Arc::clone(&checks))?;
+    let checks = Arc::new(Checks::default());
+    let compositor = wayland::start(
+        UnixListener::bind(&compositor_path)?,
+        RowCheck {
+            checks: Arc::clone(&checks),
+            scratch: Vec::new(),
+        },
+    )?;
 
     let have_socat = in_path("socat").is_some();
     let mut transports = vec![

@@ -54,17 +54,13 @@
 //! a dimension none of the words names is not limited. `WAYPIPE_011` names a waypipe 0.11.x
 //! binary built from its own source; without it its rows read "not measured".
 
-// Shared-memory pools must be mapped, as every compositor and shm client does.
-#![allow(unsafe_code)]
-
 mod common;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,86 +68,15 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustix::mm::{MapFlags, ProtFlags};
 use waysock_testkit::stats::{median, percentile};
 
+use common::wayland::{self, Buffer, Rect, H, W};
 use common::{cpu_seconds, human_bytes, in_path, version_of, Procs};
-
-const W: usize = 1920;
-const H: usize = 1080;
-
-// ---- shared memory -----------------------------------------------------------------------
-
-/// A shared mapping of a pool, seen as XRGB8888 words.
-struct Map {
-    ptr: *mut u32,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this struct; it is only touched through
-// `&self`/`&mut self`.
-unsafe impl Send for Map {}
-// SAFETY: as above; shared access only reads.
-unsafe impl Sync for Map {}
-
-impl Map {
-    /// Maps `bytes` bytes of `fd` (a multiple of 4; a zero length maps nothing).
-    fn new(fd: BorrowedFd<'_>, bytes: usize, write: bool) -> io::Result<Map> {
-        if bytes < 4 {
-            return Ok(Map {
-                ptr: std::ptr::null_mut(),
-                len: 0,
-            });
-        }
-        let prot = if write {
-            ProtFlags::READ | ProtFlags::WRITE
-        } else {
-            ProtFlags::READ
-        };
-        // SAFETY: a fresh mapping at an address the kernel picks (page-aligned, so aligned
-        // for u32); unmapped in `drop`.
-        let ptr =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, prot, MapFlags::SHARED, fd, 0) }
-                .map_err(io::Error::from)?;
-        Ok(Map {
-            ptr: ptr.cast(),
-            len: bytes / 4,
-        })
-    }
-
-    fn words(&self) -> &[u32] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: `ptr` maps `len` aligned readable words for the lifetime of `self`. Another
-        // process may write them meanwhile (that is what shared memory is for); we only
-        // compare them.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn words_mut(&mut self) -> &mut [u32] {
-        if self.len == 0 {
-            return &mut [];
-        }
-        // SAFETY: as in `words`, and the mapping was made writable by the only caller that
-        // writes (the client's own pool).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: exactly the mapping made in `new`, no longer borrowed.
-            let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len * 4) };
-        }
-    }
-}
 
 // ---- content -----------------------------------------------------------------------------
 
 mod content {
-    use super::{H, W};
+    use super::{Rect, H, W};
 
     /// Text cell size: 192 columns, 54 lines.
     const CELL_W: usize = 10;
@@ -200,35 +125,22 @@ mod content {
         }
     }
 
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct Rect {
-        pub x: usize,
-        pub y: usize,
-        pub w: usize,
-        pub h: usize,
-    }
+    const FULL: Rect = Rect {
+        x: 0,
+        y: 0,
+        w: W,
+        h: H,
+    };
 
-    impl Rect {
-        pub const FULL: Rect = Rect {
-            x: 0,
-            y: 0,
-            w: W,
-            h: H,
-        };
-
-        fn bbox(a: Rect, b: Rect) -> Rect {
-            let (x, y) = (a.x.min(b.x), a.y.min(b.y));
-            let (x1, y1) = ((a.x + a.w).max(b.x + b.w), (a.y + a.h).max(b.y + b.h));
-            Rect {
-                x,
-                y,
-                w: x1 - x,
-                h: y1 - y,
-            }
-        }
-
-        pub fn pixels(self) -> usize {
-            self.w * self.h
+    /// The smallest rectangle holding `a` and `b`.
+    fn bbox(a: Rect, b: Rect) -> Rect {
+        let (x, y) = (a.x.min(b.x), a.y.min(b.y));
+        let (x1, y1) = ((a.x + a.w).max(b.x + b.w), (a.y + a.h).max(b.y + b.h));
+        Rect {
+            x,
+            y,
+            w: x1 - x,
+            h: y1 - y,
         }
     }
 
@@ -268,8 +180,8 @@ mod content {
     /// What frame `s` of `scene` damages (the first frame of a scene damages everything).
     pub fn damage(scene: Scene, s: u32) -> Rect {
         match scene {
-            Scene::Ui if s > 0 => Rect::bbox(win_rect(s - 1), win_rect(s)),
-            _ => Rect::FULL,
+            Scene::Ui if s > 0 => bbox(win_rect(s - 1), win_rect(s)),
+            _ => FULL,
         }
     }
 
@@ -553,7 +465,7 @@ mod content {
     }
 }
 
-use content::{Content, Rect, Scene, SCENES};
+use content::{Content, Scene, SCENES};
 
 // ---- the compositor ----------------------------------------------------------------------
 
@@ -579,230 +491,65 @@ struct Shared {
     first_bad: Mutex<Option<String>>,
 }
 
-mod compositor {
-    use super::*;
-    use wayland_server::protocol::{
-        wl_buffer::{self, WlBuffer},
-        wl_callback::WlCallback,
-        wl_compositor::{self, WlCompositor},
-        wl_region::{self, WlRegion},
-        wl_shm::{self, WlShm},
-        wl_shm_pool::{self, WlShmPool},
-        wl_surface::{self, WlSurface},
-    };
-    use wayland_server::{
-        Client, DataInit, Dispatch, DisplayHandle, GlobalDispatch, New, Resource,
-    };
-    use waysock_testkit::compositor::wayland_server;
+/// The compositor's check: every damaged pixel of a current client's commit against what the
+/// client drew for it.
+struct PixelCheck {
+    shared: Arc<Shared>,
+    scratch: Vec<u32>,
+}
 
-    pub struct State {
-        shared: Arc<Shared>,
-        scratch: Vec<u32>,
+impl wayland::Check for PixelCheck {
+    /// The generation the surface was made in.
+    type Surface = u64;
+
+    fn new_surface(&mut self) -> u64 {
+        self.shared.generation.load(Ordering::SeqCst)
     }
 
-    pub struct Pool(Mutex<Option<Map>>);
-
-    pub struct Buffer {
-        pool: Arc<Pool>,
-        offset: usize,
-        width: usize,
-        height: usize,
-        stride: usize,
-    }
-
-    pub struct Surface(Mutex<SurfaceState>);
-
-    struct SurfaceState {
-        generation: u64,
-        pending: Option<Option<WlBuffer>>,
-        current: Option<WlBuffer>,
-        damage: Vec<Rect>,
-        callbacks: Vec<WlCallback>,
-        commits: u32,
-    }
-
-    impl GlobalDispatch<WlCompositor, ()> for State {
-        fn bind(
-            _: &mut Self,
-            _: &DisplayHandle,
-            _: &Client,
-            resource: New<WlCompositor>,
-            _: &(),
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            data_init.init(resource, ());
+    fn commit(&mut self, generation: &u64, commit: u32, b: &Buffer, damage: &[Rect]) {
+        if *generation != self.shared.generation.load(Ordering::SeqCst) {
+            return;
         }
-    }
-
-    impl Dispatch<WlCompositor, ()> for State {
-        fn request(
-            state: &mut Self,
-            _: &Client,
-            _: &WlCompositor,
-            request: wl_compositor::Request,
-            _: &(),
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            match request {
-                wl_compositor::Request::CreateSurface { id } => {
-                    data_init.init(
-                        id,
-                        Surface(Mutex::new(SurfaceState {
-                            generation: state.shared.generation.load(Ordering::SeqCst),
-                            pending: None,
-                            current: None,
-                            damage: Vec::new(),
-                            callbacks: Vec::new(),
-                            commits: 0,
-                        })),
-                    );
+        let shared = Arc::clone(&self.shared);
+        let mut frames = shared.frames.lock().unwrap();
+        match frames.get_mut(&commit) {
+            Some(info) => {
+                for r in damage {
+                    self.check(b, info.scene, info.s, *r);
                 }
-                wl_compositor::Request::CreateRegion { id } => {
-                    data_init.init(id, ());
-                }
-                _ => {}
+                info.done_at = Some(Instant::now());
+            }
+            None => {
+                shared.unknown_commits.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
 
-    impl Dispatch<WlRegion, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlRegion,
-            _: wl_region::Request,
-            _: &(),
-            _: &DisplayHandle,
-            _: &mut DataInit<'_, Self>,
-        ) {
-        }
-    }
-
-    impl Dispatch<WlCallback, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlCallback,
-            _: wayland_server::protocol::wl_callback::Request,
-            _: &(),
-            _: &DisplayHandle,
-            _: &mut DataInit<'_, Self>,
-        ) {
-        }
-    }
-
-    fn rect(x: i32, y: i32, w: i32, h: i32) -> Rect {
-        // Clipped to the surface (scale 1: surface and buffer coordinates agree).
-        let (x0, y0) = (x.clamp(0, W as i32) as usize, y.clamp(0, H as i32) as usize);
-        let x1 = (i64::from(x) + i64::from(w)).clamp(0, W as i64) as usize;
-        let y1 = (i64::from(y) + i64::from(h)).clamp(0, H as i64) as usize;
-        Rect {
-            x: x0,
-            y: y0,
-            w: x1.saturating_sub(x0),
-            h: y1.saturating_sub(y0),
-        }
-    }
-
-    impl Dispatch<WlSurface, Surface> for State {
-        fn request(
-            state: &mut Self,
-            _: &Client,
-            _: &WlSurface,
-            request: wl_surface::Request,
-            data: &Surface,
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            let mut s = data.0.lock().unwrap();
-            match request {
-                wl_surface::Request::Attach { buffer, .. } => s.pending = Some(buffer),
-                wl_surface::Request::Damage {
-                    x,
-                    y,
-                    width,
-                    height,
-                }
-                | wl_surface::Request::DamageBuffer {
-                    x,
-                    y,
-                    width,
-                    height,
-                } => s.damage.push(rect(x, y, width, height)),
-                wl_surface::Request::Frame { callback } => {
-                    let cb = data_init.init(callback, ());
-                    s.callbacks.push(cb);
-                }
-                wl_surface::Request::Commit => state.commit(&mut s),
-                _ => {}
-            }
-        }
-    }
-
-    impl State {
-        fn commit(&mut self, s: &mut SurfaceState) {
-            let commit = s.commits;
-            s.commits += 1;
-            if let Some(p) = s.pending.take() {
-                s.current = p;
-            }
-            let damage = std::mem::take(&mut s.damage);
-            let current = s.generation == self.shared.generation.load(Ordering::SeqCst);
-            if let (Some(buffer), true) = (&s.current, current) {
-                if let Some(b) = buffer.data::<Buffer>() {
-                    let shared = Arc::clone(&self.shared);
-                    let mut frames = shared.frames.lock().unwrap();
-                    match frames.get_mut(&commit) {
-                        Some(info) => {
-                            for r in &damage {
-                                self.check(b, info.scene, info.s, *r);
-                            }
-                            info.done_at = Some(Instant::now());
-                        }
-                        None => {
-                            shared.unknown_commits.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            if let Some(buffer) = &s.current {
-                buffer.release();
-            }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u32)
-                .unwrap_or(0);
-            for cb in s.callbacks.drain(..) {
-                cb.done(now);
-            }
-        }
-
-        /// Compares the pixels of `r` in the buffer with frame `s` of `scene`.
-        fn check(&mut self, b: &Buffer, scene: Scene, s: u32, r: Rect) {
-            let pool = b.pool.0.lock().unwrap();
-            let Some(map) = pool.as_ref() else { return };
-            let mem = map.words();
-            self.scratch.resize(W, 0);
-            let (off, stride) = (b.offset / 4, b.stride / 4);
+impl PixelCheck {
+    /// Compares the pixels of `r` in the buffer with frame `s` of `scene`.
+    fn check(&mut self, b: &Buffer, scene: Scene, s: u32, r: Rect) {
+        let shared = &self.shared;
+        let scratch = &mut self.scratch;
+        let r = Rect {
+            w: r.w.min(b.width.saturating_sub(r.x)),
+            h: r.h.min(b.height.saturating_sub(r.y)),
+            ..r
+        };
+        let bad = b.with_words(|mem| {
+            scratch.resize(W, 0);
             let mut bad = 0u64;
-            let r = Rect {
-                w: r.w.min(b.width.saturating_sub(r.x)),
-                h: r.h.min(b.height.saturating_sub(r.y)),
-                ..r
-            };
             for y in r.y..r.y + r.h {
-                self.shared.content.row(scene, s, y, &mut self.scratch);
-                let want = &self.scratch[r.x..r.x + r.w];
-                let start = off + y * stride + r.x;
-                let Some(got) = mem.get(start..start + r.w) else {
+                shared.content.row(scene, s, y, scratch);
+                let want = &scratch[r.x..r.x + r.w];
+                let Some(got) = b.row(mem, y, r.x, r.w) else {
                     bad += r.w as u64;
                     continue;
                 };
                 if got != want {
                     let n = got.iter().zip(want).filter(|(a, b)| a != b).count();
                     bad += n as u64;
-                    let mut first = self.shared.first_bad.lock().unwrap();
+                    let mut first = shared.first_bad.lock().unwrap();
                     if first.is_none() {
                         let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
                         *first = Some(format!(
@@ -815,261 +562,54 @@ mod compositor {
                     }
                 }
             }
-            self.shared
-                .pixels_checked
-                .fetch_add(r.pixels() as u64, Ordering::Relaxed);
-            self.shared.bad_pixels.fetch_add(bad, Ordering::Relaxed);
-        }
-    }
-
-    impl GlobalDispatch<WlShm, ()> for State {
-        fn bind(
-            _: &mut Self,
-            _: &DisplayHandle,
-            _: &Client,
-            resource: New<WlShm>,
-            _: &(),
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            let shm = data_init.init(resource, ());
-            shm.format(wl_shm::Format::Argb8888);
-            shm.format(wl_shm::Format::Xrgb8888);
-        }
-    }
-
-    impl Dispatch<WlShm, ()> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlShm,
-            request: wl_shm::Request,
-            _: &(),
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            if let wl_shm::Request::CreatePool { id, fd, size } = request {
-                let map = Map::new(fd.as_fd(), size.max(0) as usize, false).ok();
-                data_init.init(id, Arc::new(Pool(Mutex::new(map))));
-            }
-        }
-    }
-
-    impl Dispatch<WlShmPool, Arc<Pool>> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlShmPool,
-            request: wl_shm_pool::Request,
-            data: &Arc<Pool>,
-            _: &DisplayHandle,
-            data_init: &mut DataInit<'_, Self>,
-        ) {
-            if let wl_shm_pool::Request::CreateBuffer {
-                id,
-                offset,
-                width,
-                height,
-                stride,
-                ..
-            } = request
-            {
-                data_init.init(
-                    id,
-                    Buffer {
-                        pool: Arc::clone(data),
-                        offset: offset.max(0) as usize,
-                        width: width.max(0) as usize,
-                        height: height.max(0) as usize,
-                        stride: stride.max(0) as usize,
-                    },
-                );
-            }
-        }
-    }
-
-    impl Dispatch<WlBuffer, Buffer> for State {
-        fn request(
-            _: &mut Self,
-            _: &Client,
-            _: &WlBuffer,
-            _: wl_buffer::Request,
-            _: &Buffer,
-            _: &DisplayHandle,
-            _: &mut DataInit<'_, Self>,
-        ) {
-        }
-    }
-
-    /// The kit's in-process compositor offering `wl_compositor` v4 and `wl_shm`.
-    pub fn start(
-        listener: UnixListener,
-        shared: Arc<Shared>,
-    ) -> io::Result<waysock_testkit::compositor::Compositor<State>> {
-        waysock_testkit::compositor::Compositor::start(listener, move |dh| {
-            dh.create_global::<State, WlCompositor, ()>(4, ());
-            dh.create_global::<State, WlShm, ()>(1, ());
-            State {
-                shared,
-                scratch: Vec::new(),
-            }
-        })
+            bad
+        });
+        let Some(bad) = bad else { return };
+        shared
+            .pixels_checked
+            .fetch_add((r.w * r.h) as u64, Ordering::Relaxed);
+        shared.bad_pixels.fetch_add(bad, Ordering::Relaxed);
     }
 }
 
 // ---- the client --------------------------------------------------------------------------
 
-mod client {
-    use super::*;
-    use wayland_client::protocol::{
-        wl_buffer::WlBuffer,
-        wl_callback::{self, WlCallback},
-        wl_compositor::WlCompositor,
-        wl_shm::{self, WlShm},
-        wl_shm_pool::WlShmPool,
-        wl_surface::WlSurface,
-    };
-    use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
+/// The client, drawing frames of the scenes and telling the compositor what it drew.
+struct Client {
+    wl: wayland::Client,
+    shared: Arc<Shared>,
+    /// Commits so far (the compositor numbers them alike).
+    commits: u32,
+}
 
-    #[derive(Default)]
-    struct State {
-        frame_done: bool,
+impl Client {
+    /// Connects as a new client: the surfaces of earlier ones are no longer checked.
+    fn connect(path: &Path, shared: Arc<Shared>) -> io::Result<Client> {
+        shared.generation.fetch_add(1, Ordering::SeqCst);
+        shared
+            .frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(Client {
+            wl: wayland::Client::connect(path)?,
+            shared,
+            commits: 0,
+        })
     }
 
-    macro_rules! ignore {
-        ($($i:ty),*) => {$(
-            impl Dispatch<$i, ()> for State {
-                fn event(
-                    _: &mut Self,
-                    _: &$i,
-                    _: <$i as wayland_client::Proxy>::Event,
-                    _: &(),
-                    _: &Connection,
-                    _: &QueueHandle<Self>,
-                ) {
-                }
-            }
-        )*};
-    }
-    ignore!(WlCompositor, WlSurface, WlShmPool, WlShm, WlBuffer);
-
-    impl Dispatch<WlCallback, ()> for State {
-        fn event(
-            state: &mut Self,
-            _: &WlCallback,
-            event: wl_callback::Event,
-            _: &(),
-            _: &Connection,
-            _: &QueueHandle<Self>,
-        ) {
-            if let wl_callback::Event::Done { .. } = event {
-                state.frame_done = true;
-            }
-        }
-    }
-
-    /// A connected client with one 1920×1080 XRGB8888 buffer on one surface.
-    pub struct Client {
-        _conn: Connection,
-        queue: EventQueue<State>,
-        state: State,
-        surface: WlSurface,
-        buffer: WlBuffer,
-        map: Map,
-        shared: Arc<Shared>,
-        /// Commits so far (the compositor numbers them alike).
-        pub commits: u32,
-    }
-
-    fn fail(e: impl std::fmt::Display) -> io::Error {
-        io::Error::other(e.to_string())
-    }
-
-    impl Client {
-        pub fn connect(path: &Path, shared: Arc<Shared>) -> io::Result<Client> {
-            shared.generation.fetch_add(1, Ordering::SeqCst);
+    /// Draws frame `s` of `scene`, damages what changed, commits, and waits for the frame
+    /// callback.
+    fn draw(&mut self, scene: Scene, s: u32) -> io::Result<()> {
+        let r = self.shared.content.draw(scene, s, self.wl.pixels());
+        let (shared, commit) = (&self.shared, self.commits);
+        self.wl.present(r, || {
             shared
                 .frames
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clear();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let stream = loop {
-                match UnixStream::connect(path) {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() > deadline => {
-                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            };
-            let conn = Connection::from_socket(stream).map_err(fail)?;
-            let queue = conn.new_event_queue();
-            let qh = queue.handle();
-            let (registry, globals) =
-                waysock_testkit::compositor::client::globals(&conn).map_err(fail)?;
-            let (mut compositor, mut shm) = (None, None);
-            for g in &globals {
-                match g.interface.as_str() {
-                    "wl_compositor" if g.version >= 4 => {
-                        compositor = Some(registry.bind::<WlCompositor, _, _>(g.name, 4, &qh, ()));
-                    }
-                    "wl_shm" => shm = Some(registry.bind::<WlShm, _, _>(g.name, 1, &qh, ())),
-                    _ => {}
-                }
-            }
-            let (Some(compositor), Some(shm)) = (compositor, shm) else {
-                return Err(fail("wl_compositor v4 or wl_shm missing"));
-            };
-            let size = W * H * 4;
-            let fd = rustix::fs::memfd_create("bench-pool", rustix::fs::MemfdFlags::CLOEXEC)
-                .map_err(io::Error::from)?;
-            rustix::fs::ftruncate(&fd, size as u64).map_err(io::Error::from)?;
-            let map = Map::new(fd.as_fd(), size, true)?;
-            let pool = shm.create_pool(fd.as_fd(), size as i32, &qh, ());
-            let buffer = pool.create_buffer(
-                0,
-                W as i32,
-                H as i32,
-                (W * 4) as i32,
-                wl_shm::Format::Xrgb8888,
-                &qh,
-                (),
-            );
-            pool.destroy();
-            let surface = compositor.create_surface(&qh, ());
-            Ok(Client {
-                _conn: conn,
-                queue,
-                state: State::default(),
-                surface,
-                buffer,
-                map,
-                shared,
-                commits: 0,
-            })
-        }
-
-        /// One `wl_display.sync` roundtrip.
-        pub fn roundtrip(&mut self) -> io::Result<()> {
-            self.queue.roundtrip(&mut self.state).map_err(fail)?;
-            Ok(())
-        }
-
-        /// Draws frame `s` of `scene`, damages what changed, commits, and waits for the frame
-        /// callback.
-        pub fn draw(&mut self, scene: Scene, s: u32) -> io::Result<()> {
-            let r = self.shared.content.draw(scene, s, self.map.words_mut());
-            let qh = self.queue.handle();
-            self.surface.attach(Some(&self.buffer), 0, 0);
-            self.surface
-                .damage_buffer(r.x as i32, r.y as i32, r.w as i32, r.h as i32);
-            self.surface.frame(&qh, ());
-            self.shared
-                .frames
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .insert(
-                    self.commits,
+                    commit,
                     FrameInfo {
                         scene,
                         s,
@@ -1077,16 +617,9 @@ mod client {
                         done_at: None,
                     },
                 );
-            self.surface.commit();
-            self.commits += 1;
-            self.state.frame_done = false;
-            while !self.state.frame_done {
-                self.queue
-                    .blocking_dispatch(&mut self.state)
-                    .map_err(fail)?;
-            }
-            Ok(())
-        }
+        })?;
+        self.commits += 1;
+        Ok(())
     }
 }
 
@@ -1501,14 +1034,14 @@ fn session(
     let profile = &PROFILES[pi];
     let peer_i = PEERS.iter().position(|p| *p == peer).unwrap_or(0);
     let mut running = start(peer, profile, waypipe, dir, compositor_path, token)?;
-    let mut client = client::Client::connect(&running.display, Arc::clone(shared))?;
+    let mut client = Client::connect(&running.display, Arc::clone(shared))?;
     // Idle roundtrips first.
     let sync = results.syncs.entry((pi, peer_i)).or_default();
     let t0 = Instant::now();
     let mut n = 0;
     while n < plan.roundtrips && t0.elapsed() < plan.roundtrip_cap {
         let s = Instant::now();
-        client.roundtrip()?;
+        client.wl.roundtrip()?;
         sync.samples_us.push(s.elapsed().as_secs_f64() * 1e6);
         n += 1;
     }
@@ -2114,7 +1647,13 @@ fn bench(full: bool) -> io::Result<bool> {
         unknown_commits: AtomicU64::new(0),
         first_bad: Mutex::new(None),
     });
-    let compositor = compositor::start(UnixListener::bind(&compositor_path)?, Arc::clone(&shared))?;
+    let compositor = wayland::start(
+        UnixListener::bind(&compositor_path)?,
+        PixelCheck {
+            shared: Arc::clone(&shared),
+            scratch: Vec::new(),
+        },
+    )?;
 
     let mut results = Results {
         cells: HashMap::new(),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use waysock_testkit::proc::descendants;
 
+pub mod wayland;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_waysock");
 
 /// Runs `bench` (the full run with `--bench`, otherwise the smoke run) and turns what it says
