@@ -913,6 +913,13 @@ impl Peer {
     }
 }
 
+/// The peers on link `pi`: a direct socket only on the unshaped one.
+fn peers_on(pi: usize) -> Vec<usize> {
+    (0..PEERS.len())
+        .filter(|&i| PEERS[i] != Peer::Direct || PROFILES[pi].rate.is_none())
+        .collect()
+}
+
 /// A running peer: where the client connects, and the relay carrying its TCP hop.
 struct Running {
     display: PathBuf,
@@ -997,12 +1004,6 @@ impl Cell {
     }
 }
 
-/// Roundtrips per link × peer, summed over rounds.
-#[derive(Default)]
-struct Syncs {
-    samples_us: Vec<f64>,
-}
-
 struct Plan {
     rounds: usize,
     roundtrips: usize,
@@ -1015,7 +1016,8 @@ struct Plan {
 
 struct Results {
     cells: HashMap<(usize, usize, usize), Cell>,
-    syncs: HashMap<(usize, usize), Syncs>,
+    /// `wl_display.sync` roundtrips (µs) per link × peer, over all rounds.
+    syncs: HashMap<(usize, usize), Vec<f64>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1042,7 +1044,7 @@ fn session(
     while n < plan.roundtrips && t0.elapsed() < plan.roundtrip_cap {
         let s = Instant::now();
         client.wl.roundtrip()?;
-        sync.samples_us.push(s.elapsed().as_secs_f64() * 1e6);
+        sync.push(s.elapsed().as_secs_f64() * 1e6);
         n += 1;
     }
     for &si in scenes {
@@ -1253,12 +1255,6 @@ impl Report<'_> {
         self.results.cells.get(&(si, pi, peer))
     }
 
-    fn peers_on(&self, pi: usize) -> Vec<usize> {
-        (0..PEERS.len())
-            .filter(|&i| PEERS[i] != Peer::Direct || PROFILES[pi].rate.is_none())
-            .collect()
-    }
-
     fn title(&self, peer: usize, waypipe_version: &str) -> String {
         match PEERS[peer] {
             Peer::Direct => "direct Unix socket".into(),
@@ -1286,7 +1282,7 @@ impl Report<'_> {
 
     fn sync_us(&self, pi: usize, peer: usize) -> Option<(f64, usize)> {
         let s = self.results.syncs.get(&(pi, peer))?;
-        Some((median(&s.samples_us)?, s.samples_us.len()))
+        Some((median(s)?, s.len()))
     }
 
     fn tables(&self, wv: &str) -> String {
@@ -1309,7 +1305,7 @@ impl Report<'_> {
                 let limit = self
                     .limit_ms(si, pi)
                     .map_or("—".into(), |l| format!("{l:.1} ({:.1})", 1e3 / l));
-                for peer in self.peers_on(pi) {
+                for peer in peers_on(pi) {
                     let title = self.title(peer, wv);
                     let _ = write!(s, "| {} | {title} |", PROFILES[pi].title);
                     if let Some(why) = &self.skip[peer] {
@@ -1667,10 +1663,8 @@ fn bench(full: bool) -> io::Result<bool> {
             order.reverse();
         }
         for &pi in &order {
-            let mut here: Vec<usize> = (0..PEERS.len())
-                .filter(|&i| skip[i].is_none())
-                .filter(|&i| PEERS[i] != Peer::Direct || PROFILES[pi].rate.is_none())
-                .collect();
+            let mut here = peers_on(pi);
+            here.retain(|&i| skip[i].is_none());
             let k = round % here.len().max(1);
             here.rotate_left(k);
             for peer_i in here {
@@ -1752,10 +1746,7 @@ fn bench(full: bool) -> io::Result<bool> {
         ok = false;
     }
     for ((_, _, peer), c) in &results.cells {
-        if c.error.is_some()
-            && PEERS[*peer] != Peer::WaypipeLz4
-            && PEERS[*peer] != Peer::WaypipeZstd
-        {
+        if c.error.is_some() && !PEERS[*peer].is_waypipe() {
             ok = false;
         }
     }
