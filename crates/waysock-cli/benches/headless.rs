@@ -13,13 +13,12 @@
 //! (`cargo bench --bench headless`) 20 rounds; otherwise (`cargo test --benches`) a 2-round
 //! smoke. Without weston it says so and exits 0.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use waysock_testkit::percentile;
+use waysock_testkit::{percentile, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waysock");
 const POLL: Duration = Duration::from_millis(10);
@@ -37,28 +36,6 @@ fn main() -> ExitCode {
             eprintln!("headless bench: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// A fresh 0700 runtime dir under `/var/tmp`, removed on drop.
-struct RuntimeDir(PathBuf);
-
-impl RuntimeDir {
-    fn new(n: usize) -> Result<RuntimeDir, String> {
-        let p = PathBuf::from(format!(
-            "/var/tmp/waysock-bench-headless-{}-{n}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| e.to_string())?;
-        Ok(RuntimeDir(p))
-    }
-}
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -153,14 +130,15 @@ fn bench(rounds: usize) -> Result<(), String> {
         ("waysock headless -- true", headless),
     ];
     let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    // Each run in a fresh 0700 runtime dir under /var/tmp, removed after it.
+    let run = |f: &Variant| f(Scratch::new("bench-headless").path());
     // One warm-up of each (page cache, dynamic loader), not counted.
-    for (n, (_, f)) in variants.iter().enumerate() {
-        f(&RuntimeDir::new(n)?.0)?;
+    for (_, f) in &variants {
+        run(f)?;
     }
-    for round in 0..rounds {
-        for (n, (_, f)) in variants.iter().enumerate() {
-            let rt = RuntimeDir::new(2 + round * 2 + n)?;
-            samples[n].push(f(&rt.0)?);
+    for _ in 0..rounds {
+        for ((_, f), samples) in variants.iter().zip(&mut samples) {
+            samples.push(run(f)?);
         }
     }
     let q = |s: &[Duration], p| percentile(s, p).expect("samples");
