@@ -88,6 +88,17 @@ pub enum SessionError {
     /// Pool data beyond the pool's end.
     #[error("pool data beyond the pool's end")]
     BeyondPool,
+
+    /// The far side shrank a mirror (pools only ever grow).
+    #[error("pool {id} shrunk from {from} to {to} bytes; Wayland pools only grow")]
+    PoolShrunk {
+        /// The mirror.
+        id: u32,
+        /// Its size before.
+        from: u64,
+        /// The size asked for.
+        to: u64,
+    },
     /// Compressed pool data that decompresses to another length.
     #[error("compressed pool data of the wrong length")]
     Lz4Length,

@@ -8,7 +8,8 @@
 //! closed connection.
 //!
 //! Modules: `core` (the translation, pure: a decoded message in, what to do out), `shm`
-//! (diffing pools against shadows), `pipes`, `poll` (busy polling), `pump_out` and
+//! (diffing pools against shadows), `mirror` (a far pool's copy here, mapped and sealed against
+//! shrinking), `pipes`, `poll` (busy polling), `pump_out` and
 //! `pump_in` (the two relay threads, which do the I/O the core asks for), `error`.
 //!
 //! Two threads per session: local → remote parses every message (object map, signatures),
@@ -41,6 +42,7 @@
 
 mod core;
 mod error;
+mod mirror;
 mod pipes;
 mod poll;
 mod pump_in;
@@ -130,7 +132,12 @@ const MAX_POOL: u64 = 1 << 30;
 enum InFd {
     /// A mirrored pool: kept, since later frames update it (and, for a buffer the compositor
     /// fills, it is read back).
-    Shm { fd: Arc<OwnedFd>, size: u64 },
+    Shm {
+        fd: Arc<OwnedFd>,
+        size: u64,
+        /// All of it, mapped: where the pool-update worker writes.
+        map: Arc<mirror::Mapped>,
+    },
     /// Handed to the local peer once.
     Once(OwnedFd),
 }

@@ -12,6 +12,7 @@ use rustix::fs::SealFlags;
 
 use super::core::Region;
 use super::error::SessionError;
+use super::mirror::Mapped as Mirror;
 use super::pipes::{spawn_pipe_reader, PipeWriter};
 use super::poll::{From, Poller, SpinRead};
 use super::{shm, InFd, Shared, Side, MAX_MIRRORED, MAX_PIPES, MAX_POOL, MAX_SESSION_FDS};
@@ -84,7 +85,7 @@ impl Applier {
                     bytes,
                 } => shm::unpack(packing, raw_len, &bytes, &mut unpacked)
                     .and_then(|body| write_pool(sh, id, base, body)),
-                PoolUpdate::Move { id, m } => move_rows(sh, id, m, &mut unpacked),
+                PoolUpdate::Move { id, m } => move_rows(sh, id, m),
             };
             let Ok(mut st) = self.state.lock() else {
                 return;
@@ -182,8 +183,11 @@ fn pump_in_frames(
                 }
                 let fd = memfd("waysock-shm")?;
                 rustix::fs::ftruncate(&fd, size).map_err(io::Error::from)?;
+                // The local peer gets a duplicate; sealed, it can never cut our mapping short.
+                rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK).map_err(io::Error::from)?;
+                let map = Arc::new(Mirror::new(fd.as_fd(), size)?);
                 let fd = Arc::new(fd);
-                insert_in_fd(sh, id, InFd::Shm { fd, size })?;
+                insert_in_fd(sh, id, InFd::Shm { fd, size, map })?;
             }
             Frame::ShmPatch {
                 id,
@@ -231,13 +235,21 @@ fn pump_in_frames(
                     Some(InFd::Shm { size: s, .. }) => *s,
                     _ => return Err(SessionError::ResizeUnknownPool(id)),
                 };
+                if size < old {
+                    return Err(SessionError::PoolShrunk {
+                        id,
+                        from: old,
+                        to: size,
+                    });
+                }
                 let total = st.mirrored - old.min(st.mirrored) + size;
                 if total > MAX_MIRRORED {
                     return Err(SessionError::FarMirrorsTooMuch);
                 }
                 st.mirrored = total;
-                if let Some(InFd::Shm { fd, size: s }) = st.in_fds.get_mut(&id) {
+                if let Some(InFd::Shm { fd, size: s, map }) = st.in_fds.get_mut(&id) {
                     rustix::fs::ftruncate(&**fd, size).map_err(io::Error::from)?;
+                    *map = Arc::new(Mirror::new(fd.as_fd(), size)?);
                     *s = size;
                 }
             }
@@ -362,13 +374,12 @@ fn wayland(sh: &Shared, local: &UnixStream, fds: &[u32], bytes: &[u8]) -> Result
 /// (the client side holds the same), bounded by [`MAX_POOL`] for all captures together. Read
 /// without holding any lock.
 fn take_snapshot(sh: &Shared, frame: u32, r: Region) -> Result<(), SessionError> {
-    let (fd, size) = match sh.fds.lock()?.in_fds.get(&r.mirror) {
-        Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size as usize),
+    let map = match sh.fds.lock()?.in_fds.get(&r.mirror) {
+        Some(InFd::Shm { map, .. }) => Arc::clone(map),
         _ => return Ok(()),
     };
-    let len = r.len.min(size.saturating_sub(r.offset));
-    let mut snap = vec![0u8; len];
-    shm::pread_full(fd.as_fd(), &mut snap, r.offset as u64)?;
+    let len = r.len.min(map.len().saturating_sub(r.offset));
+    let snap = map.read(r.offset, len).ok_or(SessionError::BeyondPool)?;
     let mut st = sh.fds.lock()?;
     st.forget_snapshot(frame);
     if st.snapshot_bytes + len as u64 > MAX_POOL {
@@ -385,12 +396,12 @@ fn take_snapshot(sh: &Shared, frame: u32, r: Region) -> Result<(), SessionError>
 /// (`returned`). The writes happen without holding any lock.
 fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), SessionError> {
     let (spans, extent) = shm::spans(body)?;
-    let fd = {
+    let target = {
         let mut st = sh.fds.lock()?;
-        let (fd, size, returned) = match st.in_fds.get(&id) {
-            Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size, false),
+        let (target, size) = match st.in_fds.get(&id) {
+            Some(InFd::Shm { map, size, .. }) => (Target::Mirror(Arc::clone(map)), *size),
             _ if sh.side == Side::Client => match st.pools.get(&id) {
-                Some((fd, size)) => (Arc::clone(fd), *size, true),
+                Some((fd, size)) => (Target::Pool(Arc::clone(fd)), *size),
                 // The client let go of the pool while the compositor filled it: nobody looks.
                 None => return Ok(()),
             },
@@ -399,42 +410,45 @@ fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), Sessio
         if base.checked_add(extent).is_none_or(|e| e > size) {
             return Err(SessionError::BeyondPool);
         }
-        if returned {
+        if let Target::Pool(_) = target {
             for s in &spans {
                 let bytes = body[s.at..s.at + s.len].to_vec();
                 st.returned.push((id, base + s.offset, bytes));
             }
         }
-        fd
+        target
     };
     for s in spans {
-        shm::pwrite_full(fd.as_fd(), &body[s.at..s.at + s.len], base + s.offset)?;
+        let bytes = &body[s.at..s.at + s.len];
+        match &target {
+            Target::Mirror(map) => {
+                if !map.write(base + s.offset, bytes) {
+                    return Err(SessionError::BeyondPool);
+                }
+            }
+            Target::Pool(fd) => shm::pwrite_full(fd.as_fd(), bytes, base + s.offset)?,
+        }
     }
     Ok(())
 }
 
-/// Moves rows of a mirrored pool (a scroll the far side found): reads what the move touches
-/// into `buf`, moves there, writes it back. Only the compositor's copies of a client's pools
-/// are moved.
-fn move_rows(sh: &Shared, id: u32, m: shm::Move, buf: &mut Vec<u8>) -> Result<(), SessionError> {
-    let (fd, size) = match sh.fds.lock()?.in_fds.get(&id) {
-        Some(InFd::Shm { fd, size }) => (Arc::clone(fd), *size),
+/// Where [`write_pool`] writes: a mirror of ours (mapped), or a client's own pool, which the
+/// client could shrink at any moment, so it is written through the kernel, never mapped.
+enum Target {
+    Mirror(Arc<Mirror>),
+    Pool(Arc<OwnedFd>),
+}
+
+/// Moves rows of a mirrored pool in place (a scroll the far side found). Only the
+/// compositor's copies of a client's pools are moved.
+fn move_rows(sh: &Shared, id: u32, m: shm::Move) -> Result<(), SessionError> {
+    let map = match sh.fds.lock()?.in_fds.get(&id) {
+        Some(InFd::Shm { map, .. }) => Arc::clone(map),
         _ => return Err(SessionError::UnknownPool(id)),
     };
-    let (lo, hi) = m
-        .extent()
-        .filter(|&(lo, hi)| lo <= hi && hi as u64 <= size)
-        .ok_or(SessionError::BeyondPool)?;
-    buf.resize(hi - lo, 0);
-    shm::pread_full(fd.as_fd(), buf, lo as u64)?;
-    shm::apply_move(
-        buf,
-        &shm::Move {
-            start: m.start - lo,
-            ..m
-        },
-    );
-    shm::pwrite_full(fd.as_fd(), buf, lo as u64)?;
+    if !map.move_rows(&m) {
+        return Err(SessionError::BeyondPool);
+    }
     Ok(())
 }
 

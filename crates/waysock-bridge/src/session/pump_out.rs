@@ -273,21 +273,22 @@ fn fold_returned(sh: &Shared, shadows: &mut HashMap<u32, Shadow>) -> Result<(), 
 /// changed since the capture started back to the client side, which writes them into the
 /// client's pool before it forwards `ready`.
 fn send_back(sh: &Shared, frame: u32, region: Region) -> Result<(), SessionError> {
-    let (snapshot, fd) = {
+    let (snapshot, map) = {
         let mut fds = sh.fds.lock()?;
         let Some(snapshot) = fds.take_snapshot(frame) else {
             // `ready` for a capture never started: nothing was filled.
             return Ok(());
         };
         match fds.in_fds.get(&region.mirror) {
-            Some(InFd::Shm { fd, .. }) => (snapshot, Arc::clone(fd)),
+            Some(InFd::Shm { map, .. }) => (snapshot, Arc::clone(map)),
             // The pool is gone: nobody can see the pixels.
             _ => return Ok(()),
         }
     };
     let mut shadow = snapshot;
-    let mut cur = vec![0u8; shadow.len()];
-    shm::pread_full(fd.as_fd(), &mut cur, region.offset as u64)?;
+    let cur = map
+        .read(region.offset, shadow.len())
+        .ok_or(SessionError::BeyondPool)?;
     let at = region.offset;
     let send = |f: Frame| sh.send(std::slice::from_ref(&f));
     let mut patch = shm::Patch::new(region.mirror, at as u64);
