@@ -6,15 +6,15 @@
 //! (forward secrecy).
 //!
 //! ```text
-//! psk      = HMAC-SHA256(secret, "waysock-bridge WSB7 noise psk")
-//! prologue = "waysock-bridge WSB7"
-//! connector → listener   "WSB7" | Noise message 1 (psk, e):  e_c[32] tag[16]
-//! listener  → connector  "WSB7" | Noise message 2 (e, ee):   e_l[32] tag[16]
+//! psk      = HMAC-SHA256(secret, "waysock-bridge WSB8 noise psk")
+//! prologue = "waysock-bridge WSB8"
+//! connector → listener   "WSB8" | Noise message 1 (psk, e):  e_c[32] tag[16]
+//! listener  → connector  "WSB8" | Noise message 2 (e, ee):   e_l[32] tag[16]
 //! (k1, k2)  = Noise Split() (raw), h = the handshake hash
-//! connector → listener   HMAC-SHA256(k1, "waysock-bridge WSB7 confirm" | h)
+//! connector → listener   HMAC-SHA256(k1, "waysock-bridge WSB8 confirm" | h)
 //! listener  → connector  0x01 (accepted)
-//! then, both ends:       key c→l = HMAC-SHA256(k1, "waysock-bridge WSB7 record key: connector to listener")
-//!                        key l→c = HMAC-SHA256(k2, "waysock-bridge WSB7 record key: listener to connector")
+//! then, both ends:       key c→l = HMAC-SHA256(k1, "waysock-bridge WSB8 record key: connector to listener")
+//!                        key l→c = HMAC-SHA256(k2, "waysock-bridge WSB8 record key: listener to connector")
 //! ```
 //!
 //! - Message 1 carries an (empty) payload encrypted under a key mixed from the psk and `e_c`:
@@ -59,7 +59,7 @@ pub const MAX_SECRET: usize = 64 * 1024;
 /// the link's rate reported back; 6: scrolls sent as moves; 5: pool patches, a commit's
 /// changed spans in few large frames; 4: the Noise handshake; 3: sealed records, pipes with
 /// credit acks).
-const MAGIC: &[u8; 4] = b"WSB7";
+const MAGIC: &[u8; 4] = b"WSB8";
 
 /// What the listener sends in place of its greeting when it ends the handshake at once; one
 /// code follows ([`TOKEN_REJECTED`] or a [`Refusal`]).
@@ -68,15 +68,15 @@ const REFUSAL: &[u8; 4] = b"WSB-";
 /// The Noise protocol this version speaks.
 pub const NOISE_PROTOCOL: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
 /// Mixed into the handshake hash first: the handshake is bound to this protocol and version.
-const PROLOGUE: &[u8] = b"waysock-bridge WSB7";
+const PROLOGUE: &[u8] = b"waysock-bridge WSB8";
 /// Label of the pre-shared key (HMAC-SHA256 keyed with the secret).
-const L_PSK: &[u8] = b"waysock-bridge WSB7 noise psk";
+const L_PSK: &[u8] = b"waysock-bridge WSB8 noise psk";
 /// Label of the connector's key confirmation (HMAC-SHA256 keyed with the first split key).
-const L_CONFIRM: &[u8] = b"waysock-bridge WSB7 confirm";
+const L_CONFIRM: &[u8] = b"waysock-bridge WSB8 confirm";
 /// Label of the connector → listener record key.
-const L_TO_LISTENER: &[u8] = b"waysock-bridge WSB7 record key: connector to listener";
+const L_TO_LISTENER: &[u8] = b"waysock-bridge WSB8 record key: connector to listener";
 /// Label of the listener → connector record key.
-const L_TO_CONNECTOR: &[u8] = b"waysock-bridge WSB7 record key: listener to connector";
+const L_TO_CONNECTOR: &[u8] = b"waysock-bridge WSB8 record key: listener to connector";
 
 /// An ephemeral X25519 public key.
 const DH: usize = 32;
@@ -764,9 +764,9 @@ mod tests {
             handshake(&mut y, &tok, Role::Listener)
         });
         let tok = Token::from_bytes(SECRET).unwrap();
-        let psk = prf(SECRET, b"waysock-bridge WSB7 noise psk", &[]);
+        let psk = prf(SECRET, b"waysock-bridge WSB8 noise psk", &[]);
         let mut hs = snow::Builder::new(NOISE_PROTOCOL.parse().unwrap())
-            .prologue(b"waysock-bridge WSB7")
+            .prologue(b"waysock-bridge WSB8")
             .unwrap()
             .psk(0, &psk)
             .unwrap()
@@ -775,17 +775,17 @@ mod tests {
         let mut msg = [0u8; 128];
         let n = hs.write_message(&[], &mut msg).unwrap();
         assert_eq!(n, NOISE_MSG);
-        x.write_all(b"WSB7").unwrap();
+        x.write_all(b"WSB8").unwrap();
         x.write_all(&msg[..n]).unwrap();
         let mut reply = [0u8; REPLY_LEN];
         x.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply[..4], b"WSB7");
+        assert_eq!(&reply[..4], b"WSB8");
         let mut payload = [0u8; 64];
         assert_eq!(hs.read_message(&reply[4..], &mut payload).unwrap(), 0);
         let (k1, _) = hs.dangerously_get_raw_split();
         x.write_all(&prf(
             &k1,
-            b"waysock-bridge WSB7 confirm",
+            b"waysock-bridge WSB8 confirm",
             hs.get_handshake_hash(),
         ))
         .unwrap();
@@ -797,7 +797,7 @@ mod tests {
             keys.receive,
             prf(
                 &k1,
-                b"waysock-bridge WSB7 record key: connector to listener",
+                b"waysock-bridge WSB8 record key: connector to listener",
                 &[]
             )
         );
@@ -877,27 +877,27 @@ mod tests {
         assert!(matches!(err, AuthError::Version(b'3')), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("7 here, 3 there") && text.contains("same waysock version"),
+            text.contains("8 here, 3 there") && text.contains("same waysock version"),
             "{text}"
         );
-        // It was answered with our magic, which a WSB3 connector names as version 7 (what
+        // It was answered with our magic, which a WSB3 connector names as version 8 (what
         // follows is a reset: the listener closed without reading the rest).
         drop(y);
         let mut answer = [0u8; 4];
         x.read_exact(&mut answer).unwrap();
-        assert_eq!(&answer, b"WSB7");
+        assert_eq!(&answer, b"WSB8");
 
         // This connector meets a newer listener that answers with its magic.
         let (mut x, mut y) = pair();
         let t = std::thread::spawn(move || {
             let mut hello = [0u8; GREETING_LEN];
             y.read_exact(&mut hello).unwrap();
-            y.write_all(b"WSB8").unwrap();
+            y.write_all(b"WSB9").unwrap();
         });
         let err = handshake(&mut x, &tok, Role::Connector).unwrap_err();
         t.join().unwrap();
-        assert!(matches!(err, AuthError::Version(b'8')), "{err}");
-        assert!(err.to_string().contains("7 here, 8 there"), "{err}");
+        assert!(matches!(err, AuthError::Version(b'9')), "{err}");
+        assert!(err.to_string().contains("8 here, 9 there"), "{err}");
     }
 
     #[test]

@@ -712,7 +712,7 @@ mod tests {
         old.write_all(&hello).unwrap();
         let mut got = Vec::new();
         old.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"WSB7");
+        assert_eq!(got, b"WSB8");
 
         // The right token still gets through, and is the only one handed on.
         connector(addr);

@@ -10,8 +10,10 @@
 //!            raw_len ≤ MAX_PATCH bytes once unpacked) is the
 //!            spans' bytes back to back, then (skip u32 | len u32) per span (skip: unchanged
 //!            bytes since the previous span's end, or since base), then the span count u32
-//! SHM_MOVE:= fd_id u32 | start u64 | rows u32 | stride u32 | width u32 | dy i32   a scroll:
-//!            row r < rows (width bytes at start + r·stride) becomes what row r + dy held
+//! SHM_MOVE:= fd_id u32 | start u64 | rows u32 | stride u32 | width u32 | dy i32 | dx i32
+//!            a scroll or a move: row r < rows (width bytes at start + r·stride) becomes the
+//!            width bytes that were at start + (r + dy)·stride + dx, all read before any is
+//!            written
 //! SHM_SIZE:= fd_id u32 | size u64            wl_shm_pool.resize
 //! MEM_NEW := fd_id u32 | bytes               a read-only copy (keymaps)
 //! PIPE_NEW:= fd_id u32 | dir u8              a pipe relayed as a stream (see PipeDir)
@@ -152,7 +154,8 @@ pub enum Frame {
         bytes: Vec<u8>,
     },
     /// Rows of a mirrored object moved: row `r < rows` (`width` bytes at `start + r·stride`)
-    /// becomes what row `r + dy` held, every row read before any is written.
+    /// becomes the `width` bytes at `start + (r + dy)·stride + dx`, every row read before any
+    /// is written (a scroll: `dx` 0; a moved window: both).
     ShmMove {
         /// Its id.
         id: u32,
@@ -166,6 +169,8 @@ pub enum Frame {
         width: u32,
         /// Where each row comes from, in rows.
         dy: i32,
+        /// And in bytes across.
+        dx: i32,
     },
     /// A mirrored object's new size.
     ShmSize {
@@ -309,6 +314,7 @@ impl Frame {
                 stride,
                 width,
                 dy,
+                dx,
             } => {
                 p.extend_from_slice(&id.to_le_bytes());
                 p.extend_from_slice(&start.to_le_bytes());
@@ -316,6 +322,7 @@ impl Frame {
                 p.extend_from_slice(&stride.to_le_bytes());
                 p.extend_from_slice(&width.to_le_bytes());
                 p.extend_from_slice(&dy.to_le_bytes());
+                p.extend_from_slice(&dx.to_le_bytes());
                 Kind::ShmMove
             }
             Frame::PipeAck { id, n } => {
@@ -421,7 +428,7 @@ impl Frame {
                 }
             }
             Kind::ShmMove => {
-                if p.len() != 28 {
+                if p.len() != 32 {
                     return Err(bad("bad move frame"));
                 }
                 Frame::ShmMove {
@@ -431,6 +438,7 @@ impl Frame {
                     stride: u32_at(p, 16)?,
                     width: u32_at(p, 20)?,
                     dy: u32_at(p, 24)? as i32,
+                    dx: u32_at(p, 28)? as i32,
                 }
             }
             Kind::LinkRate => {
@@ -631,6 +639,7 @@ mod tests {
                 stride: 7680,
                 width: 2304,
                 dy: -20,
+                dx: 64,
             },
         ];
         let mut wire = Vec::new();

@@ -81,7 +81,7 @@ fn a_listener_that_refuses_before_its_greeting_is_named_with_its_reason() {
 fn a_connector_that_hangs_up_mid_greeting_is_named_as_gone() {
     let (mut x, mut y) = pair();
     // Part of a greeting (shorter than GREETING_LEN), then gone.
-    x.write_all(b"WSB7").unwrap();
+    x.write_all(b"WSB8").unwrap();
     drop(x);
     let tok = Token::from_bytes(b"0123456789abcdef-secret").unwrap();
     let l = handshake(&mut y, &tok, Role::Listener);

@@ -117,34 +117,31 @@ impl Mapped {
         Some(out)
     }
 
-    /// Applies a scroll (as [`super::shm::apply_move`] does to a buffer); `false` (and
-    /// nothing moved) if any byte it reads or writes lies outside the mapping.
+    /// Applies a move (as [`super::shm::apply_move`] does to a buffer, rows in the same
+    /// order); `false` (and nothing moved) if any byte it reads or writes lies outside the
+    /// mapping.
     pub fn move_rows(&self, m: &Move) -> bool {
-        let Some((lo, hi)) = m.extent().filter(|&(lo, hi)| lo <= hi && hi <= self.len) else {
+        if m.extent().is_none_or(|(_, hi)| hi > self.len) {
             return false;
-        };
-        if m.rows == 0 || m.width == 0 || m.dy == 0 || lo == hi {
+        }
+        if m.rows == 0 || m.width == 0 || (m.dy == 0 && m.dx == 0) {
             return true;
         }
         let base = self.ptr.as_ptr();
-        // Row `r` is written at `at(r)` from `src(r)`; both rows lie within [lo, hi), which
-        // `extent` computed from the same figures without overflow.
-        let at = |r: usize| m.start + r * m.stride;
-        let src = |r: usize| at(r).wrapping_add_signed(m.dy * m.stride as isize);
         let copy = |r: usize, len: usize| {
-            // SAFETY: both `[src(r), src(r) + len)` and `[at(r), at(r) + len)` lie within
-            // [lo, hi) ⊆ the mapping (see above; `len` is at most the rows' span); `ptr::copy`
-            // allows overlap.
-            unsafe { std::ptr::copy(base.add(src(r)), base.add(at(r)), len) }
+            let (at, from) = m.row(r);
+            // SAFETY: `Move::row` puts row `r < rows` (written at `at`, read from `from`, `len`
+            // bytes: `width`, or every row for a block) inside `Move::extent`, computed
+            // without wrapping, and that lies inside the mapping (checked above);
+            // `ptr::copy` allows the two to overlap.
+            unsafe { std::ptr::copy(base.add(from), base.add(at), len) }
         };
-        if m.width == m.stride {
-            // Whole rows: one block.
+        if m.is_block() {
             copy(0, m.rows * m.stride);
-        } else if m.dy > 0 {
-            // Reading below what is written: top down.
-            (0..m.rows).for_each(|r| copy(r, m.width));
-        } else {
+        } else if m.bottom_up() {
             (0..m.rows).rev().for_each(|r| copy(r, m.width));
+        } else {
+            (0..m.rows).for_each(|r| copy(r, m.width));
         }
         true
     }
@@ -226,6 +223,7 @@ mod tests {
                 stride,
                 width: stride,
                 dy: 1,
+                dx: 0,
             },
             Move {
                 start: stride * 5,
@@ -233,6 +231,7 @@ mod tests {
                 stride,
                 width: stride,
                 dy: -5,
+                dx: 0,
             },
             Move {
                 start: 8,
@@ -240,6 +239,7 @@ mod tests {
                 stride,
                 width: 40,
                 dy: 3,
+                dx: 0,
             },
             Move {
                 start: stride * 10 + 4,
@@ -247,6 +247,7 @@ mod tests {
                 stride,
                 width: 32,
                 dy: -7,
+                dx: 0,
             },
         ] {
             let fd = memfd(len as u64, true);
@@ -267,6 +268,7 @@ mod tests {
                 stride,
                 width: stride,
                 dy: 1,
+                dx: 0,
             },
             Move {
                 start: 0,
@@ -274,6 +276,7 @@ mod tests {
                 stride,
                 width: stride,
                 dy: -1,
+                dx: 0,
             },
             Move {
                 start: stride * 39,
@@ -281,6 +284,7 @@ mod tests {
                 stride,
                 width: stride,
                 dy: 0,
+                dx: 0,
             },
         ] {
             assert!(!map.move_rows(&bad), "{bad:?}");

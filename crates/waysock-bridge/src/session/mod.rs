@@ -26,8 +26,10 @@
 //!   codec's speed and ratio measured on recent patches, the link's rate as the far side saw
 //!   large records arrive and reported back in `LINK_RATE`), sent as soon as each is full
 //!   (large areas on two threads). A damaged area whose rows now hold what the shadow holds some
-//!   rows further on (a scroll, found by row fingerprints) first goes as a move of those rows
-//!   (`SHM_MOVE`, applied to both copies), so only the rows that came in are diffed and sent.
+//!   rows further on (a scroll, found by row fingerprints kept from the last sync), or with a
+//!   rectangle that holds what the shadow holds elsewhere in it (a window dragged, a canvas
+//!   panned, found by block keys), first goes as a move (`SHM_MOVE`, applied to both copies),
+//!   so only what came into view is diffed and sent.
 //!   `wl_shm_pool.resize` resizes the mirror.
 //! - buffers the compositor fills (wlr-screencopy `copy`, ext-image-copy-capture `capture`):
 //!   the client side first brings the far copy of the buffer up to date; the compositor side

@@ -216,6 +216,7 @@ fn pump_in_frames(
                 stride,
                 width,
                 dy,
+                dx,
             } => {
                 let m = shm::Move {
                     start: usize::try_from(start).map_err(|_| SessionError::BeyondPool)?,
@@ -223,6 +224,7 @@ fn pump_in_frames(
                     stride: stride as usize,
                     width: width as usize,
                     dy: dy as isize,
+                    dx: dx as isize,
                 };
                 applier.queue(jobs, PoolUpdate::Move { id, m })?;
             }

@@ -19,9 +19,7 @@ use crate::transport::{self, Frame, PipeDir};
 /// A mirrored pool on the sending side: the client's descriptor and what the far side holds.
 struct Shadow {
     fd: Arc<OwnedFd>,
-    bytes: Vec<u8>,
-    /// Where the pool is read into on each sync (kept to avoid a fresh allocation).
-    scratch: Vec<u8>,
+    copy: shm::Shadow,
 }
 
 /// What a descriptor from the local peer is.
@@ -153,8 +151,7 @@ fn descriptor(
                 id,
                 Shadow {
                     fd,
-                    bytes: vec![0; size as usize],
-                    scratch: Vec::new(),
+                    copy: shm::Shadow::new(size as usize),
                 },
             );
             frames.push(Frame::ShmNew { id, size });
@@ -205,8 +202,7 @@ fn act(
             if let Some(s) = shadows.get_mut(&mirror) {
                 shm::sync(
                     s.fd.as_fd(),
-                    &mut s.bytes,
-                    &mut s.scratch,
+                    &mut s.copy,
                     area,
                     &|f: Frame| sh.send(std::slice::from_ref(&f)),
                     mirror,
@@ -217,7 +213,7 @@ fn act(
         Action::Resize { mirror, size } => {
             sh.send(&[Frame::ShmSize { id: mirror, size }])?;
             if let Some(s) = shadows.get_mut(&mirror) {
-                s.bytes.resize(size as usize, 0);
+                s.copy.resize(size as usize);
             }
             if let Some(pool) = sh.fds.lock()?.pools.get_mut(&mirror) {
                 pool.1 = size;
@@ -260,10 +256,7 @@ fn fold_returned(sh: &Shared, shadows: &mut HashMap<u32, Shadow>) -> Result<(), 
     };
     for (id, offset, bytes) in returned {
         if let Some(s) = shadows.get_mut(&id) {
-            let (a, z) = (offset as usize, offset as usize + bytes.len());
-            if let Some(dst) = s.bytes.get_mut(a..z) {
-                dst.copy_from_slice(&bytes);
-            }
+            s.copy.fold(offset as usize, &bytes);
         }
     }
     Ok(())

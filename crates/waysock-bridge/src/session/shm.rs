@@ -19,7 +19,11 @@ use super::core::Area;
 use super::error::SessionError;
 use crate::transport::{Frame, Packing, MAX_PATCH};
 
+mod moves;
 mod pack;
+#[cfg(test)]
+pub(super) use moves::find_scroll;
+pub(super) use moves::{apply_move, find_shift, Move};
 pub(super) use pack::{LinkMeter, Packer};
 
 /// Diff granularity.
@@ -28,7 +32,7 @@ pub(super) const BLOCK: usize = 64;
 /// Unchanged bytes between two changed blocks that still join them in one span.
 pub(super) const MERGE_GAP: usize = 4 * BLOCK;
 
-/// Areas at least this large are synced on two threads, half each.
+/// Areas where at least this many bytes are compared are synced on two threads, half each.
 pub const PARALLEL_SYNC: usize = 4 * PATCH;
 
 /// Most pixel bytes in one patch: small enough that the far side applies one patch while
@@ -42,13 +46,17 @@ pub(super) const PATCH: usize = 512 * 1024;
 /// decompression all overlap.
 pub(super) fn sync(
     fd: BorrowedFd<'_>,
-    shadow: &mut [u8],
-    scratch: &mut Vec<u8>,
+    copy: &mut Shadow,
     area: Area,
     send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
     id: u32,
     packer: &Packer,
 ) -> io::Result<()> {
+    let Shadow {
+        bytes: shadow,
+        scratch,
+        prints,
+    } = copy;
     let (first, end) = area.cover();
     let end = end.min(shadow.len());
     if first >= end {
@@ -60,21 +68,51 @@ pub(super) fn sync(
     let cur = &mut scratch[..len];
     let shadow = &mut shadow[first..end];
     let stop = AtomicBool::new(false);
-    pread_full(fd, cur, first as u64)?;
-    if area.rows > 1 && area.stride > 0 {
-        let rows = len.div_ceil(area.stride);
-        if let Some(m) = find_scroll(cur, shadow, area.stride, area.x1 - area.x0, rows) {
+    let (stride, width) = (area.stride, area.x1 - area.x0);
+    let rows = if area.rows > 1 && stride >= width {
+        area.rows.min((len + stride - width) / stride)
+    } else {
+        0
+    };
+    let key = (first, stride, width);
+    if moves::searchable(rows, stride, width) {
+        // Each row is fingerprinted as it is read (while in cache); the shadow's are those
+        // of the last sync of this area when there was one.
+        let fc = read_printed(fd, cur, first as u64, stride, width, rows)?;
+        let fs = prints
+            .take(key)
+            .filter(|f| f.len() == rows)
+            .unwrap_or_else(|| moves::row_prints(shadow, stride, width, rows));
+        // A scroll first (cheap, from the fingerprints), else a moved rectangle, when many
+        // rows changed.
+        let found = moves::scroll_from_prints(&fc, &fs, stride, width).or_else(|| {
+            (moves::changed_rows(&fc, &fs) * 4 >= rows)
+                .then(|| find_shift(cur, shadow, stride, width, rows))
+                .flatten()
+        });
+        if let Some(m) = found {
             // Both copies move the same way; the diff then sends what still differs.
-            apply_move(shadow, &m);
-            send(m.frame(id, first as u64))?;
+            if apply_move(shadow, &m) {
+                send(m.frame(id, first as u64))?;
+            }
         }
+        // After the diff below the shadow holds what the pool holds.
+        prints.keep(key, fc);
+    } else {
+        pread_full(fd, cur, first as u64)?;
     }
     let (stride, width) = if area.is_contiguous() {
         (len, len)
     } else {
-        (area.stride, area.x1 - area.x0)
+        (stride, width)
     };
-    if len < PARALLEL_SYNC {
+    // Bytes compared (only the damaged columns of each row).
+    let compared = if width == len {
+        len
+    } else {
+        len / stride * width + width
+    };
+    if compared < PARALLEL_SYNC {
         return sync_part(first, cur, shadow, stride, width, send, id, packer, &stop);
     }
     // Split between rows (or, for one long row, at a block boundary in its middle).
@@ -109,22 +147,163 @@ pub(super) fn sync(
         )),
         None => Ok(()),
     };
+    both(do_second, || {
+        raise(sync_part(
+            first, cur_a, shadow_a, stride, width, send, id, packer, &stop,
+        ))
+    })
+    .map(|_| ())
+}
+
+/// Runs `second` on another thread while `first` runs here (or after it, when no thread can
+/// be started); both results, or the first failure (`first`'s when both failed).
+fn both<A, B: Send>(
+    second: impl FnOnce() -> io::Result<B> + Send + Clone,
+    first: impl FnOnce() -> io::Result<A>,
+) -> io::Result<(A, B)> {
     std::thread::scope(|s| {
         let other = std::thread::Builder::new()
             .name("waysock-sync".into())
-            .spawn_scoped(s, do_second);
-        let mine = raise(sync_part(
-            first, cur_a, shadow_a, stride, width, send, id, packer, &stop,
-        ));
+            .spawn_scoped(s, second.clone());
+        let mine = first();
         let theirs = match other {
             Ok(t) => t
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("pool sync thread panicked"))),
-            Err(_) if mine.is_ok() => do_second(),
-            Err(_) => Ok(()),
+            Err(_) if mine.is_ok() => second(),
+            Err(e) => Err(e),
         };
-        mine.and(theirs)
+        Ok((mine?, theirs?))
     })
+}
+
+/// What the far side holds of one mirrored pool, and what syncing it keeps between commits.
+#[derive(Debug, Default)]
+pub(super) struct Shadow {
+    /// The far side's copy, byte for byte.
+    bytes: Vec<u8>,
+    /// Where the pool is read into on each sync (kept to avoid a fresh allocation).
+    scratch: Vec<u8>,
+    /// Row fingerprints of recently synced areas of `bytes`.
+    prints: Prints,
+}
+
+impl Shadow {
+    /// The shadow of a new pool of `size` bytes (the far side's mirror starts zeroed).
+    pub fn new(size: usize) -> Shadow {
+        Shadow {
+            bytes: vec![0; size],
+            ..Shadow::default()
+        }
+    }
+
+    /// The pool grew (or shrank) to `size` bytes.
+    pub fn resize(&mut self, size: usize) {
+        self.bytes.resize(size, 0);
+        self.prints.clear();
+    }
+
+    /// The far side's copy changed at `offset` to `bytes` (what the compositor filled);
+    /// whatever lies beyond the shadow is ignored.
+    pub fn fold(&mut self, offset: usize, bytes: &[u8]) {
+        self.prints.clear();
+        if let Some(dst) = offset
+            .checked_add(bytes.len())
+            .and_then(|end| self.bytes.get_mut(offset..end))
+        {
+            dst.copy_from_slice(bytes);
+        }
+    }
+
+    /// The far side's copy.
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Row fingerprints of areas as the far side holds them (after a sync the shadow equals the
+/// pool there), kept for the next scroll search of the same area so that it reads only the
+/// pool. A few areas (a client's buffers in one pool), the latest last; a stale one only
+/// makes a move less likely to be found (the diff after a move is exact).
+#[derive(Debug, Default)]
+struct Prints {
+    areas: Vec<((usize, usize, usize), Vec<u64>)>,
+}
+
+impl Prints {
+    /// Areas remembered at most.
+    const KEEP: usize = 4;
+
+    /// The fingerprints of the area at `key` (first byte, stride, width), forgotten here.
+    fn take(&mut self, key: (usize, usize, usize)) -> Option<Vec<u64>> {
+        let i = self.areas.iter().position(|(k, _)| *k == key)?;
+        Some(self.areas.remove(i).1)
+    }
+
+    fn keep(&mut self, key: (usize, usize, usize), prints: Vec<u64>) {
+        if self.areas.len() >= Self::KEEP {
+            self.areas.remove(0);
+        }
+        self.areas.push((key, prints));
+    }
+
+    /// Forgets every area (the shadow changed otherwise than by a sync).
+    fn clear(&mut self) {
+        self.areas.clear();
+    }
+}
+
+/// Reads `cur` from the pool at `offset` in chunks of rows (`rows` rows of `width` bytes
+/// every `stride`; `cur` starts with a row) and fingerprints each row right after its chunk
+/// lands; a large area on two threads, half each.
+fn read_printed(
+    fd: BorrowedFd<'_>,
+    cur: &mut [u8],
+    offset: u64,
+    stride: usize,
+    width: usize,
+    rows: usize,
+) -> io::Result<Vec<u64>> {
+    // Rows per chunk: about 128 KiB, which stays in cache until it is fingerprinted.
+    let chunk = (128 * 1024 / stride.max(1)).max(1);
+    let part = |cur: &mut [u8], at: usize, rows: std::ops::Range<usize>| {
+        let mut out = Vec::with_capacity(rows.len());
+        let mut r = rows.start;
+        while r < rows.end {
+            let z = (r + chunk).min(rows.end);
+            let (a, b) = ((r - at) * stride, ((z - at) * stride).min(cur.len()));
+            pread_full(fd, &mut cur[a..b], offset + (r * stride) as u64)?;
+            out.extend((r..z).map(|q| {
+                let o = (q - at) * stride;
+                moves::row_print(&cur[o..o + width])
+            }));
+            r = z;
+        }
+        Ok::<_, io::Error>(out)
+    };
+    let len = cur.len();
+    let mut fc = if rows * width < PARALLEL_SYNC {
+        part(cur, 0, 0..rows)?
+    } else {
+        let half = rows / 2;
+        let (cur_a, cur_b) = cur.split_at_mut((half * stride).min(len));
+        let second = Mutex::new(Some(cur_b));
+        let do_second = || match second.lock().ok().and_then(|mut p| p.take()) {
+            Some(c) => part(c, half, half..rows),
+            None => Ok(Vec::new()),
+        };
+        let (mut fc, rest) = both(do_second, || part(cur_a, 0, 0..half))?;
+        fc.extend(rest);
+        fc
+    };
+    fc.truncate(rows);
+    // Bytes past the last whole row (none when `cur` ends with a row, as areas do).
+    let tail = rows * stride;
+    if tail < len {
+        pread_full(fd, &mut cur[tail..], offset + tail as u64)?;
+    }
+    Ok(fc)
 }
 
 /// One part of [`sync`]: `cur` holds the pool's bytes from `offset`, `shadow` is what the
@@ -213,174 +392,6 @@ pub(super) fn diff_area(
         Some(span) => flush(span, shadow),
         None => Ok(()),
     }
-}
-
-/// Rows of a mirror's copy moved by `dy` rows (a scroll): row `r` of the band (`0..rows`,
-/// `width` bytes every `stride` from `start`) becomes what row `r + dy` held, all rows read
-/// before any is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Move {
-    pub start: usize,
-    pub rows: usize,
-    pub stride: usize,
-    pub width: usize,
-    pub dy: isize,
-}
-
-impl Move {
-    /// As an `SHM_MOVE` frame of mirror `id`, `start` counted from `at`.
-    fn frame(&self, id: u32, at: u64) -> Frame {
-        Frame::ShmMove {
-            id,
-            start: at + self.start as u64,
-            rows: self.rows as u32,
-            stride: self.stride as u32,
-            width: self.width as u32,
-            dy: self.dy as i32,
-        }
-    }
-
-    /// The bytes the move reads or writes: `[lo, hi)` of the copy it applies to (`None` if
-    /// that does not fit in a `usize` or starts before 0).
-    pub fn extent(&self) -> Option<(usize, usize)> {
-        if self.rows == 0 || self.width == 0 {
-            return Some((self.start, self.start));
-        }
-        let row = |r: isize| -> Option<usize> {
-            let off = r.checked_mul(self.stride as isize)?;
-            self.start.checked_add_signed(off)
-        };
-        let last = self.rows as isize - 1;
-        let lo = row(self.dy.min(0))?;
-        let hi = row(last.checked_add(self.dy.max(0))?)?.checked_add(self.width)?;
-        Some((lo, hi))
-    }
-}
-
-/// Applies `m` to `copy` (which holds all of [`Move::extent`]).
-pub(super) fn apply_move(copy: &mut [u8], m: &Move) {
-    if m.rows == 0 || m.width == 0 || m.dy == 0 {
-        return;
-    }
-    let at = |r: usize| m.start + r * m.stride;
-    let src = |r: usize| {
-        m.start
-            .wrapping_add_signed(r as isize * m.stride as isize + m.dy * m.stride as isize)
-    };
-    if m.width == m.stride {
-        // Whole rows: one block.
-        let len = m.rows * m.stride;
-        copy.copy_within(src(0)..src(0) + len, at(0));
-    } else if m.dy > 0 {
-        // Reading below what is written: top down.
-        for r in 0..m.rows {
-            copy.copy_within(src(r)..src(r) + m.width, at(r));
-        }
-    } else {
-        for r in (0..m.rows).rev() {
-            copy.copy_within(src(r)..src(r) + m.width, at(r));
-        }
-    }
-}
-
-/// A row's fingerprint: one 32-bit word every 16 bytes and the last one (enough to tell a
-/// line of text from another), mixed. Equal rows have equal fingerprints; unequal ones
-/// rarely do, and when they do a move is merely less useful (the diff after it is exact).
-fn fingerprint(row: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = [
-        0x9e37_79b9_7f4a_7c15u64,
-        0xc2b2_ae3d_27d4_eb4f,
-        0x1656_67b1_9e37_79f9,
-        0x27d4_eb2f_1656_67c5,
-    ];
-    for (i, w) in row.chunks_exact(16).enumerate() {
-        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        let lane = &mut h[i & 3];
-        *lane = (*lane ^ u64::from(v)).wrapping_mul(PRIME);
-    }
-    if let Some(t) = row.len().checked_sub(4) {
-        let v = u32::from_le_bytes([row[t], row[t + 1], row[t + 2], row[t + 3]]);
-        h[0] = (h[0] ^ u64::from(v)).wrapping_mul(PRIME);
-    }
-    h[0] ^ h[1].rotate_left(17) ^ h[2].rotate_left(31) ^ h[3].rotate_left(47) ^ row.len() as u64
-}
-
-/// Looks for a vertical scroll of `rows` rows of `width` bytes every `stride` bytes (`cur`
-/// and `shadow` start with the first row): a band of rows that now holds what the shadow
-/// holds `dy` rows further on, long enough to be worth a move. Rows whose fingerprint is not
-/// unique in the shadow (blank ones) cast no vote.
-#[allow(clippy::needless_range_loop)] // rows index both fingerprint lists, with offsets
-pub(super) fn find_scroll(
-    cur: &[u8],
-    shadow: &[u8],
-    stride: usize,
-    width: usize,
-    rows: usize,
-) -> Option<Move> {
-    if rows < 16 || width < 64 || stride < width {
-        return None;
-    }
-    let len = cur.len().min(shadow.len());
-    let rows = rows.min((len + stride - width) / stride);
-    let fp = |b: &[u8], r: usize| fingerprint(&b[r * stride..r * stride + width]);
-    // Cheap first: most rows unchanged, no scroll (a few sample rows tell).
-    let step = (rows / 32).max(1);
-    let sampled = (0..rows).step_by(step);
-    let n = sampled.clone().count();
-    let changed = sampled.filter(|&r| fp(cur, r) != fp(shadow, r)).count();
-    if changed * 4 < n {
-        return None;
-    }
-    let fc: Vec<u64> = (0..rows).map(|r| fp(cur, r)).collect();
-    let fs: Vec<u64> = (0..rows).map(|r| fp(shadow, r)).collect();
-    let mut seen: std::collections::HashMap<u64, (usize, u32)> =
-        std::collections::HashMap::with_capacity(rows);
-    for (r, &f) in fs.iter().enumerate() {
-        seen.entry(f).and_modify(|e| e.1 += 1).or_insert((r, 1));
-    }
-    let mut votes: std::collections::HashMap<isize, usize> = std::collections::HashMap::new();
-    for r in 0..rows {
-        if fc[r] == fs[r] {
-            continue;
-        }
-        if let Some(&(from, 1)) = seen.get(&fc[r]) {
-            *votes.entry(from as isize - r as isize).or_default() += 1;
-        }
-    }
-    let (dy, n) = votes.into_iter().max_by_key(|&(dy, n)| (n, -dy.abs()))?;
-    if n < 3 {
-        return None;
-    }
-    // The longest band of rows that match `dy` rows on.
-    let (mut best, mut run) = ((0, 0), None::<usize>);
-    for r in 0..=rows {
-        let src = r as isize + dy;
-        let hit = r < rows && src >= 0 && (src as usize) < rows && fc[r] == fs[src as usize];
-        match (hit, run) {
-            (true, None) => run = Some(r),
-            (false, Some(a)) => {
-                if r - a > best.1 - best.0 {
-                    best = (a, r);
-                }
-                run = None;
-            }
-            _ => {}
-        }
-    }
-    let (a, z) = best;
-    // Worth it when it saves sending a good part of the band.
-    let gain = (a..z).filter(|&r| fc[r] != fs[r]).count();
-    if z - a < 8 || gain * 4 < z - a {
-        return None;
-    }
-    Some(Move {
-        start: a * stride,
-        rows: z - a,
-        stride,
-        width,
-        dy,
-    })
 }
 
 /// Changed spans of one mirror on their way into an `SHM_PATCH` frame. The body, before

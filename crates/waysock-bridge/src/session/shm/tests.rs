@@ -280,11 +280,19 @@ fn pool(bytes: &[u8]) -> std::fs::File {
 /// The frames [`sync`] sends for `area` of the pool `file` against `shadow` (mirror 1, raw,
 /// LZ4 and zstd patches in turn).
 fn synced(file: &std::fs::File, shadow: &mut [u8], area: Area) -> Vec<Frame> {
+    let mut copy = Shadow::new(shadow.len());
+    copy.fold(0, shadow);
+    let sent = synced_with(file, &mut copy, area);
+    shadow.copy_from_slice(copy.bytes());
+    sent
+}
+
+/// [`synced`], against a kept [`Shadow`] (its fingerprints kept from earlier syncs).
+fn synced_with(file: &std::fs::File, shadow: &mut Shadow, area: Area) -> Vec<Frame> {
     let sent = Mutex::new(Vec::new());
     sync(
         file.as_fd(),
         shadow,
-        &mut Vec::new(),
         area,
         &|f| {
             sent.lock().unwrap().push(f);
@@ -487,6 +495,7 @@ fn moves_apply_in_place_either_way_and_know_their_extent() {
         stride: 4,
         width: 3,
         dy: 2,
+        dx: 0,
     };
     assert_eq!(up.extent(), Some((0, 5 * 4 + 3)));
     apply_move(&mut b, &up);
@@ -505,6 +514,7 @@ fn moves_apply_in_place_either_way_and_know_their_extent() {
         stride: 4,
         width: 4,
         dy: -2,
+        dx: 0,
     };
     assert_eq!(down.extent(), Some((0, 24)));
     apply_move(&mut b, &down);
@@ -520,7 +530,8 @@ fn moves_apply_in_place_either_way_and_know_their_extent() {
             rows: 2,
             stride: 4,
             width: 4,
-            dy: -2
+            dy: -2,
+            dx: 0,
         }
         .extent(),
         None
@@ -531,6 +542,7 @@ fn moves_apply_in_place_either_way_and_know_their_extent() {
         stride: usize::MAX / 2,
         width: 4,
         dy: 3,
+        dx: 0,
     };
     assert_eq!(huge.extent(), None);
 }
@@ -569,6 +581,7 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
         stride: stride as usize,
         width: width as usize,
         dy: dy as isize,
+        dx: 0,
     };
     assert_eq!(dy, 20);
     apply_move(&mut far, &m);
@@ -582,6 +595,81 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
         })
         .sum();
     assert!((raw as usize) < 21 * w + 4096, "{raw} bytes of patches");
+}
+
+/// The frames as a far copy applies them (moves included).
+fn apply_all(sent: &[Frame], far: &mut [u8]) {
+    for f in sent {
+        match *f {
+            Frame::ShmMove {
+                start,
+                rows,
+                stride,
+                width,
+                dy,
+                dx,
+                ..
+            } => assert!(apply_move(
+                far,
+                &Move {
+                    start: start as usize,
+                    rows: rows as usize,
+                    stride: stride as usize,
+                    width: width as usize,
+                    dy: dy as isize,
+                    dx: dx as isize,
+                },
+            )),
+            _ => apply(std::slice::from_ref(f), far),
+        }
+    }
+}
+
+#[test]
+fn kept_fingerprints_find_the_next_scroll_and_stale_ones_never_make_a_copy_wrong() {
+    // A terminal scrolling a line a frame, synced frame after frame with the fingerprints
+    // kept: every frame after the first is a move and about one line.
+    let (w, h, line) = (960 * 4, 540, 20);
+    let text = text_rows(h + 8 * line, w, 960, 7);
+    let frame = |n: usize| text[n * line * w..(n * line + h) * w].to_vec();
+    let area = Area {
+        start: 0,
+        rows: h,
+        stride: w,
+        x0: 0,
+        x1: w,
+    };
+    let mut shadow = Shadow::new(w * h);
+    let mut far = vec![0u8; w * h];
+    for n in 0..4 {
+        let cur = frame(n);
+        let sent = synced_with(&pool(&cur), &mut shadow, area);
+        apply_all(&sent, &mut far);
+        assert!(far == cur && shadow.bytes() == cur, "frame {n}");
+        if n > 0 {
+            assert!(
+                matches!(sent[0], Frame::ShmMove { dy: 20, .. }),
+                "{n}: {:?}",
+                sent[0]
+            );
+        }
+    }
+    // The shadow changes behind the fingerprints' back: they now lie, and the copies still
+    // come out exact.
+    shadow.bytes[..w * 100].fill(0x5a);
+    far[..w * 100].fill(0x5a);
+    for n in [5, 4, 7] {
+        let cur = frame(n);
+        let sent = synced_with(&pool(&cur), &mut shadow, area);
+        apply_all(&sent, &mut far);
+        assert!(
+            far == cur && shadow.bytes() == cur,
+            "frame {n} after the lie"
+        );
+    }
+    // Folding in what the compositor filled forgets them.
+    shadow.fold(w * 3, &[1, 2, 3]);
+    assert!(shadow.prints.areas.is_empty());
 }
 
 /// A patch of `bytes` at 0 (none: an empty patch) through `packer`, unpacked and applied.
@@ -694,4 +782,102 @@ fn the_link_meter_reports_when_the_rate_moves() {
         m.sample(1_000_000, std::time::Duration::from_micros(200));
     }
     assert!(m.report().unwrap() > 1_000_000_000);
+}
+
+/// A UI-like 4-byte-pixel picture of `w`×`h` (stride `w·4`): a diagonal gradient, and a
+/// `ww`×`wh` "window" of pseudo-random detail with its top left corner at (`x`, `y`).
+fn ui(w: usize, h: usize, (x, y): (usize, usize), (ww, wh): (usize, usize)) -> Vec<u8> {
+    let mut b = vec![0u8; w * h * 4];
+    for r in 0..h {
+        for c in 0..w {
+            let v = ((r + 2 * c) as u32).to_le_bytes();
+            b[(r * w + c) * 4..(r * w + c + 1) * 4].copy_from_slice(&[v[0], v[1], 0x30, 0]);
+        }
+    }
+    let mut rng = Rng(0x5eed);
+    let detail: Vec<u32> = (0..ww * wh)
+        .map(|_| rng.next() as u32 | 0x0100_0000)
+        .collect();
+    for r in 0..wh {
+        for c in 0..ww {
+            let o = ((y + r) * w + x + c) * 4;
+            b[o..o + 4].copy_from_slice(&detail[r * ww + c].to_le_bytes());
+        }
+    }
+    b
+}
+
+#[test]
+fn a_moved_window_syncs_as_a_move_and_the_uncovered_strips() {
+    let (w, h, ww, wh) = (640, 400, 200, 120);
+    for ((x, y), (nx, ny)) in [
+        ((100, 80), (116, 88)),
+        ((300, 200), (290, 185)),
+        ((50, 60), (50, 90)),
+        ((400, 100), (380, 100)),
+    ] {
+        let before = ui(w, h, (x, y), (ww, wh));
+        let after = ui(w, h, (nx, ny), (ww, wh));
+        // The damage: the bounding box of the old and the new place.
+        let (x0, y0) = (x.min(nx), y.min(ny));
+        let (x1, y1) = (x.max(nx) + ww, y.max(ny) + wh);
+        let area = Area {
+            start: y0 * w * 4,
+            rows: y1 - y0,
+            stride: w * 4,
+            x0: x0 * 4,
+            x1: x1 * 4,
+        };
+        let mut shadow = before.clone();
+        let mut far = before.clone();
+        let sent = synced(&pool(&after), &mut shadow, area);
+        apply_all(&sent, &mut far);
+        assert!(far == after && shadow == after, "{x},{y} → {nx},{ny}");
+        let Frame::ShmMove {
+            dy,
+            dx,
+            rows,
+            width,
+            ..
+        } = sent[0]
+        else {
+            panic!("{x},{y} → {nx},{ny}: no move but {:?}", sent[0])
+        };
+        assert_eq!(
+            (dy as isize, dx as isize / 4),
+            (y as isize - ny as isize, x as isize - nx as isize),
+            "{x},{y} → {nx},{ny}"
+        );
+        assert!(
+            rows as usize >= wh * 3 / 4 && width as usize >= ww * 3,
+            "{rows}×{width}"
+        );
+        // What crosses besides the move: the strips the window uncovered, about.
+        let raw: usize = sent[1..]
+            .iter()
+            .map(|f| match f {
+                Frame::ShmPatch { raw_len, .. } => *raw_len as usize,
+                _ => 0,
+            })
+            .sum();
+        let strips = (nx.abs_diff(x) * wh + ny.abs_diff(y) * ww) * 4;
+        assert!(
+            raw < strips * 2 + 8192,
+            "{x},{y} → {nx},{ny}: {raw} bytes, strips {strips}"
+        );
+    }
+}
+
+#[test]
+fn no_shift_is_claimed_in_noise_or_where_nothing_moved() {
+    let (w, h) = (640, 200);
+    let mut rng = Rng(77);
+    let noise = |rng: &mut Rng| -> Vec<u8> { (0..w * h * 4).map(|_| rng.next() as u8).collect() };
+    let (a, b) = (noise(&mut rng), noise(&mut rng));
+    assert_eq!(find_shift(&a, &b, w * 4, w * 4, h), None);
+    let still = ui(w, h, (100, 50), (200, 100));
+    assert_eq!(find_shift(&still, &still, w * 4, w * 4, h), None);
+    // Too large an area is not searched at all.
+    let big = vec![1u8; moves::SHIFT_MAX_AREA + 4096];
+    assert_eq!(find_shift(&big, &big, 4096, 4096, big.len() / 4096), None);
 }
