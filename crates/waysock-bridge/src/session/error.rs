@@ -89,6 +89,28 @@ pub enum SessionError {
     #[error("pool data beyond the pool's end")]
     BeyondPool,
 
+    /// A move that reads or writes outside its mirror.
+    #[error(
+        "a move of {rows} rows of {width} bytes every {stride} at {start} by {dy} rows and {dx} \
+         bytes reaches beyond its {size}-byte pool"
+    )]
+    BadMove {
+        /// Where its first row goes.
+        start: u64,
+        /// Rows moved.
+        rows: usize,
+        /// Bytes from a row to the next.
+        stride: usize,
+        /// Bytes of each row.
+        width: usize,
+        /// Rows down where each comes from.
+        dy: isize,
+        /// Bytes across where each comes from.
+        dx: isize,
+        /// The pool's size.
+        size: u64,
+    },
+
     /// The far side shrank a mirror (pools only ever grow).
     #[error("pool {id} shrunk from {from} to {to} bytes; Wayland pools only grow")]
     PoolShrunk {

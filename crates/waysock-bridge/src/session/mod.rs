@@ -134,12 +134,7 @@ const MAX_POOL: u64 = 1 << 30;
 enum InFd {
     /// A mirrored pool: kept, since later frames update it (and, for a buffer the compositor
     /// fills, it is read back).
-    Shm {
-        fd: Arc<OwnedFd>,
-        size: u64,
-        /// All of it, mapped: where the pool-update worker writes.
-        map: Arc<mirror::Mapped>,
-    },
+    Shm(Arc<mirror::Mirror>),
     /// Handed to the local peer once.
     Once(OwnedFd),
 }

@@ -12,7 +12,7 @@ use rustix::fs::SealFlags;
 
 use super::core::Region;
 use super::error::SessionError;
-use super::mirror::Mapped as Mirror;
+use super::mirror::Mirror;
 use super::pipes::{spawn_pipe_reader, PipeWriter};
 use super::poll::{From, Poller, SpinRead};
 use super::{shm, InFd, Shared, Side, MAX_MIRRORED, MAX_PIPES, MAX_POOL, MAX_SESSION_FDS};
@@ -75,6 +75,9 @@ impl Applier {
         // Decompressed patches land here, reused update after update (at most MAX_PATCH
         // bytes).
         let mut unpacked: Vec<u8> = Vec::new();
+        // What a move touches, for mirrors that are not mapped (kept apart from `unpacked`,
+        // so that neither is zeroed again when the other was larger).
+        let mut moving: Vec<u8> = Vec::new();
         for u in queue {
             let r = match u {
                 PoolUpdate::Patch {
@@ -85,7 +88,7 @@ impl Applier {
                     bytes,
                 } => shm::unpack(packing, raw_len, &bytes, &mut unpacked)
                     .and_then(|body| write_pool(sh, id, base, body)),
-                PoolUpdate::Move { id, m } => move_rows(sh, id, m),
+                PoolUpdate::Move { id, m } => move_rows(sh, id, m, &mut moving),
             };
             let Ok(mut st) = self.state.lock() else {
                 return;
@@ -181,13 +184,8 @@ fn pump_in_frames(
                     }
                     st.mirrored += size;
                 }
-                let fd = memfd("waysock-shm")?;
-                rustix::fs::ftruncate(&fd, size).map_err(io::Error::from)?;
-                // The local peer gets a duplicate; sealed, it can never cut our mapping short.
-                rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK).map_err(io::Error::from)?;
-                let map = Arc::new(Mirror::new(fd.as_fd(), size)?);
-                let fd = Arc::new(fd);
-                insert_in_fd(sh, id, InFd::Shm { fd, size, map })?;
+                let mirror = Mirror::create(size)?;
+                insert_in_fd(sh, id, InFd::Shm(Arc::new(mirror)))?;
             }
             Frame::ShmPatch {
                 id,
@@ -234,7 +232,7 @@ fn pump_in_frames(
                 }
                 let mut st = sh.fds.lock()?;
                 let old = match st.in_fds.get(&id) {
-                    Some(InFd::Shm { size: s, .. }) => *s,
+                    Some(InFd::Shm(m)) => m.len(),
                     _ => return Err(SessionError::ResizeUnknownPool(id)),
                 };
                 if size < old {
@@ -249,10 +247,8 @@ fn pump_in_frames(
                     return Err(SessionError::FarMirrorsTooMuch);
                 }
                 st.mirrored = total;
-                if let Some(InFd::Shm { fd, size: s, map }) = st.in_fds.get_mut(&id) {
-                    rustix::fs::ftruncate(&**fd, size).map_err(io::Error::from)?;
-                    *map = Arc::new(Mirror::new(fd.as_fd(), size)?);
-                    *s = size;
+                if let Some(InFd::Shm(m)) = st.in_fds.get_mut(&id) {
+                    *m = Arc::new(m.grown(size)?);
                 }
             }
             Frame::MemNew { id, bytes } => {
@@ -310,8 +306,8 @@ fn pump_in_frames(
             Frame::LinkRate { rate } => sh.packer.set_link_rate(rate),
             Frame::ShmDrop { id } => {
                 let mut st = sh.fds.lock()?;
-                if let Some(InFd::Shm { size, .. }) = st.in_fds.get(&id) {
-                    let size = *size;
+                if let Some(InFd::Shm(m)) = st.in_fds.get(&id) {
+                    let size = m.len();
                     st.in_fds.remove(&id);
                     st.mirrored = st.mirrored.saturating_sub(size);
                 }
@@ -356,8 +352,8 @@ fn wayland(sh: &Shared, local: &UnixStream, fds: &[u32], bytes: &[u8]) -> Result
         let mut st = sh.fds.lock()?;
         for id in fds {
             // A mirrored pool stays (later frames update it): the peer gets a duplicate.
-            if let Some(InFd::Shm { fd, .. }) = st.in_fds.get(id) {
-                once.push(rustix::io::dup(&**fd).map_err(io::Error::from)?);
+            if let Some(InFd::Shm(m)) = st.in_fds.get(id) {
+                once.push(rustix::io::dup(m.fd()).map_err(io::Error::from)?);
                 continue;
             }
             match st.in_fds.remove(id) {
@@ -376,12 +372,16 @@ fn wayland(sh: &Shared, local: &UnixStream, fds: &[u32], bytes: &[u8]) -> Result
 /// (the client side holds the same), bounded by [`MAX_POOL`] for all captures together. Read
 /// without holding any lock.
 fn take_snapshot(sh: &Shared, frame: u32, r: Region) -> Result<(), SessionError> {
-    let map = match sh.fds.lock()?.in_fds.get(&r.mirror) {
-        Some(InFd::Shm { map, .. }) => Arc::clone(map),
+    let mirror = match sh.fds.lock()?.in_fds.get(&r.mirror) {
+        Some(InFd::Shm(m)) => Arc::clone(m),
         _ => return Ok(()),
     };
-    let len = r.len.min(map.len().saturating_sub(r.offset));
-    let snap = map.read(r.offset, len).ok_or(SessionError::BeyondPool)?;
+    let len = r.len.min((mirror.len() as usize).saturating_sub(r.offset));
+    let snap = if len == 0 {
+        Vec::new()
+    } else {
+        mirror.read(r.offset, len)?
+    };
     let mut st = sh.fds.lock()?;
     st.forget_snapshot(frame);
     if st.snapshot_bytes + len as u64 > MAX_POOL {
@@ -401,7 +401,7 @@ fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), Sessio
     let target = {
         let mut st = sh.fds.lock()?;
         let (target, size) = match st.in_fds.get(&id) {
-            Some(InFd::Shm { map, size, .. }) => (Target::Mirror(Arc::clone(map)), *size),
+            Some(InFd::Shm(m)) => (Target::Mirror(Arc::clone(m)), m.len()),
             _ if sh.side == Side::Client => match st.pools.get(&id) {
                 Some((fd, size)) => (Target::Pool(Arc::clone(fd)), *size),
                 // The client let go of the pool while the compositor filled it: nobody looks.
@@ -423,11 +423,7 @@ fn write_pool(sh: &Shared, id: u32, base: u64, body: &[u8]) -> Result<(), Sessio
     for s in spans {
         let bytes = &body[s.at..s.at + s.len];
         match &target {
-            Target::Mirror(map) => {
-                if !map.write(base + s.offset, bytes) {
-                    return Err(SessionError::BeyondPool);
-                }
-            }
+            Target::Mirror(m) => m.write(base + s.offset, bytes)?,
             Target::Pool(fd) => shm::pwrite_full(fd.as_fd(), bytes, base + s.offset)?,
         }
     }
@@ -443,15 +439,12 @@ enum Target {
 
 /// Moves rows of a mirrored pool in place (a scroll the far side found). Only the
 /// compositor's copies of a client's pools are moved.
-fn move_rows(sh: &Shared, id: u32, m: shm::Move) -> Result<(), SessionError> {
-    let map = match sh.fds.lock()?.in_fds.get(&id) {
-        Some(InFd::Shm { map, .. }) => Arc::clone(map),
+fn move_rows(sh: &Shared, id: u32, m: shm::Move, buf: &mut Vec<u8>) -> Result<(), SessionError> {
+    let mirror = match sh.fds.lock()?.in_fds.get(&id) {
+        Some(InFd::Shm(m)) => Arc::clone(m),
         _ => return Err(SessionError::UnknownPool(id)),
     };
-    if !map.move_rows(&m) {
-        return Err(SessionError::BeyondPool);
-    }
-    Ok(())
+    mirror.move_rows(&m, buf)
 }
 
 /// Records a descriptor from the stream, within the session's limit.

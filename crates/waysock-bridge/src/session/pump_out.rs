@@ -266,22 +266,20 @@ fn fold_returned(sh: &Shared, shadows: &mut HashMap<u32, Shadow>) -> Result<(), 
 /// changed since the capture started back to the client side, which writes them into the
 /// client's pool before it forwards `ready`.
 fn send_back(sh: &Shared, frame: u32, region: Region) -> Result<(), SessionError> {
-    let (snapshot, map) = {
+    let (snapshot, mirror) = {
         let mut fds = sh.fds.lock()?;
         let Some(snapshot) = fds.take_snapshot(frame) else {
             // `ready` for a capture never started: nothing was filled.
             return Ok(());
         };
         match fds.in_fds.get(&region.mirror) {
-            Some(InFd::Shm { map, .. }) => (snapshot, Arc::clone(map)),
+            Some(InFd::Shm(m)) => (snapshot, Arc::clone(m)),
             // The pool is gone: nobody can see the pixels.
             _ => return Ok(()),
         }
     };
     let mut shadow = snapshot;
-    let cur = map
-        .read(region.offset, shadow.len())
-        .ok_or(SessionError::BeyondPool)?;
+    let cur = mirror.read(region.offset, shadow.len())?;
     let at = region.offset;
     let send = |f: Frame| sh.send(std::slice::from_ref(&f));
     let mut patch = shm::Patch::new(region.mirror, at as u64);
