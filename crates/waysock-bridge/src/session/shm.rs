@@ -56,6 +56,7 @@ pub(super) fn sync(
         bytes: shadow,
         scratch,
         prints,
+        shift,
     } = copy;
     let (first, end) = area.cover();
     let end = end.min(shadow.len());
@@ -79,17 +80,23 @@ pub(super) fn sync(
         // Each row is fingerprinted as it is read (while in cache); the shadow's are those
         // of the last sync of this area when there was one.
         let fc = read_printed(fd, cur, first as u64, stride, width, rows)?;
-        let fs = prints
-            .take(key)
-            .filter(|f| f.len() == rows)
-            .unwrap_or_else(|| moves::row_prints(shadow, stride, width, rows));
-        // A scroll first (cheap, from the fingerprints), else a moved rectangle, when many
-        // rows changed.
-        let found = moves::scroll_from_prints(&fc, &fs, stride, width).or_else(|| {
-            (moves::changed_rows(&fc, &fs) * 4 >= rows)
-                .then(|| find_shift(cur, shadow, stride, width, rows))
-                .flatten()
-        });
+        // Content that keeps moving as it did (a window dragged) is checked for first, at a
+        // few sampled blocks; else a scroll (cheap, from the fingerprints), else a moved
+        // rectangle searched for, when many rows changed.
+        let found = shift
+            .and_then(|h| moves::shift_as_before(cur, shadow, stride, width, rows, h))
+            .or_else(|| {
+                let fs = prints
+                    .take(key)
+                    .filter(|f| f.len() == rows)
+                    .unwrap_or_else(|| moves::row_prints(shadow, stride, width, rows));
+                moves::scroll_from_prints(&fc, &fs, stride, width).or_else(|| {
+                    (moves::changed_rows(&fc, &fs) * 4 >= rows)
+                        .then(|| find_shift(cur, shadow, stride, width, rows, None))
+                        .flatten()
+                })
+            });
+        *shift = found.filter(|m| m.dx != 0).map(|m| (m.dy, m.dx));
         if let Some(m) = found {
             // Both copies move the same way; the diff then sends what still differs.
             if apply_move(shadow, &m) {
@@ -186,6 +193,8 @@ pub(super) struct Shadow {
     scratch: Vec<u8>,
     /// Row fingerprints of recently synced areas of `bytes`.
     prints: Prints,
+    /// The last moved rectangle's shift (rows, bytes), tried first next time.
+    shift: Option<(isize, isize)>,
 }
 
 impl Shadow {
@@ -267,13 +276,23 @@ fn read_printed(
 ) -> io::Result<Vec<u64>> {
     // Rows per chunk: about 128 KiB, which stays in cache until it is fingerprinted.
     let chunk = (128 * 1024 / stride.max(1)).max(1);
+    // A band much narrower than the rows is read row by row (the bytes between its rows are
+    // never looked at).
+    let by_row = width * 2 <= stride;
     let part = |cur: &mut [u8], at: usize, rows: std::ops::Range<usize>| {
         let mut out = Vec::with_capacity(rows.len());
         let mut r = rows.start;
         while r < rows.end {
             let z = (r + chunk).min(rows.end);
-            let (a, b) = ((r - at) * stride, ((z - at) * stride).min(cur.len()));
-            pread_full(fd, &mut cur[a..b], offset + (r * stride) as u64)?;
+            if by_row {
+                for q in r..z {
+                    let o = (q - at) * stride;
+                    pread_full(fd, &mut cur[o..o + width], offset + (q * stride) as u64)?;
+                }
+            } else {
+                let (a, b) = ((r - at) * stride, ((z - at) * stride).min(cur.len()));
+                pread_full(fd, &mut cur[a..b], offset + (r * stride) as u64)?;
+            }
             out.extend((r..z).map(|q| {
                 let o = (q - at) * stride;
                 moves::row_print(&cur[o..o + width])

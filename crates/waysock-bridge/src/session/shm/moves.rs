@@ -334,12 +334,17 @@ struct Vote {
 /// [`ROW_STEP`], the key at every pixel is looked up, and each hit votes for the shift from
 /// where the block is now to where the shadow held it. The shift with most votes, its
 /// rectangle grown pixel by pixel and row by row while the content matches, is the move.
+///
+/// `hint`, the shift found last time (a window is dragged, a canvas panned, over many frames),
+/// is tried first: when it explains at least half of what changed on the sampled rows, its
+/// rectangle is the move, and the shadow is never indexed.
 pub(in crate::session) fn find_shift(
     cur: &[u8],
     shadow: &[u8],
     stride: usize,
     width: usize,
     rows: usize,
+    hint: Option<(isize, isize)>,
 ) -> Option<Move> {
     if !searchable(rows, stride, width) || width < 4 * KEY_SPAN {
         return None;
@@ -348,6 +353,9 @@ pub(in crate::session) fn find_shift(
     let rows = rows.min((len + stride - width) / stride);
     if rows * width > SHIFT_MAX_AREA {
         return None;
+    }
+    if let Some(m) = hint.and_then(|h| shift_as_before(cur, shadow, stride, width, rows, h)) {
+        return Some(m);
     }
     let per_row = width / KEY_SPAN;
     let mut index = Index::new(rows * per_row);
@@ -407,6 +415,74 @@ pub(in crate::session) fn find_shift(
         return None;
     }
     grow(cur, shadow, stride, width, rows, best)
+}
+
+/// The moved rectangle when the content moved as it did last time (`dy` rows, `dx` bytes)
+/// and that explains at least half of what changed (see [`find_shift`]).
+pub(in crate::session) fn shift_as_before(
+    cur: &[u8],
+    shadow: &[u8],
+    stride: usize,
+    width: usize,
+    rows: usize,
+    (dy, dx): (isize, isize),
+) -> Option<Move> {
+    if !searchable(rows, stride, width) || width < 4 * KEY_SPAN {
+        return None;
+    }
+    let len = cur.len().min(shadow.len());
+    let rows = rows.min((len + stride - width) / stride);
+    let v = check_shift(cur, shadow, stride, width, rows, dy, dx)?;
+    grow(cur, shadow, stride, width, rows, v)
+}
+
+/// The evidence for one given shift: on one row of `cur` in [`ROW_STEP`], every
+/// [`KEY_SPAN`]/4 bytes, the blocks that match the shadow `dy` rows and `dx` bytes away;
+/// `None` unless they are at least 8 and at least half of the blocks that changed in place.
+#[allow(clippy::too_many_arguments)]
+fn check_shift(
+    cur: &[u8],
+    shadow: &[u8],
+    stride: usize,
+    width: usize,
+    rows: usize,
+    dy: isize,
+    dx: isize,
+) -> Option<Vote> {
+    let mut v = Vote {
+        dy,
+        dx,
+        n: 0,
+        rows: (usize::MAX, 0),
+        cols: (usize::MAX, 0),
+    };
+    let mut changed = 0;
+    for r in (0..rows).step_by(ROW_STEP) {
+        let sr = r as isize + dy;
+        if sr < 0 || sr >= rows as isize {
+            continue;
+        }
+        let (row, from) = (r * stride, sr as usize * stride);
+        for p in (0..=width - KEY_SPAN).step_by(KEY_SPAN / 4) {
+            let Some(key) = block_key(cur, row + p) else {
+                continue;
+            };
+            if block_key(shadow, row + p) == Some(key) {
+                continue;
+            }
+            changed += 1;
+            let q = p as isize + dx;
+            if q < 0 || q as usize + KEY_SPAN > width {
+                continue;
+            }
+            if block_key(shadow, from + q as usize) == Some(key) {
+                v.n += 1;
+                v.rows = (v.rows.0.min(r), v.rows.1.max(r));
+                v.cols = (v.cols.0.min(p), v.cols.1.max(p + KEY_SPAN));
+            }
+        }
+    }
+    (v.n >= 8 && v.n * 2 >= changed).then_some(v)
 }
 
 /// The two candidates with the most votes, the most first (a missing one counts none).
@@ -487,4 +563,45 @@ fn grow(
         dy: v.dy,
         dx: v.dx,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4-byte-pixel picture, `w` pixels a row: noise inside a `ww`×`wh` window at (x, y),
+    /// a diagonal gradient elsewhere.
+    fn picture(w: usize, h: usize, (x, y): (usize, usize), (ww, wh): (usize, usize)) -> Vec<u8> {
+        let mut b = Vec::with_capacity(w * h * 4);
+        for r in 0..h {
+            for c in 0..w {
+                let inside = (x..x + ww).contains(&c) && (y..y + wh).contains(&r);
+                let v = if inside {
+                    let (i, j) = ((c - x) as u32, (r - y) as u32);
+                    (i.wrapping_mul(2_654_435_761) ^ j.wrapping_mul(40_503)).rotate_left(i % 13)
+                } else {
+                    (r + 2 * c) as u32 | 0x3000_0000
+                };
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn a_remembered_shift_is_taken_only_when_it_explains_the_change() {
+        let (w, h) = (512, 300);
+        let before = picture(w, h, (100, 50), (200, 150));
+        let after = picture(w, h, (110, 56), (200, 150));
+        let (stride, rows) = (w * 4, h);
+        // The window came from 6 rows up and 10 pixels left.
+        let v = check_shift(&after, &before, stride, stride, rows, -6, -40).expect("evidence");
+        assert!(v.n >= 8 && v.rows.0 >= 56 && v.cols.0 >= 110 * 4, "{v:?}");
+        // Another shift explains nothing; none is needed where nothing changed.
+        assert!(check_shift(&after, &before, stride, stride, rows, 6, 40).is_none());
+        assert!(check_shift(&before, &before, stride, stride, rows, -6, -40).is_none());
+        // A wrong hint falls back to the full search.
+        let m = find_shift(&after, &before, stride, stride, rows, Some((3, 4))).expect("move");
+        assert_eq!((m.dy, m.dx), (-6, -40));
+    }
 }

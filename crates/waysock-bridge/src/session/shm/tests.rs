@@ -874,10 +874,60 @@ fn no_shift_is_claimed_in_noise_or_where_nothing_moved() {
     let mut rng = Rng(77);
     let noise = |rng: &mut Rng| -> Vec<u8> { (0..w * h * 4).map(|_| rng.next() as u8).collect() };
     let (a, b) = (noise(&mut rng), noise(&mut rng));
-    assert_eq!(find_shift(&a, &b, w * 4, w * 4, h), None);
+    assert_eq!(find_shift(&a, &b, w * 4, w * 4, h, None), None);
     let still = ui(w, h, (100, 50), (200, 100));
-    assert_eq!(find_shift(&still, &still, w * 4, w * 4, h), None);
+    assert_eq!(
+        find_shift(&still, &still, w * 4, w * 4, h, Some((3, 8))),
+        None
+    );
     // Too large an area is not searched at all.
     let big = vec![1u8; moves::SHIFT_MAX_AREA + 4096];
-    assert_eq!(find_shift(&big, &big, 4096, 4096, big.len() / 4096), None);
+    assert_eq!(
+        find_shift(&big, &big, 4096, 4096, big.len() / 4096, None),
+        None
+    );
+}
+
+#[test]
+fn a_window_dragged_frame_after_frame_moves_each_time_even_when_it_turns() {
+    let (w, h, ww, wh) = (640, 400, 200, 120);
+    // Right and down, then back left (the shift remembered from the frames before is wrong).
+    let path = [
+        (100, 80),
+        (116, 88),
+        (132, 96),
+        (148, 104),
+        (132, 112),
+        (116, 120),
+    ];
+    let mut shadow = Shadow::new(w * h * 4);
+    let mut far = vec![0u8; w * h * 4];
+    let first = ui(w, h, path[0], (ww, wh));
+    shadow.fold(0, &first);
+    far.copy_from_slice(&first);
+    for pair in path.windows(2) {
+        let ((x, y), (nx, ny)) = (pair[0], pair[1]);
+        let after = ui(w, h, (nx, ny), (ww, wh));
+        let (x0, y0) = (x.min(nx), y.min(ny));
+        let area = Area {
+            start: y0 * w * 4,
+            rows: y.max(ny) + wh - y0,
+            stride: w * 4,
+            x0: x0 * 4,
+            x1: (x.max(nx) + ww) * 4,
+        };
+        let sent = synced_with(&pool(&after), &mut shadow, area);
+        apply_all(&sent, &mut far);
+        assert!(
+            far == after && shadow.bytes() == after,
+            "{x},{y} → {nx},{ny}"
+        );
+        let Frame::ShmMove { dy, dx, .. } = sent[0] else {
+            panic!("{x},{y} → {nx},{ny}: no move but {:?}", sent[0])
+        };
+        assert_eq!(
+            (dy as isize, dx as isize / 4),
+            (y as isize - ny as isize, x as isize - nx as isize)
+        );
+    }
 }
