@@ -79,23 +79,34 @@ pub(super) fn sync(
     if moves::searchable(rows, stride, width) {
         // Each row is fingerprinted as it is read (while in cache); the shadow's are those
         // of the last sync of this area when there was one.
-        let fc = read_printed(fd, cur, first as u64, stride, width, rows)?;
         // Content that keeps moving as it did (a window dragged) is checked for first, at a
-        // few sampled blocks; else a scroll (cheap, from the fingerprints), else a moved
-        // rectangle searched for, when many rows changed.
-        let found = shift
-            .and_then(|h| moves::shift_as_before(cur, shadow, stride, width, rows, h))
-            .or_else(|| {
-                let fs = prints
-                    .take(key)
-                    .filter(|f| f.len() == rows)
-                    .unwrap_or_else(|| moves::row_prints(shadow, stride, width, rows));
-                moves::scroll_from_prints(&fc, &fs, stride, width).or_else(|| {
-                    (moves::changed_rows(&fc, &fs) * 4 >= rows)
-                        .then(|| find_shift(cur, shadow, stride, width, rows, None))
-                        .flatten()
-                })
-            });
+        // few sampled blocks; else a scroll (cheap, from the fingerprints, taken as the rows
+        // are read), else a moved rectangle searched for, when many rows changed.
+        let moved = match *shift {
+            Some(h) => {
+                read_rows(fd, cur, first as u64, stride, width, rows, false)?;
+                moves::shift_as_before(cur, shadow, stride, width, rows, h)
+            }
+            None => None,
+        };
+        let mut fc = Vec::new();
+        if moved.is_none() {
+            fc = match *shift {
+                Some(_) => moves::row_prints(cur, stride, width, rows),
+                None => read_rows(fd, cur, first as u64, stride, width, rows, true)?,
+            };
+        }
+        let found = moved.or_else(|| {
+            let fs = prints
+                .take(key)
+                .filter(|f| f.len() == rows)
+                .unwrap_or_else(|| moves::row_prints(shadow, stride, width, rows));
+            moves::scroll_from_prints(&fc, &fs, stride, width).or_else(|| {
+                (moves::changed_rows(&fc, &fs) * 4 >= rows)
+                    .then(|| find_shift(cur, shadow, stride, width, rows, None))
+                    .flatten()
+            })
+        });
         *shift = found.filter(|m| m.dx != 0).map(|m| (m.dy, m.dx));
         if let Some(m) = found {
             // Both copies move the same way; the diff then sends what still differs.
@@ -104,7 +115,9 @@ pub(super) fn sync(
             }
         }
         // After the diff below the shadow holds what the pool holds.
-        prints.keep(key, fc);
+        if fc.len() == rows {
+            prints.keep(key, fc);
+        }
     } else {
         pread_full(fd, cur, first as u64)?;
     }
@@ -264,15 +277,16 @@ impl Prints {
 }
 
 /// Reads `cur` from the pool at `offset` in chunks of rows (`rows` rows of `width` bytes
-/// every `stride`; `cur` starts with a row) and fingerprints each row right after its chunk
-/// lands; a large area on two threads, half each.
-fn read_printed(
+/// every `stride`; `cur` starts with a row) and, when `print`, fingerprints each row right
+/// after its chunk lands (else the list is empty); a large area on two threads, half each.
+fn read_rows(
     fd: BorrowedFd<'_>,
     cur: &mut [u8],
     offset: u64,
     stride: usize,
     width: usize,
     rows: usize,
+    print: bool,
 ) -> io::Result<Vec<u64>> {
     // Rows per chunk: about 128 KiB, which stays in cache until it is fingerprinted.
     let chunk = (128 * 1024 / stride.max(1)).max(1);
@@ -293,10 +307,12 @@ fn read_printed(
                 let (a, b) = ((r - at) * stride, ((z - at) * stride).min(cur.len()));
                 pread_full(fd, &mut cur[a..b], offset + (r * stride) as u64)?;
             }
-            out.extend((r..z).map(|q| {
-                let o = (q - at) * stride;
-                moves::row_print(&cur[o..o + width])
-            }));
+            if print {
+                out.extend((r..z).map(|q| {
+                    let o = (q - at) * stride;
+                    moves::row_print(&cur[o..o + width])
+                }));
+            }
             r = z;
         }
         Ok::<_, io::Error>(out)

@@ -437,7 +437,7 @@ pub(in crate::session) fn shift_as_before(
 }
 
 /// The evidence for one given shift: on one row of `cur` in [`ROW_STEP`], every
-/// [`KEY_SPAN`]/4 bytes, the blocks that match the shadow `dy` rows and `dx` bytes away;
+/// [`KEY_SPAN`]/2 bytes, the blocks that match the shadow `dy` rows and `dx` bytes away;
 /// `None` unless they are at least 8 and at least half of the blocks that changed in place.
 #[allow(clippy::too_many_arguments)]
 fn check_shift(
@@ -463,7 +463,7 @@ fn check_shift(
             continue;
         }
         let (row, from) = (r * stride, sr as usize * stride);
-        for p in (0..=width - KEY_SPAN).step_by(KEY_SPAN / 4) {
+        for p in (0..=width - KEY_SPAN).step_by(KEY_SPAN / 2) {
             let Some(key) = block_key(cur, row + p) else {
                 continue;
             };
