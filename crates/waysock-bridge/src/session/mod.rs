@@ -8,7 +8,8 @@
 //! closed connection.
 //!
 //! Modules: `core` (the translation, pure: a decoded message in, what to do out), `shm`
-//! (diffing pools against shadows), `mirror` (a far pool's copy here, mapped and sealed against
+//! (diffing pools against shadows), `view` (a client's pool mapped read-only, `SIGBUS`
+//! contained), `mirror` (a far pool's copy here, mapped and sealed against
 //! shrinking), `pipes`, `poll` (busy polling), `pump_out` and
 //! `pump_in` (the two relay threads, which do the I/O the core asks for), `error`.
 //!
@@ -50,6 +51,7 @@ mod poll;
 mod pump_in;
 mod pump_out;
 mod shm;
+mod view;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;

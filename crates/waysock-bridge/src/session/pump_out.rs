@@ -12,6 +12,7 @@ use super::core::{Action, FdAction, FdKind, Forward, Region};
 use super::error::SessionError;
 use super::pipes::{spawn_pipe_reader, PipeWriter};
 use super::poll::{From, Poller};
+use super::view::View;
 use super::{note_hidden, shm, InFd, Shared, MAX_PIPES};
 use crate::codec;
 use crate::transport::{self, Frame, PipeDir};
@@ -19,6 +20,8 @@ use crate::transport::{self, Frame, PipeDir};
 /// A mirrored pool on the sending side: the client's descriptor and what the far side holds.
 struct Shadow {
     fd: Arc<OwnedFd>,
+    /// The pool mapped (`None`: read with `pread`), as large as `copy`.
+    view: Option<View>,
     copy: shm::Shadow,
 }
 
@@ -150,6 +153,7 @@ fn descriptor(
             shadows.insert(
                 id,
                 Shadow {
+                    view: View::map(fd.as_fd(), size),
                     fd,
                     copy: shm::Shadow::new(size as usize),
                 },
@@ -200,8 +204,12 @@ fn act(
     match action {
         Action::Sync { mirror, area } => {
             if let Some(s) = shadows.get_mut(&mirror) {
+                let pool = match &s.view {
+                    Some(v) => shm::Pool::Mapped(v),
+                    None => shm::Pool::Fd(s.fd.as_fd()),
+                };
                 shm::sync(
-                    s.fd.as_fd(),
+                    pool,
                     &mut s.copy,
                     area,
                     &|f: Frame| sh.send(std::slice::from_ref(&f)),
@@ -214,6 +222,8 @@ fn act(
             sh.send(&[Frame::ShmSize { id: mirror, size }])?;
             if let Some(s) = shadows.get_mut(&mirror) {
                 s.copy.resize(size as usize);
+                s.view = None;
+                s.view = View::map(s.fd.as_fd(), size);
             }
             if let Some(pool) = sh.fds.lock()?.pools.get_mut(&mirror) {
                 pool.1 = size;

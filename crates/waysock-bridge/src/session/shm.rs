@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use super::core::Area;
 use super::error::SessionError;
+use super::view::View;
 use crate::transport::{Frame, Packing, MAX_PATCH};
 
 mod moves;
@@ -39,13 +40,22 @@ pub const PARALLEL_SYNC: usize = 4 * PATCH;
 /// this side compresses the next.
 pub(super) const PATCH: usize = 512 * 1024;
 
+/// Where [`sync`] reads a client's pool.
+#[derive(Clone, Copy)]
+pub(super) enum Pool<'a> {
+    /// Through the kernel, into a buffer.
+    Fd(BorrowedFd<'a>),
+    /// Where it lies, mapped (as large as the shadow).
+    Mapped(&'a View),
+}
+
 /// Brings `area` of the far side's copy up to date: reads the pool, compares with the shadow
 /// in blocks, and sends the changed spans in patches (at most [`PATCH`] bytes of pixels each)
 /// as soon as each is full. A large area is split in two halves done on two threads, each
 /// sending as it goes, so reading, comparing, compressing, the wire and the far side's
 /// decompression all overlap.
 pub(super) fn sync(
-    fd: BorrowedFd<'_>,
+    pool: Pool<'_>,
     copy: &mut Shadow,
     area: Area,
     send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
@@ -64,11 +74,6 @@ pub(super) fn sync(
         return Ok(());
     }
     let len = end - first;
-    // Reused between commits: no fresh (zeroed) allocation per frame.
-    scratch.resize(len, 0);
-    let cur = &mut scratch[..len];
-    let shadow = &mut shadow[first..end];
-    let stop = AtomicBool::new(false);
     let (stride, width) = (area.stride, area.x1 - area.x0);
     let rows = if area.rows > 1 && stride >= width {
         area.rows.min((len + stride - width) / stride)
@@ -76,25 +81,39 @@ pub(super) fn sync(
         0
     };
     let key = (first, stride, width);
-    if moves::searchable(rows, stride, width) {
-        // Each row is fingerprinted as it is read (while in cache); the shadow's are those
-        // of the last sync of this area when there was one.
-        // Content that keeps moving as it did (a window dragged) is checked for first, at a
-        // few sampled blocks; else a scroll (cheap, from the fingerprints, taken as the rows
-        // are read), else a moved rectangle searched for, when many rows changed.
-        let moved = match *shift {
-            Some(h) => {
-                read_rows(fd, cur, first as u64, stride, width, rows, false)?;
-                moves::shift_as_before(cur, shadow, stride, width, rows, h)
+    let searchable = moves::searchable(rows, stride, width);
+    // The area's bytes now: where they lie in a mapped pool, or read into `scratch` (each
+    // row fingerprinted as it lands, while in cache, unless a remembered shift may spare
+    // that).
+    let mut fc = Vec::new();
+    let cur: &[u8] = match pool {
+        Pool::Mapped(v) => v.bytes().get(first..end).ok_or_else(|| {
+            io::Error::other(format!(
+                "pool {id}: an area beyond its {} bytes",
+                v.bytes().len()
+            ))
+        })?,
+        Pool::Fd(fd) => {
+            // Reused between commits: no fresh (zeroed) allocation per frame.
+            scratch.resize(len, 0);
+            let buf = &mut scratch[..len];
+            if searchable {
+                fc = read_rows(fd, buf, first as u64, stride, width, rows, shift.is_none())?;
+            } else {
+                pread_full(fd, buf, first as u64)?;
             }
-            None => None,
-        };
-        let mut fc = Vec::new();
-        if moved.is_none() {
-            fc = match *shift {
-                Some(_) => moves::row_prints(cur, stride, width, rows),
-                None => read_rows(fd, cur, first as u64, stride, width, rows, true)?,
-            };
+            &scratch[..len]
+        }
+    };
+    let shadow = &mut shadow[first..end];
+    if searchable {
+        // Content that keeps moving as it did (a window dragged) is checked for first, at a
+        // few sampled blocks; else a scroll (cheap, from the fingerprints; the shadow's are
+        // those of the last sync of this area when there was one), else a moved rectangle
+        // searched for, when many rows changed.
+        let moved = shift.and_then(|h| moves::shift_as_before(cur, shadow, stride, width, rows, h));
+        if moved.is_none() && fc.len() != rows {
+            fc = moves::row_prints(cur, stride, width, rows);
         }
         let found = moved.or_else(|| {
             let fs = prints
@@ -118,9 +137,33 @@ pub(super) fn sync(
         if fc.len() == rows {
             prints.keep(key, fc);
         }
-    } else {
-        pread_full(fd, cur, first as u64)?;
     }
+    let synced = diff_and_send(first, cur, shadow, area, send, id, packer);
+    if let Pool::Mapped(v) = pool {
+        if v.faulted() {
+            return Err(io::Error::other(format!(
+                "the client shrank pool {id} (or never gave it the size it declared) while the \
+                 bridge read it: the session ends, as a compositor ends such a client"
+            )));
+        }
+    }
+    synced
+}
+
+/// The diff of [`sync`] after any move: `cur` and `shadow` hold the area from `first`; on two
+/// threads when large.
+fn diff_and_send(
+    first: usize,
+    cur: &[u8],
+    shadow: &mut [u8],
+    area: Area,
+    send: &(dyn Fn(Frame) -> io::Result<()> + Sync),
+    id: u32,
+    packer: &Packer,
+) -> io::Result<()> {
+    let len = cur.len();
+    let stop = AtomicBool::new(false);
+    let (stride, width) = (area.stride, area.x1 - area.x0);
     let (stride, width) = if area.is_contiguous() {
         (len, len)
     } else {
@@ -141,7 +184,7 @@ pub(super) fn sync(
     } else {
         (len / 2) / BLOCK * BLOCK
     };
-    let (cur_a, cur_b) = cur.split_at_mut(half);
+    let (cur_a, cur_b) = cur.split_at(half);
     let (shadow_a, shadow_b) = shadow.split_at_mut(half);
     // The second half goes to another thread, or is done here after the first when no thread
     // can be started (a thread limit).
@@ -347,7 +390,7 @@ fn read_rows(
 #[allow(clippy::too_many_arguments)]
 fn sync_part(
     offset: usize,
-    cur: &mut [u8],
+    cur: &[u8],
     shadow: &mut [u8],
     stride: usize,
     width: usize,

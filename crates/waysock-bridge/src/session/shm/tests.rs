@@ -2,6 +2,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 
 use super::*;
+use crate::session::view::View;
 
 /// The spans `diff_area` hands out, as (offset, length).
 fn runs(cur: &[u8], shadow: &mut [u8], stride: usize, width: usize) -> Vec<(usize, usize)> {
@@ -280,18 +281,48 @@ fn pool(bytes: &[u8]) -> std::fs::File {
 /// The frames [`sync`] sends for `area` of the pool `file` against `shadow` (mirror 1, raw,
 /// LZ4 and zstd patches in turn).
 fn synced(file: &std::fs::File, shadow: &mut [u8], area: Area) -> Vec<Frame> {
+    // Through the kernel, and (when the pool is large enough to be mapped) where it lies:
+    // both leave the same shadow, and what each sends brings a far copy to it.
+    let before = shadow.to_vec();
+    let mut by_fd = Shadow::new(shadow.len());
+    by_fd.fold(0, shadow);
+    let sent_fd = synced_as(file, &mut by_fd, area, false);
+    let mut far = before.clone();
+    apply_all(&sent_fd, &mut far);
+    assert!(far == by_fd.bytes(), "read through the kernel");
     let mut copy = Shadow::new(shadow.len());
     copy.fold(0, shadow);
-    let sent = synced_with(file, &mut copy, area);
+    let sent = synced_as(file, &mut copy, area, true);
+    assert!(
+        copy.bytes() == by_fd.bytes(),
+        "both ways leave the same shadow"
+    );
     shadow.copy_from_slice(copy.bytes());
     sent
 }
 
-/// [`synced`], against a kept [`Shadow`] (its fingerprints kept from earlier syncs).
+/// [`synced`], against a kept [`Shadow`] (its fingerprints kept from earlier syncs); the pool
+/// mapped when it is large enough.
 fn synced_with(file: &std::fs::File, shadow: &mut Shadow, area: Area) -> Vec<Frame> {
+    synced_as(file, shadow, area, true)
+}
+
+/// The frames of one sync, the pool read through the kernel or (`mapped`, if it can be)
+/// mapped.
+fn synced_as(file: &std::fs::File, shadow: &mut Shadow, area: Area, mapped: bool) -> Vec<Frame> {
+    let len = file.metadata().unwrap().len();
+    let view = if mapped {
+        View::map(file.as_fd(), len)
+    } else {
+        None
+    };
+    let pool = match &view {
+        Some(v) => Pool::Mapped(v),
+        None => Pool::Fd(file.as_fd()),
+    };
     let sent = Mutex::new(Vec::new());
     sync(
-        file.as_fd(),
+        pool,
         shadow,
         area,
         &|f| {
@@ -930,4 +961,30 @@ fn a_window_dragged_frame_after_frame_moves_each_time_even_when_it_turns() {
             (y as isize - ny as isize, x as isize - nx as isize)
         );
     }
+}
+
+#[test]
+fn a_pool_the_client_shrank_under_a_sync_ends_it_with_the_pools_name() {
+    let (w, h) = (1024 * 4, 200);
+    let file = pool(&text_rows(h, w, 1024, 9));
+    let view = View::map(file.as_fd(), (w * h) as u64).expect("mapped");
+    file.set_len((w * h / 2) as u64).unwrap();
+    let mut shadow = Shadow::new(w * h);
+    let area = Area {
+        start: 0,
+        rows: h,
+        stride: w,
+        x0: 0,
+        x1: w,
+    };
+    let e = sync(
+        Pool::Mapped(&view),
+        &mut shadow,
+        area,
+        &|_| Ok(()),
+        7,
+        &Packer::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("shrank pool 7"), "{e}");
 }
