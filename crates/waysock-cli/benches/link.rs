@@ -8,7 +8,10 @@
 //! in this process: a TCP proxy that, per direction, lets bytes onto the link through a token
 //! bucket (the profile's rate; at most 1 ms of link time per chunk, and it stops reading while
 //! more than max(RTT, 2 ms) of link time is queued, so the sender feels the bottleneck) and
-//! delivers them after half the RTT (a delay line). Every peer's TCP hop goes through the same
+//! delivers them after half the RTT (a delay line; a lone chunk, such as a roundtrip's
+//! request or reply, leaves on time to the µs: the last 250 µs, and as long as sleeps have
+//! lately woken late, are spun, not slept; a backlog
+//! is paced by sleeps). Every peer's TCP hop goes through the same
 //! relay: `waysock bridge`'s connection directly, waypipe's through a socat pair (`nodelay` on
 //! both TCP ends, as waypipe over ssh runs with `TCP_NODELAY`): waypipe client and server each
 //! on a Unix socket, socat between each socket and TCP, the relay between the socats. The
@@ -682,6 +685,11 @@ fn relay_thread(tids: &Mutex<Vec<u32>>) {
     let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
 }
 
+/// How long before a lone chunk is due the delay line stops sleeping and spins, beyond how
+/// late its sleeps have woken lately (this VM wakes a sleeping thread tens to hundreds of µs
+/// late).
+const LONE_SPIN: Duration = Duration::from_micros(250);
+
 /// A relay between a loopback port and `upstream`, shaping both directions to a profile.
 struct Relay {
     port: u16,
@@ -836,13 +844,39 @@ fn pump(
         let tids = Arc::clone(tids);
         std::thread::spawn(move || {
             relay_thread(&tids);
-            // How late a sleep of this thread wakes, on average: the delay line wakes that
-            // much early, so that bytes leave on time on average (a loaded VM wakes a
-            // sleeping thread tens to hundreds of µs late).
+            // How late a sleep of this thread wakes, on average: behind a backlog, the delay
+            // line wakes that much early, so that bytes leave on time on average (a loaded
+            // VM wakes a sleeping thread tens to hundreds of µs late). A lone chunk (a
+            // request, a reply: what a roundtrip waits for) leaves on time to the µs: the
+            // thread sleeps until shortly before and spins the rest.
             let mut late = Duration::ZERO;
-            for (arrive, data) in rx {
+            let mut lone_late = Duration::ZERO;
+            let mut pending = std::collections::VecDeque::new();
+            loop {
+                if pending.is_empty() {
+                    match rx.recv() {
+                        Ok(item) => pending.push_back(item),
+                        Err(_) => break,
+                    }
+                }
+                pending.extend(rx.try_iter());
+                let Some((arrive, data)) = pending.pop_front() else {
+                    break;
+                };
                 let now = Instant::now();
-                if arrive > now + late {
+                if pending.is_empty() {
+                    // Woken early by the spin margin plus how late long sleeps have woken.
+                    let margin = LONE_SPIN + lone_late;
+                    if arrive > now + margin {
+                        let want = arrive - margin;
+                        std::thread::sleep(want - now);
+                        let woke = Instant::now().saturating_duration_since(want);
+                        lone_late = (lone_late * 7 + woke.min(Duration::from_millis(2))) / 8;
+                    }
+                    while Instant::now() < arrive {
+                        std::hint::spin_loop();
+                    }
+                } else if arrive > now + late {
                     let want = arrive - late;
                     std::thread::sleep(want - now);
                     let woke = Instant::now().saturating_duration_since(want);
