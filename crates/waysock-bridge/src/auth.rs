@@ -8,8 +8,8 @@
 //! ```text
 //! psk      = HMAC-SHA256(secret, "waysock-bridge WSB8 noise psk")
 //! prologue = "waysock-bridge WSB8"
-//! connector → listener   "WSB8" | Noise message 1 (psk, e):  e_c[32] tag[16]
-//! listener  → connector  "WSB8" | Noise message 2 (e, ee):   e_l[32] tag[16]
+//! connector → listener   "WSB8" | Noise message 1 (psk, e):  e_c[32] offer[1] tag[16]
+//! listener  → connector  "WSB8" | Noise message 2 (e, ee):   e_l[32] choice[1] tag[16]
 //! (k1, k2)  = Noise Split() (raw), h = the handshake hash
 //! connector → listener   HMAC-SHA256(k1, "waysock-bridge WSB8 confirm" | h)
 //! listener  → connector  0x01 (accepted)
@@ -17,10 +17,14 @@
 //!                        key l→c = HMAC-SHA256(k2, "waysock-bridge WSB8 record key: listener to connector")
 //! ```
 //!
-//! - Message 1 carries an (empty) payload encrypted under a key mixed from the psk and `e_c`:
-//!   the listener learns whether the connector holds the token before it does any
-//!   Diffie-Hellman work, and says so at once if not (a flood of wrong handshakes costs it two
-//!   hashes and one AEAD check each).
+//! - Message 1 carries a one-byte payload encrypted under a key mixed from the psk and `e_c`:
+//!   the connector's offer (1: AES-256-GCM runs in hardware here; 0: not). The listener learns
+//!   whether the connector holds the token before it does any Diffie-Hellman work, and says so
+//!   at once if not (a flood of wrong handshakes costs it two hashes and one AEAD check each).
+//! - Message 2's one-byte payload is the listener's choice of the record cipher
+//!   ([`crate::channel::Cipher`]): 1, AES-256-GCM, when both ends run it in hardware; 0,
+//!   ChaCha20-Poly1305, otherwise. Both bytes are in the transcript hash the confirmation
+//!   covers, so nobody on the way can change the choice.
 //! - Message 2's payload tag proves to the connector that the listener holds the token and saw
 //!   message 1 unchanged (the tag covers the transcript hash).
 //! - The confirmation proves to the listener that the connector took part in this exchange (it
@@ -49,7 +53,7 @@ use sha2::Sha256;
 use snow::HandshakeState;
 use subtle::ConstantTimeEq;
 
-use crate::channel::SessionKeys;
+use crate::channel::{Cipher, SessionKeys};
 
 /// Shortest accepted secret.
 pub const MIN_SECRET: usize = 16;
@@ -80,10 +84,16 @@ const L_TO_CONNECTOR: &[u8] = b"waysock-bridge WSB8 record key: listener to conn
 
 /// An ephemeral X25519 public key.
 const DH: usize = 32;
-/// The AEAD tag of a Noise message's (empty) payload.
+/// The AEAD tag of a Noise message's payload.
 const NOISE_TAG: usize = 16;
-/// A Noise handshake message of ours: an ephemeral key and the tag of an empty payload.
-const NOISE_MSG: usize = DH + NOISE_TAG;
+/// A Noise handshake message of ours: an ephemeral key, a one-byte payload (the offer or the
+/// choice of the record cipher) and its tag.
+const NOISE_MSG: usize = DH + 1 + NOISE_TAG;
+/// The offer's bit: AES-256-GCM runs in hardware on the connector.
+const OFFER_AES: u8 = 1;
+/// The choices: ChaCha20-Poly1305 or AES-256-GCM.
+const CHOSE_CHACHA: u8 = 0;
+const CHOSE_AES: u8 = 1;
 /// The connector's greeting: the magic and Noise message 1.
 pub const GREETING_LEN: usize = 4 + NOISE_MSG;
 /// The listener's reply: the magic and Noise message 2.
@@ -397,10 +407,12 @@ fn noise(token: &Token, role: Role) -> Result<HandshakeState, AuthError> {
     .map_err(AuthError::Noise)
 }
 
-/// What a finished handshake leaves: the two record keys and the connector's confirmation.
+/// What a finished handshake leaves: the two record keys, the cipher they key and the
+/// connector's confirmation.
 struct Agreed {
     to_listener: [u8; 32],
     to_connector: [u8; 32],
+    cipher: Cipher,
     confirm: [u8; PROOF_LEN],
 }
 
@@ -414,13 +426,14 @@ impl Drop for Agreed {
 }
 
 impl Agreed {
-    /// From a finished handshake: see the module's diagram.
-    fn from(hs: &mut HandshakeState) -> Agreed {
+    /// From a finished handshake that agreed on `cipher`: see the module's diagram.
+    fn from(hs: &mut HandshakeState, cipher: Cipher) -> Agreed {
         debug_assert!(hs.is_handshake_finished());
         let (mut k1, mut k2) = hs.dangerously_get_raw_split();
         let agreed = Agreed {
             to_listener: prf(&k1, L_TO_LISTENER, &[]),
             to_connector: prf(&k2, L_TO_CONNECTOR, &[]),
+            cipher,
             confirm: prf(&k1, L_CONFIRM, hs.get_handshake_hash()),
         };
         k1.fill(0);
@@ -434,36 +447,66 @@ impl Agreed {
             Role::Connector => SessionKeys {
                 send: self.to_listener,
                 receive: self.to_connector,
+                cipher: self.cipher,
             },
             Role::Listener => SessionKeys {
                 send: self.to_connector,
                 receive: self.to_listener,
+                cipher: self.cipher,
             },
         }
     }
 }
 
-/// Reads a Noise message of ours (an empty payload); `bad` is what a failed check means here.
-fn read_noise(hs: &mut HandshakeState, msg: &[u8], bad: AuthError) -> Result<(), AuthError> {
+/// Reads a Noise message of ours: its one-byte payload; `bad` is what a failed check means
+/// here.
+fn read_noise(hs: &mut HandshakeState, msg: &[u8], bad: AuthError) -> Result<u8, AuthError> {
     let mut payload = [0u8; NOISE_MSG];
     match hs.read_message(msg, &mut payload) {
-        Ok(0) => Ok(()),
-        // A payload: not something this version sends.
+        Ok(1) => Ok(payload[0]),
+        // Any other payload: not something this version sends.
         Ok(_) => Err(AuthError::NotABridge),
         Err(snow::Error::Decrypt) => Err(bad),
         Err(e) => Err(AuthError::Noise(e)),
     }
 }
 
-/// Writes a Noise message of ours (an empty payload) after `MAGIC`.
-fn write_noise(hs: &mut HandshakeState) -> Result<[u8; 4 + NOISE_MSG], AuthError> {
+/// Writes a Noise message of ours with the one-byte payload `byte`, after `MAGIC`.
+fn write_noise(hs: &mut HandshakeState, byte: u8) -> Result<[u8; 4 + NOISE_MSG], AuthError> {
     let mut out = [0u8; 4 + NOISE_MSG];
     out[..4].copy_from_slice(MAGIC);
     let n = hs
-        .write_message(&[], &mut out[4..])
+        .write_message(&[byte], &mut out[4..])
         .map_err(AuthError::Noise)?;
     debug_assert_eq!(n, NOISE_MSG);
     Ok(out)
+}
+
+/// The connector's offer when AES runs in hardware here (`aes`).
+fn offer(aes: bool) -> u8 {
+    if aes {
+        OFFER_AES
+    } else {
+        0
+    }
+}
+
+/// The listener's choice for the connector's `offer`, AES running in hardware here or not.
+fn choose(offer: u8, aes: bool) -> (u8, Cipher) {
+    if offer & OFFER_AES != 0 && aes {
+        (CHOSE_AES, Cipher::Aes256Gcm)
+    } else {
+        (CHOSE_CHACHA, Cipher::ChaCha20Poly1305)
+    }
+}
+
+/// What the listener's `choice` means to a connector that offered `offer`.
+fn chosen(choice: u8, offer: u8) -> Result<Cipher, AuthError> {
+    match choice {
+        CHOSE_CHACHA => Ok(Cipher::ChaCha20Poly1305),
+        CHOSE_AES if offer & OFFER_AES != 0 => Ok(Cipher::Aes256Gcm),
+        _ => Err(AuthError::NotABridge),
+    }
 }
 
 /// Runs the handshake on `stream` (set a read timeout on it first). `Ok` means the peer holds
@@ -474,10 +517,21 @@ pub fn handshake<S: Read + Write>(
     token: &Token,
     role: Role,
 ) -> Result<SessionKeys, AuthError> {
+    handshake_as(stream, token, role, Cipher::aes_in_hardware())
+}
+
+/// [`handshake`], AES running in hardware here or not (`aes`).
+fn handshake_as<S: Read + Write>(
+    stream: &mut S,
+    token: &Token,
+    role: Role,
+    aes: bool,
+) -> Result<SessionKeys, AuthError> {
     match role {
         Role::Connector => {
             let mut hs = noise(token, Role::Connector)?;
-            stream.write_all(&write_noise(&mut hs)?)?;
+            let offered = offer(aes);
+            stream.write_all(&write_noise(&mut hs, offered)?)?;
             let mut reply = [0u8; REPLY_LEN];
             stream
                 .read_exact(&mut reply[..4])
@@ -496,8 +550,9 @@ pub fn handshake<S: Read + Write>(
                 return Err(greeting_error(&reply[..4]));
             }
             stream.read_exact(&mut reply[4..])?;
-            read_noise(&mut hs, &reply[4..], AuthError::BadProof)?;
-            let agreed = Agreed::from(&mut hs);
+            let choice = read_noise(&mut hs, &reply[4..], AuthError::BadProof)?;
+            let cipher = chosen(choice, offered)?;
+            let agreed = Agreed::from(&mut hs, cipher);
             stream.write_all(&agreed.confirm)?;
             let mut ok = [0u8; 1];
             stream.read_exact(&mut ok)?;
@@ -518,7 +573,7 @@ pub fn handshake<S: Read + Write>(
             }
             stream.read_exact(&mut hello[4..])?;
             let (listening, reply) =
-                Listening::greet(token, &hello).map_err(|d| said(stream, d))?;
+                Listening::greet_as(token, &hello, aes).map_err(|d| said(stream, d))?;
             stream.write_all(&reply)?;
             let mut proof = [0u8; PROOF_LEN];
             stream.read_exact(&mut proof)?;
@@ -537,7 +592,7 @@ pub fn handshake<S: Read + Write>(
 #[cfg(test)]
 pub(crate) fn test_greeting(token: &Token) -> [u8; GREETING_LEN] {
     let mut hs = noise(token, Role::Connector).unwrap();
-    write_noise(&mut hs).unwrap()
+    write_noise(&mut hs, offer(Cipher::aes_in_hardware())).unwrap()
 }
 
 /// What a listener's refusal code means to the connector.
@@ -594,26 +649,37 @@ impl Listening {
         token: &Token,
         hello: &[u8; GREETING_LEN],
     ) -> Result<(Listening, [u8; REPLY_LEN]), Dismissal> {
+        Listening::greet_as(token, hello, Cipher::aes_in_hardware())
+    }
+
+    /// [`Listening::greet`], AES running in hardware here or not (`aes`).
+    fn greet_as(
+        token: &Token,
+        hello: &[u8; GREETING_LEN],
+        aes: bool,
+    ) -> Result<(Listening, [u8; REPLY_LEN]), Dismissal> {
         Listening::check_start(hello)?;
         let internal = |e| Dismissal::new(e, &[]);
         let mut hs = noise(token, Role::Listener).map_err(internal)?;
-        read_noise(&mut hs, &hello[4..], AuthError::WrongToken).map_err(|e| match e {
-            AuthError::WrongToken => Dismissal::new(
-                e,
-                &[
-                    REFUSAL[0],
-                    REFUSAL[1],
-                    REFUSAL[2],
-                    REFUSAL[3],
-                    TOKEN_REJECTED,
-                ],
-            ),
-            e => Dismissal::new(e, &[]),
-        })?;
-        let reply = write_noise(&mut hs).map_err(internal)?;
+        let offered =
+            read_noise(&mut hs, &hello[4..], AuthError::WrongToken).map_err(|e| match e {
+                AuthError::WrongToken => Dismissal::new(
+                    e,
+                    &[
+                        REFUSAL[0],
+                        REFUSAL[1],
+                        REFUSAL[2],
+                        REFUSAL[3],
+                        TOKEN_REJECTED,
+                    ],
+                ),
+                e => Dismissal::new(e, &[]),
+            })?;
+        let (choice, cipher) = choose(offered, aes);
+        let reply = write_noise(&mut hs, choice).map_err(internal)?;
         Ok((
             Listening {
-                agreed: Agreed::from(&mut hs),
+                agreed: Agreed::from(&mut hs, cipher),
             },
             reply,
         ))
@@ -726,6 +792,48 @@ mod tests {
     }
 
     #[test]
+    fn aes_is_chosen_only_when_both_ends_run_it_in_hardware_and_keys_work_either_way() {
+        for (connector_aes, listener_aes, want) in [
+            (true, true, Cipher::Aes256Gcm),
+            (true, false, Cipher::ChaCha20Poly1305),
+            (false, true, Cipher::ChaCha20Poly1305),
+            (false, false, Cipher::ChaCha20Poly1305),
+        ] {
+            let (mut x, mut y) = pair();
+            let t = std::thread::spawn(move || {
+                let tok = Token::from_bytes(SECRET).unwrap();
+                handshake_as(&mut y, &tok, Role::Listener, listener_aes)
+            });
+            let tok = Token::from_bytes(SECRET).unwrap();
+            let c = handshake_as(&mut x, &tok, Role::Connector, connector_aes).unwrap();
+            let l = t.join().unwrap().unwrap();
+            assert_eq!((c.cipher, l.cipher), (want, want));
+            // What one end seals, the other opens.
+            let w = crate::channel::SealWriter::new(Vec::new(), &c.send, c.cipher);
+            w.write_record(b"pixels").unwrap();
+            let wire = w.into_inner().unwrap();
+            let mut got = [0u8; 6];
+            crate::channel::OpenReader::new(&wire[..], &l.receive, l.cipher)
+                .read_exact(&mut got)
+                .unwrap();
+            assert_eq!(&got, b"pixels");
+        }
+    }
+
+    #[test]
+    fn a_listener_that_picks_aes_unoffered_or_an_unknown_cipher_is_not_a_bridge() {
+        assert!(matches!(chosen(CHOSE_AES, 0), Err(AuthError::NotABridge)));
+        assert!(matches!(chosen(7, OFFER_AES), Err(AuthError::NotABridge)));
+        assert_eq!(chosen(CHOSE_AES, OFFER_AES).unwrap(), Cipher::Aes256Gcm);
+        assert_eq!(
+            chosen(CHOSE_CHACHA, OFFER_AES).unwrap(),
+            Cipher::ChaCha20Poly1305
+        );
+        assert_eq!(choose(OFFER_AES | 0x80, true).1, Cipher::Aes256Gcm);
+        assert_eq!(choose(0x80, true).1, Cipher::ChaCha20Poly1305);
+    }
+
+    #[test]
     fn a_different_secret_is_refused_by_the_listener_and_named_on_both_sides() {
         let (c, l) = run(SECRET, b"0123456789abcdef-SECRET");
         assert!(matches!(c, Err(AuthError::Rejected)), "{c:?}");
@@ -773,7 +881,8 @@ mod tests {
             .build_initiator()
             .unwrap();
         let mut msg = [0u8; 128];
-        let n = hs.write_message(&[], &mut msg).unwrap();
+        // The offer: ChaCha20-Poly1305 only (no AES in hardware).
+        let n = hs.write_message(&[0], &mut msg).unwrap();
         assert_eq!(n, NOISE_MSG);
         x.write_all(b"WSB8").unwrap();
         x.write_all(&msg[..n]).unwrap();
@@ -781,7 +890,9 @@ mod tests {
         x.read_exact(&mut reply).unwrap();
         assert_eq!(&reply[..4], b"WSB8");
         let mut payload = [0u8; 64];
-        assert_eq!(hs.read_message(&reply[4..], &mut payload).unwrap(), 0);
+        // The choice: ChaCha20-Poly1305, the only cipher offered.
+        assert_eq!(hs.read_message(&reply[4..], &mut payload).unwrap(), 1);
+        assert_eq!(payload[0], CHOSE_CHACHA);
         let (k1, _) = hs.dangerously_get_raw_split();
         x.write_all(&prf(
             &k1,
@@ -793,6 +904,7 @@ mod tests {
         x.read_exact(&mut ok).unwrap();
         assert_eq!(ok, [ACCEPTED]);
         let keys = t.join().unwrap().unwrap();
+        assert_eq!(keys.cipher, Cipher::ChaCha20Poly1305);
         assert_eq!(
             keys.receive,
             prf(

@@ -8,7 +8,8 @@
 //!   per-connection object map (ids → interfaces) that tells which message is which.
 //! - [`auth`]: the token file and the handshake both ends run first (Noise `NNpsk0`, the
 //!   token's hash as the pre-shared key); the secret never crosses the wire.
-//! - [`channel`]: after it, every frame is sealed (ChaCha20-Poly1305) with per-connection keys.
+//! - [`channel`]: after it, every frame is sealed (AES-256-GCM or ChaCha20-Poly1305, as the
+//!   handshake agreed) with per-connection keys.
 //! - [`transport`], [`session`], [`bridge`]: frames, one relayed connection, the two ends.
 //! - [`stream`]: the encoded side over TCP or a Unix stream (`waysock ssh`), and the two ends
 //!   over a Unix socket.

@@ -5,22 +5,24 @@
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use waysock_bridge::channel::{OpenReader, SealWriter, SessionKeys, MAX_RECORD, TAG};
+use waysock_bridge::channel::{Cipher, OpenReader, SealWriter, SessionKeys, MAX_RECORD, TAG};
 use waysock_bridge::transport::MAX_FRAME;
 
 const KEY: [u8; 32] = [7; 32];
+/// The cipher of these tests (both are covered by the channel's own tests).
+const CIPHER: Cipher = Cipher::ChaCha20Poly1305;
 
 /// Everything `w` wrote, read back through a reader.
 fn open_all(wire: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    OpenReader::new(wire, &KEY)
+    OpenReader::new(wire, &KEY, CIPHER)
         .read_to_end(&mut out)
         .map(|_| out)
 }
 
 #[test]
 fn the_largest_record_passes_and_one_byte_more_is_refused() {
-    let w = SealWriter::new(Vec::new(), &KEY);
+    let w = SealWriter::new(Vec::new(), &KEY, CIPHER);
     let largest = vec![0x5a; MAX_RECORD - TAG];
     w.write_record(&largest).unwrap();
     let e = w
@@ -41,7 +43,7 @@ fn the_largest_record_passes_and_one_byte_more_is_refused() {
 fn one_frame_of_the_largest_size_fits_one_record() {
     // A frame is a 5-byte head and at most MAX_FRAME bytes of payload; a record holds one
     // whole frame of the largest size, and not a byte more.
-    let w = SealWriter::new(Vec::new(), &KEY);
+    let w = SealWriter::new(Vec::new(), &KEY, CIPHER);
     w.write_record(&vec![1; MAX_FRAME + 5]).unwrap();
     assert!(w.write_record(&vec![1; MAX_FRAME + 6]).is_err());
     w.close().unwrap();
@@ -81,6 +83,7 @@ fn a_writer_that_failed_writes_nothing_more() {
             wire: Vec::new(),
         },
         &KEY,
+        CIPHER,
     );
     w.write_record(b"one").unwrap();
     assert!(w.write_record(b"two").is_err());
@@ -94,13 +97,13 @@ fn a_writer_that_failed_writes_nothing_more() {
 
 #[test]
 fn a_clean_end_a_cut_between_records_and_a_cut_inside_one_differ() {
-    let w = SealWriter::new(Vec::new(), &KEY);
+    let w = SealWriter::new(Vec::new(), &KEY, CIPHER);
     w.write_record(b"one").unwrap();
     let first_len = 4 + 3 + TAG;
     w.close().unwrap();
     let wire = w.into_inner().unwrap();
     // Closed: the data, then end of stream, for as long as it is read.
-    let mut r = OpenReader::new(&wire[..], &KEY);
+    let mut r = OpenReader::new(&wire[..], &KEY, CIPHER);
     let mut out = Vec::new();
     r.read_to_end(&mut out).unwrap();
     assert_eq!(out, b"one");
@@ -145,7 +148,7 @@ impl Read for Interrupting<'_> {
 
 #[test]
 fn interrupted_and_short_reads_are_retried() {
-    let w = SealWriter::new(Vec::new(), &KEY);
+    let w = SealWriter::new(Vec::new(), &KEY, CIPHER);
     w.write_record(b"one").unwrap();
     w.write_record(b"two").unwrap();
     w.close().unwrap();
@@ -156,6 +159,7 @@ fn interrupted_and_short_reads_are_retried() {
             interrupt: false,
         },
         &KEY,
+        CIPHER,
     );
     let mut out = Vec::new();
     loop {
@@ -192,7 +196,7 @@ fn records_from_many_threads_all_arrive_intact() {
     // Threads seal in parallel and write in number order: the reader, which expects numbers
     // 0, 1, 2, … and fails on any other, must open every record.
     let wire = Shared::default();
-    let w = SealWriter::new(wire.clone(), &KEY);
+    let w = SealWriter::new(wire.clone(), &KEY, CIPHER);
     const THREADS: u8 = 8;
     const EACH: usize = 200;
     std::thread::scope(|s| {
@@ -232,6 +236,7 @@ fn session_keys_never_print() {
     let keys = SessionKeys {
         send: [0x41; 32],
         receive: [0x42; 32],
+        cipher: CIPHER,
     };
     assert_eq!(format!("{keys:?}"), "SessionKeys(..)");
 }
@@ -253,7 +258,7 @@ impl Read for FailsFirst<'_> {
 
 #[test]
 fn a_read_error_other_than_interrupted_ends_the_channel() {
-    let w = SealWriter::new(Vec::new(), &KEY);
+    let w = SealWriter::new(Vec::new(), &KEY, CIPHER);
     w.write_record(b"one").unwrap();
     w.close().unwrap();
     let wire = w.into_inner().unwrap();
@@ -263,6 +268,7 @@ fn a_read_error_other_than_interrupted_ends_the_channel() {
             data: &wire,
         },
         &KEY,
+        CIPHER,
     );
     let e = r.read(&mut [0u8; 8]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);

@@ -139,13 +139,14 @@ fn the_secret_never_crosses_in_a_whole_session() {
                 wire: stream.wire.clone(),
             },
             &keys.send,
+            keys.cipher,
         );
         for part in say {
             writer.write_record(part).unwrap();
         }
         writer.close().unwrap();
         let mut heard = Vec::new();
-        OpenReader::new(&mut *stream, &keys.receive)
+        OpenReader::new(&mut *stream, &keys.receive, keys.cipher)
             .read_to_end(&mut heard)
             .unwrap();
         (heard, keys.send, keys.receive)

@@ -201,7 +201,7 @@ fn handshaken(mut c: TcpStream, mut s: TcpStream) -> (Sealed, Sealed) {
 
 /// A hand-driven far end: seals whatever it is given with the session's keys.
 fn far_end(s: Sealed) -> SealWriter<TcpStream> {
-    SealWriter::new(s.tcp, &s.keys.send)
+    SealWriter::new(s.tcp, &s.keys.send, s.keys.cipher)
 }
 
 fn spawn_session(
@@ -694,7 +694,7 @@ fn unsealed_or_altered_bytes_from_tcp_end_the_session_unread() {
         let mut client = Peer::new(client_peer);
         let mut tcp = ts.tcp.try_clone().unwrap();
         if tamper {
-            let sealed = SealWriter::new(Vec::new(), &ts.keys.send);
+            let sealed = SealWriter::new(Vec::new(), &ts.keys.send, ts.keys.cipher);
             sealed.write_record(&keymap_frame).unwrap();
             let mut bytes = sealed.into_inner().unwrap();
             bytes[9] ^= 0x40;

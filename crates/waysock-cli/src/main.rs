@@ -51,7 +51,8 @@ enum Command {
     Wait(cmd::wait::Args),
     /// Carry Wayland over TCP between hosts or network namespaces, descriptors translated,
     /// both ends authenticated with a shared token file, the traffic encrypted and
-    /// authenticated (ChaCha20-Poly1305).
+    /// authenticated (AES-256-GCM where both hosts have AES in hardware, else
+    /// ChaCha20-Poly1305).
     Bridge(cmd::bridge::Args),
     /// Run a client on another host with its display bridged to this one's compositor,
     /// carried by your own ssh (`waysock ssh [SSH-OPTIONS] HOST -- CLIENT`); the client's

@@ -164,10 +164,10 @@ impl Drop for Flood {
 
 fn flood(addr: SocketAddr, stop: &AtomicBool, up: mpsc::Sender<()>) -> String {
     // As long as a bridge connector's greeting: the magic and a Noise message (an ephemeral
-    // key and a tag; made up, so it would be refused as a wrong token if it ever arrived
-    // whole, but the drip is slower than the deadline).
+    // key, a one-byte offer and a tag; made up, so it would be refused as a wrong token if it
+    // ever arrived whole, but the drip is slower than the deadline).
     let mut greeting = b"WSB8".to_vec();
-    greeting.extend((0..48u8).map(|i| i.wrapping_mul(37)));
+    greeting.extend((0..49u8).map(|i| i.wrapping_mul(37)));
     let mut conns: Vec<Conn> = (0..IDLE + DRIPPING)
         .map(|i| Conn {
             stream: None,

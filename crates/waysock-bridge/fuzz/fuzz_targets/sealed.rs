@@ -8,10 +8,11 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use waysock_bridge::channel::{OpenReader, SealWriter};
+use waysock_bridge::channel::{Cipher, OpenReader, SealWriter};
 use waysock_bridge::transport::Frame;
 
 const KEY: [u8; 32] = [0x42; 32];
+const CIPHER: Cipher = Cipher::Aes256Gcm;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -19,13 +20,13 @@ fuzz_target!(|data: &[u8]| {
     };
     if mode & 1 == 0 {
         let mut out = Vec::new();
-        let r = OpenReader::new(rest, &KEY).read_to_end(&mut out);
+        let r = OpenReader::new(rest, &KEY, CIPHER).read_to_end(&mut out);
         assert!(r.is_err(), "unsealed bytes were accepted: {} plain bytes", out.len());
         assert!(out.is_empty(), "plaintext released from an unauthenticated record");
         return;
     }
     // Cut into records of sizes taken from the input itself.
-    let w = SealWriter::new(Vec::new(), &KEY);
+    let w = SealWriter::new(Vec::new(), &KEY, CIPHER);
     let mut at = 0;
     let mut i = 0;
     while at < rest.len() {
@@ -38,10 +39,10 @@ fuzz_target!(|data: &[u8]| {
     w.close().unwrap();
     let wire = w.into_inner().unwrap();
     let mut plain = Vec::new();
-    OpenReader::new(&wire[..], &KEY)
+    OpenReader::new(&wire[..], &KEY, CIPHER)
         .read_to_end(&mut plain)
         .expect("what was sealed opens");
     assert_eq!(plain, rest);
-    let mut r = OpenReader::new(&wire[..], &KEY);
+    let mut r = OpenReader::new(&wire[..], &KEY, CIPHER);
     while let Ok(Some(_)) = Frame::read(&mut r) {}
 });

@@ -239,13 +239,18 @@ pub fn run_over(
     // Everything the session logs carries its name, once.
     let span = tracing::info_span!("session", name = %name);
     let _span = span.enter();
+    tracing::debug!("records sealed with {}", keys.cipher.name());
     let shared = Arc::new(Shared {
         side,
         core: Mutex::new(core::Core::new(side)),
         fds: Mutex::new(Fds::default()),
         pipes: Mutex::new(HashMap::new()),
         credits: Arc::new(Mutex::new(HashMap::new())),
-        writer: Arc::new(SealWriter::new(remote.try_clone()?, &keys.send)),
+        writer: Arc::new(SealWriter::new(
+            remote.try_clone()?,
+            &keys.send,
+            keys.cipher,
+        )),
         poll: poll::BusyPoll::new(busy_poll, Arc::clone(&stats)),
         stats,
         packer: shm::Packer::default(),
@@ -271,7 +276,7 @@ pub fn run_over(
         }
         r
     });
-    let r_in = pump_in::pump_in(&shared, &local, &remote, &keys.receive);
+    let r_in = pump_in::pump_in(&shared, &local, &remote, &keys.receive, keys.cipher);
     let _ = local.shutdown(Shutdown::Write);
     if r_in.is_err() {
         let _ = local.shutdown(Shutdown::Both);

@@ -16,7 +16,7 @@ use super::mirror::Mirror;
 use super::pipes::{spawn_pipe_reader, PipeWriter};
 use super::poll::{From, Poller, SpinRead};
 use super::{shm, InFd, Shared, Side, MAX_MIRRORED, MAX_PIPES, MAX_POOL, MAX_SESSION_FDS};
-use crate::channel::OpenReader;
+use crate::channel::{Cipher, OpenReader};
 use crate::codec;
 use crate::stream::Stream;
 use crate::transport::{self, Frame, Packing, PipeDir, PIPE_WINDOW};
@@ -27,6 +27,7 @@ pub(super) fn pump_in(
     local: &UnixStream,
     remote: &Stream,
     key: &[u8; 32],
+    cipher: Cipher,
 ) -> Result<(), SessionError> {
     // Pool updates are applied (decompressed, written) on a second thread while this one reads
     // and opens the next records; anything that depends on the pools waits for it first.
@@ -40,7 +41,7 @@ pub(super) fn pump_in(
                 let _span = span.enter();
                 applier.run(sh, queue)
             })?;
-        let r = pump_in_frames(sh, local, remote, key, &applier, &jobs);
+        let r = pump_in_frames(sh, local, remote, key, cipher, &applier, &jobs);
         drop(jobs);
         let _ = worker.join();
         r
@@ -135,6 +136,7 @@ fn pump_in_frames(
     local: &UnixStream,
     remote: &Stream,
     key: &[u8; 32],
+    cipher: Cipher,
     applier: &Applier,
     jobs: &std::sync::mpsc::SyncSender<PoolUpdate>,
 ) -> Result<(), SessionError> {
@@ -148,6 +150,7 @@ fn pump_in_frames(
             },
         ),
         key,
+        cipher,
     );
     loop {
         let Some(frame) = Frame::read(&mut reader)? else {
