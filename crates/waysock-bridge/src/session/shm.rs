@@ -431,9 +431,11 @@ pub(super) fn diff_area(
     };
     // The span being grown: [a, z).
     let mut open: Option<(usize, usize)> = None;
+    // Copied into the shadow first and sent from there: `cur` may be the client's memory,
+    // which can change between two reads, and what crosses must be what the shadow says.
     let mut flush = |span: (usize, usize), shadow: &mut [u8]| {
-        let run = &cur[span.0..span.1];
-        shadow[span.0..span.1].copy_from_slice(run);
+        let run = &mut shadow[span.0..span.1];
+        run.copy_from_slice(&cur[span.0..span.1]);
         emit(span.0, run)
     };
     let mut row = 0;

@@ -8,8 +8,10 @@
 //! the bridge contains it: every view is registered in a fixed table, and a `SIGBUS` whose
 //! address lies in a registered view replaces that view's pages with zeros (an anonymous
 //! mapping at the same address), marks the view faulted and returns, so the read goes on;
-//! the session then ends, naming the pool. A `SIGBUS` anywhere else is raised again with the
-//! action that was in place before, as if the bridge had never handled it.
+//! the session then ends, naming the pool. A `SIGBUS` anywhere else (or sent with `kill`) goes
+//! to the handler that was in place before, with its siginfo as it came; with none, the
+//! default action is restored and the faulting instruction runs again and dies of it. If
+//! anything replaces the handler later, no new view is mapped.
 //!
 //! Only regular files (memfds, shm files) are mapped; anything else, a full table, or a
 //! failed `mmap` leaves the pool read with `pread`, as before. The client may write its pool
@@ -47,24 +49,35 @@ const FREE: Slot = Slot {
 
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 
-/// The `SIGBUS` action in place before ours (restored to re-raise a fault that is not ours).
-static mut PREVIOUS: Option<libc::sigaction> = None;
+/// The `SIGBUS` action in place before ours, which faults that are not ours are passed on to.
+static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 static INSTALL: Once = Once::new();
-static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+/// The registered view `addr` lies in: its slot and range. A slot's range is read start, end,
+/// start again; a slot being taken or freed meanwhile (start changed) does not match.
+fn view_at(addr: usize) -> Option<(&'static Slot, usize, usize)> {
+    TABLE.iter().find_map(|slot| {
+        let start = slot.start.load(Ordering::Acquire);
+        let end = slot.end.load(Ordering::Acquire);
+        let ok = start != 0
+            && start != usize::MAX
+            && (start..end).contains(&addr)
+            && slot.start.load(Ordering::Acquire) == start;
+        ok.then_some((slot, start, end))
+    })
+}
+
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    for slot in &TABLE {
-        let (start, end) = (
-            slot.start.load(Ordering::Acquire),
-            slot.end.load(Ordering::Acquire),
-        );
-        if start != 0 && (start..end).contains(&addr) {
-            // SAFETY: `[start, end)` is a view this process mapped and still owns (a slot is
-            // freed only after its view is unmapped, and a view is never unmapped while it is
-            // read, which is when faults happen); replacing its pages with anonymous zeros at
-            // the same address keeps every later read valid. `mmap` is async-signal-safe.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // A fault (si_code > 0), not a SIGBUS sent with kill, in one of our views.
+    if code > 0 {
+        if let Some((slot, start, end)) = view_at(addr) {
+            // SAFETY: `[start, end)` is a view this process mapped and still holds (a slot is
+            // cleared before its view is unmapped, and a view is not unmapped while it is
+            // read, which is when it faults); replacing its pages with anonymous zeros at the
+            // same address keeps every later read valid. `mmap` is a plain system call on
+            // Linux, safe in a signal handler (libwayland does the same).
             let p = unsafe {
                 libc::mmap(
                     start as *mut libc::c_void,
@@ -79,46 +92,68 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
                 slot.faulted.store(true, Ordering::Release);
                 return;
             }
-            break;
         }
     }
-    // Not ours (or the pages could not be replaced): as if we had never been here.
-    // SAFETY: PREVIOUS is written once, before the handler is installed, and only read
-    // after; sigaction and raise are async-signal-safe.
-    unsafe {
-        match &*std::ptr::addr_of!(PREVIOUS) {
-            Some(prev) => {
-                libc::sigaction(sig, prev, std::ptr::null_mut());
-            }
-            None => {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        libc::raise(sig);
+    // Not ours: to whoever handled SIGBUS before us, with the signal as it came.
+    let Some(prev) = PREVIOUS.get() else {
+        return default_again(sig);
+    };
+    let handler = prev.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        return default_again(sig);
+    }
+    if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: a handler installed with SA_SIGINFO takes these three arguments, which are
+        // the ones the kernel gave us.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: a handler installed without SA_SIGINFO takes the signal number only.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
     }
 }
 
-/// Installs the handler once per process; `false` if it could not be.
+/// A fault nobody handles: the default action, taken when the faulting instruction runs again
+/// (so the process dies of it with the real address, and a core dump shows where).
+fn default_again(sig: libc::c_int) {
+    // SAFETY: signal() is async-signal-safe; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// The action `SIGBUS` has now is ours.
+fn ours_installed() -> bool {
+    // SAFETY: a query (no new action) into a zeroed struct.
+    unsafe {
+        let mut now: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut now) == 0
+            && now.sa_sigaction == on_sigbus as *const () as usize
+    }
+}
+
+/// Installs the handler once per process; `false` if it is not in place (it could not be, or
+/// something installed another since: then no view is mapped and pools go through `pread`).
 fn install() -> bool {
     INSTALL.call_once(|| {
-        // SAFETY: plain sigaction calls on zeroed structs; PREVIOUS is written here, once,
-        // before the handler that reads it is installed.
+        // SAFETY: plain sigaction calls on zeroed structs; the previous action is recorded
+        // before the handler that passes faults on to it is installed.
         unsafe {
             let mut prev: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut prev) != 0 {
                 return;
             }
-            *std::ptr::addr_of_mut!(PREVIOUS) = Some(prev);
+            let _ = PREVIOUS.set(prev);
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = on_sigbus as *const () as usize;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK;
             libc::sigemptyset(&mut act.sa_mask);
-            if libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut()) == 0 {
-                INSTALLED.store(true, Ordering::Release);
-            }
+            libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut());
         }
     });
-    INSTALLED.load(Ordering::Acquire)
+    ours_installed()
 }
 
 /// A client's pool mapped read-only, registered so that a `SIGBUS` in it is contained.
@@ -141,8 +176,11 @@ impl View {
     /// the handler not installed, or `mmap` refused).
     pub fn map(fd: BorrowedFd<'_>, len: u64) -> Option<View> {
         let st = rustix::fs::fstat(fd).ok()?;
+        // A file shorter than the pool it claims to be reads as zeros past its end through
+        // `pread`, as before; mapped, that would end the session at once.
         if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile
             || len < VIEW_MIN
+            || u64::try_from(st.st_size).map_or(true, |size| size < len)
             || !install()
         {
             return None;
@@ -154,6 +192,7 @@ impl View {
                 .is_ok()
         })?;
         let free = || TABLE[slot].start.store(0, Ordering::Release);
+        TABLE[slot].end.store(0, Ordering::Release);
         // SAFETY: a new read-only shared mapping chosen by the kernel (nothing replaced). Its
         // pages may stop being backed (the client shrinks the file): such a fault is contained
         // by `on_sigbus` once the view is registered below, before anything reads it.
@@ -171,6 +210,7 @@ impl View {
             free();
             return None;
         };
+        // Registered end first: a reader that sees the start sees this end.
         let s = &TABLE[slot];
         s.faulted.store(false, Ordering::Release);
         s.end.store(ptr.as_ptr() as usize + len, Ordering::Release);
@@ -194,11 +234,15 @@ impl View {
 
 impl Drop for View {
     fn drop(&mut self) {
+        // Unregistered before it is unmapped: once the kernel may hand the addresses to
+        // another view, no fault there can match this slot. The slot is held (start
+        // `usize::MAX`, matching nothing) until the range is gone, then freed.
+        let s = &TABLE[self.slot];
+        s.start.store(usize::MAX, Ordering::Release);
+        s.end.store(0, Ordering::Release);
         // SAFETY: the mapping made in `map` (or the zeros that replaced it), of `len` bytes,
         // unmapped once; no slice from `bytes` outlives `self`.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
-        let s = &TABLE[self.slot];
-        s.end.store(0, Ordering::Release);
         s.start.store(0, Ordering::Release);
     }
 }
@@ -220,6 +264,10 @@ mod tests {
         let fd = pool(len);
         crate::session::shm::pwrite_full(fd.as_fd(), &[7u8; 4096], len - 4096).unwrap();
         let v = View::map(fd.as_fd(), len).expect("mapped");
+        // Another view, mapped before the fault, holding bytes of its own.
+        let other_fd = pool(len);
+        crate::session::shm::pwrite_full(other_fd.as_fd(), &[9u8; 4096], len - 4096).unwrap();
+        let other = View::map(other_fd.as_fd(), len).unwrap();
         assert_eq!(v.bytes()[len as usize - 1], 7);
         assert!(!v.faulted());
         // The client cuts its pool in half; reading past the cut would kill the process with
@@ -228,11 +276,56 @@ mod tests {
         let tail = &v.bytes()[len as usize - 4096..];
         assert!(tail.iter().all(|&b| b == 0));
         assert!(v.faulted());
-        // Another view is not affected.
-        let other_fd = pool(len);
-        let other = View::map(other_fd.as_fd(), len).unwrap();
-        assert_eq!(other.bytes()[len as usize - 1], 0);
+        // The other view keeps its bytes and is not faulted.
+        assert_eq!(other.bytes()[len as usize - 1], 9);
         assert!(!other.faulted());
+    }
+
+    #[test]
+    fn a_sigbus_elsewhere_still_kills_the_process() {
+        // The handler is installed (a view exists); a mapping that is no view, its file cut.
+        let fd = pool(2 * VIEW_MIN);
+        let _view = View::map(fd.as_fd(), 2 * VIEW_MIN).expect("handler installed");
+        let other = pool(VIEW_MIN);
+        // SAFETY: a test's own read-only mapping of its own memfd.
+        let p = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                VIEW_MIN as usize,
+                ProtFlags::READ,
+                MapFlags::SHARED,
+                &other,
+                0,
+            )
+        }
+        .unwrap();
+        rustix::fs::ftruncate(&other, 0).unwrap();
+        // SAFETY: the child only reads the cut mapping (a system-level fault, which the
+        // handler inherited from this process must pass on: the default action kills the
+        // child) and exits; it touches no lock another thread could have held at the fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: see above; `_exit` if the read ever came back.
+            unsafe {
+                let _ = std::ptr::read_volatile(p.cast::<u8>().add(100));
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS,
+            "the child was not killed by SIGBUS: status {status:#x}"
+        );
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_pool_is_read_not_mapped() {
+        let fd = pool(VIEW_MIN);
+        assert!(View::map(fd.as_fd(), 2 * VIEW_MIN).is_none());
+        assert!(View::map(fd.as_fd(), VIEW_MIN).is_some());
     }
 
     #[test]

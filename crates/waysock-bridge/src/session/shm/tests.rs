@@ -1,5 +1,6 @@
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 
 use super::*;
 use crate::session::view::View;
@@ -987,4 +988,62 @@ fn a_pool_the_client_shrank_under_a_sync_ends_it_with_the_pools_name() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("shrank pool 7"), "{e}");
+}
+
+#[test]
+fn a_client_that_writes_its_pool_during_a_sync_never_leaves_the_far_copy_unlike_the_shadow() {
+    // A mapped pool a thread keeps rewriting while it is synced: whatever each sync saw, what
+    // crossed must be what the shadow now says (or a later sync of unchanged bytes would
+    // leave the far copy wrong for good).
+    let len = 1 << 20;
+    let file = pool(&vec![0u8; len]);
+    let view = View::map(file.as_fd(), len as u64).expect("mapped");
+    let area = Area {
+        start: 0,
+        rows: 256,
+        stride: 4096,
+        x0: 0,
+        x1: 4096,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut shadow = Shadow::new(len);
+    let mut far = vec![0u8; len];
+    /// Stops the writer however the test ends (a failed assertion included).
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let _stop = Stop(&stop);
+        s.spawn(|| {
+            let mut n = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n = n.wrapping_add(1);
+                let _ = file.write_at(&vec![n; 64 * 1024], u64::from(n % 16) * 64 * 1024);
+            }
+        });
+        for round in 0..200 {
+            let sent = Mutex::new(Vec::new());
+            sync(
+                Pool::Mapped(&view),
+                &mut shadow,
+                area,
+                &|f| {
+                    sent.lock().unwrap().push(f);
+                    Ok(())
+                },
+                1,
+                &Packer::default(),
+            )
+            .unwrap();
+            apply_all(&sent.into_inner().unwrap(), &mut far);
+            assert!(
+                far == shadow.bytes(),
+                "round {round}: the far copy left the shadow"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }
