@@ -9,8 +9,8 @@
 //! bucket (the profile's rate; at most 1 ms of link time per chunk, and it stops reading while
 //! more than max(RTT, 2 ms) of link time is queued, so the sender feels the bottleneck) and
 //! delivers them after half the RTT (a delay line; a lone chunk, such as a roundtrip's
-//! request or reply, leaves on time to the µs: the last 250 µs, and as long as sleeps have
-//! lately woken late, are spun, not slept; a backlog
+//! request or reply, leaves on time: the last 250 µs, as long as sleeps have lately woken
+//! late and 1 % of the wait are spun, not slept; a backlog
 //! is paced by sleeps). Every peer's TCP hop goes through the same
 //! relay: `waysock bridge`'s connection directly, waypipe's through a socat pair (`nodelay` on
 //! both TCP ends, as waypipe over ssh runs with `TCP_NODELAY`): waypipe client and server each
@@ -865,8 +865,10 @@ fn pump(
                 };
                 let now = Instant::now();
                 if pending.is_empty() {
-                    // Woken early by the spin margin plus how late long sleeps have woken.
-                    let margin = LONE_SPIN + lone_late;
+                    // Woken early by the spin margin, plus how late sleeps have woken lately,
+                    // plus 1 % of the sleep (a long sleep wakes later).
+                    let margin =
+                        LONE_SPIN + lone_late + arrive.saturating_duration_since(now) / 100;
                     if arrive > now + margin {
                         let want = arrive - margin;
                         std::thread::sleep(want - now);

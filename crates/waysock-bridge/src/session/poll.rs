@@ -1,6 +1,9 @@
 //! Busy polling: a relay thread about to block in a read polls for a short while first when
 //! an answer is likely (bytes were just forwarded towards that side), so it is picked up
-//! without a sleep and a wake-up.
+//! without a sleep and a wake-up. Each side's answers are timed: when they take longer than
+//! the poll (the far end across a link with a round trip of milliseconds), the thread sleeps
+//! until shortly before the answer is due and polls from there, so an answer across a WAN is
+//! picked up as promptly as one from the local compositor, for a short poll per round trip.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -41,6 +44,9 @@ pub(super) struct BusyPoll {
     /// When bytes were last forwarded towards each side (so an answer from there is likely),
     /// in µs since `epoch`, plus one (0: never); indexed by [`From`].
     expect_us: [AtomicU64; 2],
+    /// How long each side's answers have taken lately, in µs (a moving average; 0: none
+    /// timed yet); indexed by [`From`].
+    answer_us: [AtomicU64; 2],
     stats: Arc<Stats>,
 }
 
@@ -51,6 +57,7 @@ impl BusyPoll {
             window_us: EXPECT_REPLY_US,
             epoch: std::time::Instant::now(),
             expect_us: [AtomicU64::new(0), AtomicU64::new(0)],
+            answer_us: [AtomicU64::new(0), AtomicU64::new(0)],
             stats,
         }
     }
@@ -64,12 +71,33 @@ impl BusyPoll {
         self.expect_us[to as usize].store(self.now_us() + 1, Ordering::Relaxed);
     }
 
-    /// When an answer from `from` became likely, if it still is.
+    /// When an answer from `from` became likely, if it still is (for the window, or twice as
+    /// long as that side's answers take).
     fn expected(&self, from: From) -> Option<u64> {
         let at = self.expect_us[from as usize]
             .load(Ordering::Relaxed)
             .checked_sub(1)?;
-        (self.now_us().saturating_sub(at) <= self.window_us).then_some(at)
+        let window = self.window_us.max(2 * self.answer(from) + self.spin_us);
+        (self.now_us().saturating_sub(at) <= window).then_some(at)
+    }
+
+    /// How long answers from `from` have taken lately (µs; 0: not known).
+    fn answer(&self, from: From) -> u64 {
+        self.answer_us[from as usize].load(Ordering::Relaxed)
+    }
+
+    /// An answer from `from` took `us`.
+    fn timed(&self, from: From, us: u64) {
+        let a = &self.answer_us[from as usize];
+        let old = a.load(Ordering::Relaxed);
+        a.store(
+            if old == 0 {
+                us.max(1)
+            } else {
+                (7 * old + us) / 8
+            },
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -80,8 +108,10 @@ impl BusyPoll {
 pub(super) struct Poller {
     from: From,
     enabled: bool,
-    /// Polling was off for this wait, and an answer was expected since then.
-    unpolled_since: Option<u64>,
+    /// This wait is for an answer expected since then (µs since the epoch).
+    waiting_since: Option<u64>,
+    /// How late this thread's timed sleeps have woken lately (µs, a moving average).
+    late_us: u64,
 }
 
 impl Poller {
@@ -89,41 +119,64 @@ impl Poller {
         Poller {
             from,
             enabled: true,
-            unpolled_since: None,
+            waiting_since: None,
+            late_us: 0,
         }
     }
 
     /// Before a blocking read of `fd`: if an answer is likely, poll for a short while, yielding
-    /// the CPU between polls, so it is picked up without a sleep and a wake-up.
+    /// the CPU between polls, so it is picked up without a sleep and a wake-up. An answer
+    /// that usually takes longer than the poll is slept for until shortly before it is due
+    /// (a wait that ends at once if it comes early), then polled for.
     pub(super) fn before_read(&mut self, bp: &BusyPoll, fd: BorrowedFd<'_>) {
-        self.unpolled_since = None;
+        self.waiting_since = None;
         if bp.spin_us == 0 {
             return;
         }
         let Some(expected) = bp.expected(self.from) else {
             return;
         };
-        if !self.enabled {
-            self.unpolled_since = Some(expected);
-            return;
-        }
-        bp.stats.busy_polls.fetch_add(1, Ordering::Relaxed);
-        let start = bp.now_us();
         let mut pfd = [rustix::event::PollFd::new(
             &fd,
             rustix::event::PollFlags::IN,
         )];
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+        let ready = |pfd: &mut [rustix::event::PollFd<'_>], us: u64| {
+            let t = rustix::time::Timespec {
+                tv_sec: (us / 1_000_000) as i64,
+                tv_nsec: ((us % 1_000_000) * 1000) as i64,
+            };
+            !matches!(rustix::event::poll(pfd, Some(&t)), Ok(0))
         };
-        loop {
-            match rustix::event::poll(&mut pfd, Some(&zero)) {
-                Ok(n) if n > 0 => return,
-                Ok(_) => {}
-                Err(_) => return,
+        if ready(&mut pfd, 0) {
+            // Already here: nothing was waited for.
+            return;
+        }
+        self.waiting_since = Some(expected);
+        if !self.enabled {
+            return;
+        }
+        bp.stats.busy_polls.fetch_add(1, Ordering::Relaxed);
+        let due = expected + bp.answer(self.from);
+        let now = bp.now_us();
+        // Woken early by the poll's length plus how late such sleeps have woken lately.
+        let early = bp.spin_us + self.late_us;
+        if due > now + early + bp.spin_us {
+            let want = due - early;
+            if ready(&mut pfd, want - now) {
+                return;
             }
-            if bp.now_us().saturating_sub(start) > bp.spin_us {
+            let late = bp
+                .now_us()
+                .saturating_sub(want)
+                .min(MAX_BUSY_POLL.as_micros() as u64);
+            self.late_us = (7 * self.late_us + late) / 8;
+        }
+        let until = bp.now_us().max(due) + bp.spin_us;
+        loop {
+            if ready(&mut pfd, 0) {
+                return;
+            }
+            if bp.now_us() > until {
                 self.enabled = false;
                 bp.stats.busy_poll_misses.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -132,13 +185,17 @@ impl Poller {
         }
     }
 
-    /// After the read returned: if polling was off and the answer came within the budget,
-    /// polling would have caught it — turn it back on.
+    /// After the read returned: times the answer that was waited for; if polling is off and
+    /// the answer came when a poll at its due time would have caught it, polling comes back
+    /// on.
     pub(super) fn after_read(&mut self, bp: &BusyPoll) {
-        if let Some(since) = self.unpolled_since.take() {
-            if bp.now_us().saturating_sub(since) <= bp.spin_us {
-                self.enabled = true;
-            }
+        let Some(since) = self.waiting_since.take() else {
+            return;
+        };
+        let took = bp.now_us().saturating_sub(since);
+        bp.timed(self.from, took);
+        if !self.enabled && took <= bp.answer(self.from) + bp.spin_us {
+            self.enabled = true;
         }
     }
 }
@@ -212,10 +269,58 @@ mod tests {
         let mut one = [0u8; 1];
         x.read_exact(&mut one).unwrap();
         p.after_read(&bp);
+        assert!(p.enabled);
+        // An answer already there is read at once: no poll.
         bp.expect_reply(From::Local);
         y.write_all(b"b").unwrap();
         p.before_read(&bp, x.as_fd());
+        assert_eq!(counts(&bp), (1, 1));
+        x.read_exact(&mut one).unwrap();
+        p.after_read(&bp);
+        // One that comes a moment later is polled for, and found.
+        bp.expect_reply(From::Local);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2));
+            y.write_all(b"c").unwrap();
+            y
+        });
+        p.before_read(&bp, x.as_fd());
+        let _y = late.join().unwrap();
         assert_eq!(counts(&bp), (2, 1), "polls again, and finds the answer");
+    }
+
+    #[test]
+    fn answers_are_timed_and_a_slow_answer_keeps_polling_on() {
+        // A far end across a long round trip: its answer takes 30 ms, far longer than the
+        // poll. The first wait polls, runs out and sleeps; the answer is timed, and since it
+        // came when a poll starting at its due time would catch it, polling stays on (the
+        // next wait sleeps until shortly before the answer is due, then polls).
+        let bp = busy_poll(1_000);
+        let (mut x, y) = UnixStream::pair().unwrap();
+        let mut p = Poller::new(From::Remote);
+        let mut one = [0u8; 1];
+        let mut y = Some(y);
+        for round in 0..3 {
+            bp.expect_reply(From::Remote);
+            let mut w = y.take().unwrap();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                w.write_all(b"x").unwrap();
+                w
+            });
+            p.before_read(&bp, x.as_fd());
+            x.read_exact(&mut one).unwrap();
+            p.after_read(&bp);
+            y = Some(t.join().unwrap());
+            assert!(bp.answer(From::Remote) >= 30_000, "round {round}");
+            if round == 0 {
+                // The poll ran out; the answer came when a poll at its due time catches it.
+                assert_eq!(counts(&bp), (1, 1));
+                assert!(p.enabled, "polling back on for an answer that takes long");
+            }
+            // Still expected 40 ms after forwarding: the window follows the answers.
+            assert!(bp.window_us.max(2 * bp.answer(From::Remote)) >= 60_000);
+        }
     }
 
     #[test]
