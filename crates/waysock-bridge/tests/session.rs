@@ -952,3 +952,46 @@ fn paste_larger_than_a_pipe_does_not_block_wayland_events() {
         assert!(r.is_ok(), "{side:?} session: {r:?}");
     }
 }
+
+#[test]
+fn a_far_side_that_shrinks_a_mirror_or_moves_outside_it_ends_the_session_by_name() {
+    // The far end announces a mirror (mapped here), then either shrinks it, which no Wayland
+    // pool ever does, or moves rows from beyond its end: the session ends, naming what.
+    let cases: [(Frame, &str); 2] = [
+        (
+            Frame::ShmSize { id: 5, size: 4096 },
+            "shrunk from 131072 to 4096",
+        ),
+        (
+            Frame::ShmMove {
+                id: 5,
+                start: 0,
+                rows: 64,
+                stride: 4096,
+                width: 4096,
+                dy: 1,
+                dx: 0,
+            },
+            "reaches beyond its 131072-byte pool",
+        ),
+    ];
+    for (frame, says) in cases {
+        let (compositor_peer, compositor_end) = UnixStream::pair().unwrap();
+        let (tc, ts) = tcp_pair();
+        let far = far_end(tc);
+        let (tx, done) = mpsc::channel();
+        spawn_session(compositor_end, ts, Side::Server, tx);
+        let mut compositor = Peer::new(compositor_peer);
+        let mut bytes = Frame::ShmNew {
+            id: 5,
+            size: 128 * 1024,
+        }
+        .encode();
+        bytes.extend_from_slice(&frame.encode());
+        far.write_record(&bytes).unwrap();
+        let results = collect(&done, 1);
+        let err = results[0].1.as_ref().expect_err("the session must end");
+        assert!(err.to_string().contains(says), "{says}: {err}");
+        compositor.expect_eof();
+    }
+}

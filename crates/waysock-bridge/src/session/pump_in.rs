@@ -39,7 +39,7 @@ pub(super) fn pump_in(
             .name("waysock-apply".into())
             .spawn_scoped(scope, || {
                 let _span = span.enter();
-                applier.run(sh, queue)
+                applier.run(sh, queue, remote)
             })?;
         let r = pump_in_frames(sh, local, remote, key, cipher, &applier, &jobs);
         drop(jobs);
@@ -72,7 +72,10 @@ struct Applier {
 }
 
 impl Applier {
-    fn run(&self, sh: &Shared, queue: std::sync::mpsc::Receiver<PoolUpdate>) {
+    /// Applies updates until the queue closes; the first failure is kept, and ends the
+    /// reading of `remote`, so that the session ends with it at once rather than when the far
+    /// side next sends something.
+    fn run(&self, sh: &Shared, queue: std::sync::mpsc::Receiver<PoolUpdate>, remote: &Stream) {
         // Decompressed patches land here, reused update after update (at most MAX_PATCH
         // bytes).
         let mut unpacked: Vec<u8> = Vec::new();
@@ -96,6 +99,9 @@ impl Applier {
             };
             st.0 = st.0.saturating_sub(1);
             if let Err(e) = r {
+                if st.1.is_none() {
+                    let _ = remote.shutdown(std::net::Shutdown::Read);
+                }
                 st.1.get_or_insert(e);
             }
             self.idle.notify_all();
@@ -116,6 +122,11 @@ impl Applier {
             st.0 += 1;
         }
         jobs.send(u).map_err(|_| SessionError::ApplierStopped)
+    }
+
+    /// The first failure of an update, if one failed (taken).
+    fn failure(&self) -> Option<SessionError> {
+        self.state.lock().ok()?.1.take()
     }
 
     /// Waits until every queued update is applied; the first failure, if any.
@@ -153,8 +164,11 @@ fn pump_in_frames(
         cipher,
     );
     loop {
-        let Some(frame) = Frame::read(&mut reader)? else {
-            return applier.wait();
+        let frame = match Frame::read(&mut reader) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return applier.wait(),
+            // A failed update ends the reading: its error is the cause.
+            Err(e) => return Err(applier.failure().unwrap_or_else(|| e.into())),
         };
         if let Some((n, took)) = reader.take_arrival() {
             sh.meter.lock()?.sample(n, took);
