@@ -435,6 +435,15 @@ mod tests {
                 dy: -7,
                 dx: -16,
             },
+            // Near the end: nothing may be written past it (the file must not grow).
+            Move {
+                start: stride * (rows - 10),
+                rows: 9,
+                stride,
+                width: stride,
+                dy: 1,
+                dx: 0,
+            },
             Move {
                 start: stride * 40 + 4,
                 rows: 9,
@@ -458,6 +467,8 @@ mod tests {
                 let mirror = filled(&pattern, mapped);
                 mirror.move_rows(&m, &mut Vec::new()).unwrap();
                 assert_eq!(contents(&mirror), want, "{m:?}, mapped: {mapped}");
+                let size = rustix::fs::fstat(mirror.fd()).unwrap().st_size;
+                assert_eq!(size as usize, len, "{m:?}, mapped: {mapped}: the file grew");
             }
         }
         let big = u32::MAX as usize;
