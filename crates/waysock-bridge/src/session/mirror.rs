@@ -550,6 +550,16 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_give_their_mappings_back() {
+        // More mirrors than the cap, one after another: each is mapped, because each one
+        // dropped unmapped itself and left the count.
+        for i in 0..MAP_MAX + 16 {
+            let m = Mirror::create(MAP_MIN).unwrap();
+            assert!(m.is_mapped(), "mirror {i} not mapped: mappings leaked");
+        }
+    }
+
+    #[test]
     fn a_grown_mirror_keeps_its_bytes_and_the_old_mapping_stays_valid() {
         let old = Mirror::create(MAP_MIN).unwrap();
         old.write(MAP_MIN - 3, b"end").unwrap();
