@@ -281,15 +281,47 @@ mod tests {
         assert!(!other.faulted());
     }
 
-    #[test]
-    fn a_sigbus_elsewhere_still_kills_the_process() {
-        // The handler is installed (a view exists); a mapping that is no view, its file cut.
+    /// The address the child's own fault is at, for the handlers below to check.
+    static FAULT_AT: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn plain_handler(_sig: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(42) }
+    }
+
+    extern "C" fn info_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the siginfo our handler passed on, as the kernel gave it.
+        let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+        let intact = sig == libc::SIGBUS && code > 0 && addr == FAULT_AT.load(Ordering::Relaxed);
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(if intact { 43 } else { 44 }) }
+    }
+
+    /// In a child process (see the test below): the SIGBUS action is `how`, then our handler
+    /// goes in on top (a view is mapped), then a mapping that is no view faults.
+    fn sigbus_child(how: &str) -> ! {
+        // SAFETY: sets this child process's SIGBUS action before anything else runs in it.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            libc::sigemptyset(&mut act.sa_mask);
+            match how {
+                "default" => act.sa_sigaction = libc::SIG_DFL,
+                "ignored" => act.sa_sigaction = libc::SIG_IGN,
+                "plain" => act.sa_sigaction = plain_handler as *const () as usize,
+                _ => {
+                    act.sa_sigaction = info_handler as *const () as usize;
+                    act.sa_flags = libc::SA_SIGINFO;
+                }
+            }
+            libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut());
+        }
         let fd = pool(2 * VIEW_MIN);
         let _view = View::map(fd.as_fd(), 2 * VIEW_MIN).expect("handler installed");
         let other = pool(VIEW_MIN);
-        // SAFETY: a test's own read-only mapping of its own memfd.
-        let p = unsafe {
-            rustix::mm::mmap(
+        // SAFETY: this child's own read-only mapping of its own memfd, read after the file was
+        // cut: a fault on purpose.
+        unsafe {
+            let p = rustix::mm::mmap(
                 std::ptr::null_mut(),
                 VIEW_MIN as usize,
                 ProtFlags::READ,
@@ -297,28 +329,58 @@ mod tests {
                 &other,
                 0,
             )
+            .unwrap()
+            .cast::<u8>();
+            rustix::fs::ftruncate(&other, 0).unwrap();
+            FAULT_AT.store(p.add(100) as usize, Ordering::Relaxed);
+            let _ = std::ptr::read_volatile(p.add(100));
+            libc::_exit(0)
         }
-        .unwrap();
-        rustix::fs::ftruncate(&other, 0).unwrap();
-        // SAFETY: the child only reads the cut mapping (a system-level fault, which the
-        // handler inherited from this process must pass on: the default action kills the
-        // child) and exits; it touches no lock another thread could have held at the fork.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: see above; `_exit` if the read ever came back.
-            unsafe {
-                let _ = std::ptr::read_volatile(p.cast::<u8>().add(100));
-                libc::_exit(0);
-            }
+    }
+
+    #[test]
+    fn a_sigbus_elsewhere_goes_where_it_went_before() {
+        use std::os::unix::process::ExitStatusExt;
+        if let Ok(how) = std::env::var("WAYSOCK_SIGBUS_CHILD") {
+            sigbus_child(&how);
         }
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS,
-            "the child was not killed by SIGBUS: status {status:#x}"
-        );
+        // Each child: the action SIGBUS had before ours, and what must become of the process.
+        for (how, want) in [
+            ("default", "killed"),
+            ("ignored", "killed"),
+            ("plain", "exit 42"),
+            ("siginfo", "exit 43"),
+        ] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "session::view::tests::a_sigbus_elsewhere_goes_where_it_went_before",
+                ])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("WAYSOCK_SIGBUS_CHILD", how)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // A handler that neither handles nor passes the fault on re-faults forever.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let status = loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    break st;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{how}: the child hung on its SIGBUS (handled over and over)");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let got = match (status.signal(), status.code()) {
+                (Some(libc::SIGBUS), _) => "killed".to_string(),
+                (_, Some(c)) => format!("exit {c}"),
+                _ => format!("{status:?}"),
+            };
+            assert_eq!(got, want, "{how}: {status:?}");
+        }
     }
 
     #[test]
