@@ -317,6 +317,17 @@ mod tests {
         }
         let fd = pool(2 * VIEW_MIN);
         let _view = View::map(fd.as_fd(), 2 * VIEW_MIN).expect("handler installed");
+        if how == "replaced" {
+            // Something replaces our handler: no new view may be mapped (its faults would
+            // no longer be contained).
+            // SAFETY: this child's own SIGBUS action.
+            unsafe {
+                libc::signal(libc::SIGBUS, plain_handler as *const () as usize);
+            }
+            let again = View::map(fd.as_fd(), 2 * VIEW_MIN);
+            // SAFETY: _exit ends this child.
+            unsafe { libc::_exit(if again.is_none() { 45 } else { 46 }) }
+        }
         let other = pool(VIEW_MIN);
         // SAFETY: this child's own read-only mapping of its own memfd, read after the file was
         // cut: a fault on purpose.
@@ -350,6 +361,7 @@ mod tests {
             ("ignored", "killed"),
             ("plain", "exit 42"),
             ("siginfo", "exit 43"),
+            ("replaced", "exit 45"),
         ] {
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
