@@ -30,7 +30,8 @@
 //! - The confirmation proves to the listener that the connector took part in this exchange (it
 //!   needs `e_c`'s private half): message 1 recorded from an earlier session and replayed is
 //!   answered, but the replayer cannot confirm, and nothing is relayed.
-//! - The record layer ([`crate::channel`]: ChaCha20-Poly1305, numbered records) keeps its own
+//! - The record layer ([`crate::channel`]: AES-256-GCM or ChaCha20-Poly1305 as agreed here,
+//!   numbered records) keeps its own
 //!   framing and is keyed from the split. The split keys are used only as HMAC keys, each output
 //!   under its own label, so the confirmation and the two record keys never share an input (the
 //!   raw split would otherwise key both the confirmation and records, whose nonces start at 0
@@ -59,7 +60,8 @@ use crate::channel::{Cipher, SessionKeys};
 pub const MIN_SECRET: usize = 16;
 /// Longest accepted token file (a secret, not a document).
 pub const MAX_SECRET: usize = 64 * 1024;
-/// The greeting: "WSB" and the channel protocol's version (7: patches packed raw, LZ4 or zstd,
+/// The greeting: "WSB" and the channel protocol's version (8: moves of rectangles (`dx`), the
+/// record cipher offered and chosen in the Noise payloads; 7: patches packed raw, LZ4 or zstd,
 /// the link's rate reported back; 6: scrolls sent as moves; 5: pool patches, a commit's
 /// changed spans in few large frames; 4: the Noise handshake; 3: sealed records, pipes with
 /// credit acks).

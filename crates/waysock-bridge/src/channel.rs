@@ -1,7 +1,8 @@
 //! The sealed channel: after the handshake every frame crosses the stream encrypted and
 //! authenticated (AES-256-GCM when both ends have AES in hardware, ChaCha20-Poly1305
-//! otherwise, as the handshake agreed; both from `ring`), so the traffic — keystrokes, clipboard, pixels — can be
-//! neither read nor altered on the way, and a record that was is never acted on.
+//! otherwise, as the handshake agreed; both from `ring`), so the traffic — keystrokes,
+//! clipboard, pixels — can be neither read nor altered on the way, and a record that was is
+//! never acted on.
 //!
 //! ```text
 //! record := len u32 (little endian) | ciphertext[len - 16] | tag[16]      (len ≤ MAX_RECORD)
@@ -57,17 +58,23 @@ pub enum Cipher {
 impl Cipher {
     /// Whether AES-256-GCM runs in hardware on this CPU.
     pub fn aes_in_hardware() -> bool {
+        // What ring's hardware AES-GCM needs: AES-NI, PCLMULQDQ and SSSE3 on x86-64; the AES
+        // and PMULL extensions on little-endian AArch64.
         #[cfg(target_arch = "x86_64")]
         {
             std::arch::is_x86_feature_detected!("aes")
                 && std::arch::is_x86_feature_detected!("pclmulqdq")
+                && std::arch::is_x86_feature_detected!("ssse3")
         }
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
         {
             std::arch::is_aarch64_feature_detected!("aes")
                 && std::arch::is_aarch64_feature_detected!("pmull")
         }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        #[cfg(not(any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_endian = "little")
+        )))]
         {
             false
         }
