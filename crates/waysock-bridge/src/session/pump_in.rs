@@ -224,23 +224,8 @@ fn pump_in_frames(
                 };
                 applier.queue(jobs, u)?;
             }
-            Frame::ShmMove {
-                id,
-                start,
-                rows,
-                stride,
-                width,
-                dy,
-                dx,
-            } => {
-                let m = shm::Move {
-                    start: usize::try_from(start).map_err(|_| SessionError::BeyondPool)?,
-                    rows: rows as usize,
-                    stride: stride as usize,
-                    width: width as usize,
-                    dy: dy as isize,
-                    dx: dx as isize,
-                };
+            f @ Frame::ShmMove { .. } => {
+                let (id, m) = shm::Move::of_frame(&f).ok_or(SessionError::BeyondPool)?;
                 applier.queue(jobs, PoolUpdate::Move { id, m })?;
             }
             Frame::ShmSize { id, size } => {

@@ -33,6 +33,33 @@ impl Move {
         }
     }
 
+    /// The mirror and the move an `SHM_MOVE` frame carries (`None`: another frame, or a start
+    /// that does not fit this machine's addresses).
+    pub fn of_frame(f: &Frame) -> Option<(u32, Move)> {
+        match *f {
+            Frame::ShmMove {
+                id,
+                start,
+                rows,
+                stride,
+                width,
+                dy,
+                dx,
+            } => Some((
+                id,
+                Move {
+                    start: usize::try_from(start).ok()?,
+                    rows: rows as usize,
+                    stride: stride as usize,
+                    width: width as usize,
+                    dy: dy as isize,
+                    dx: dx as isize,
+                },
+            )),
+            _ => None,
+        }
+    }
+
     /// The bytes the move reads or writes, `[lo, hi)` of the copy it applies to; `None` if
     /// any of them would lie before 0 or past `usize::MAX`. Exact on every target: the
     /// figures are widened, never wrapped.

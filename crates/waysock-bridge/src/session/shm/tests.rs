@@ -321,6 +321,11 @@ fn synced_as(file: &std::fs::File, shadow: &mut Shadow, area: Area, mapped: bool
         Some(v) => Pool::Mapped(v),
         None => Pool::Fd(file.as_fd()),
     };
+    frames_of(pool, shadow, area, &Packer::cycling())
+}
+
+/// The frames one sync of `area` of `pool` sends (mirror 1).
+fn frames_of(pool: Pool<'_>, shadow: &mut Shadow, area: Area, packer: &Packer) -> Vec<Frame> {
     let sent = Mutex::new(Vec::new());
     sync(
         pool,
@@ -331,7 +336,7 @@ fn synced_as(file: &std::fs::File, shadow: &mut Shadow, area: Area, mapped: bool
             Ok(())
         },
         1,
-        &Packer::cycling(),
+        packer,
     )
     .unwrap();
     sent.into_inner().unwrap()
@@ -596,28 +601,11 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
         x1: w,
     };
     let sent = synced(&file, &mut shadow, area);
-    let Frame::ShmMove {
-        start,
-        rows,
-        stride,
-        width,
-        dy,
-        ..
-    } = sent[0]
-    else {
+    let Some((_, m)) = Move::of_frame(&sent[0]) else {
         panic!("{:?}", sent[0])
     };
-    let m = Move {
-        start: start as usize,
-        rows: rows as usize,
-        stride: stride as usize,
-        width: width as usize,
-        dy: dy as isize,
-        dx: 0,
-    };
-    assert_eq!(dy, 20);
-    apply_move(&mut far, &m);
-    apply(&sent[1..], &mut far);
+    assert_eq!((m.dy, m.dx), (20, 0));
+    apply_all(&sent, &mut far);
     assert!(far == cur && shadow == cur);
     let raw: u32 = sent[1..]
         .iter()
@@ -632,27 +620,9 @@ fn a_scrolled_buffer_syncs_as_a_move_and_the_new_line() {
 /// The frames as a far copy applies them (moves included).
 fn apply_all(sent: &[Frame], far: &mut [u8]) {
     for f in sent {
-        match *f {
-            Frame::ShmMove {
-                start,
-                rows,
-                stride,
-                width,
-                dy,
-                dx,
-                ..
-            } => assert!(apply_move(
-                far,
-                &Move {
-                    start: start as usize,
-                    rows: rows as usize,
-                    stride: stride as usize,
-                    width: width as usize,
-                    dy: dy as isize,
-                    dx: dx as isize,
-                },
-            )),
-            _ => apply(std::slice::from_ref(f), far),
+        match Move::of_frame(f) {
+            Some((_, m)) => assert!(apply_move(far, &m), "{m:?}"),
+            None => apply(std::slice::from_ref(f), far),
         }
     }
 }
@@ -1025,20 +995,8 @@ fn a_client_that_writes_its_pool_during_a_sync_never_leaves_the_far_copy_unlike_
             }
         });
         for round in 0..200 {
-            let sent = Mutex::new(Vec::new());
-            sync(
-                Pool::Mapped(&view),
-                &mut shadow,
-                area,
-                &|f| {
-                    sent.lock().unwrap().push(f);
-                    Ok(())
-                },
-                1,
-                &Packer::default(),
-            )
-            .unwrap();
-            apply_all(&sent.into_inner().unwrap(), &mut far);
+            let sent = frames_of(Pool::Mapped(&view), &mut shadow, area, &Packer::default());
+            apply_all(&sent, &mut far);
             assert!(
                 far == shadow.bytes(),
                 "round {round}: the far copy left the shadow"
