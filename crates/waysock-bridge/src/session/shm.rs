@@ -82,10 +82,7 @@ pub(super) fn sync(
     };
     let key = (first, stride, width);
     let searchable = moves::searchable(rows, stride, width);
-    // The area's bytes now: where they lie in a mapped pool, or read into `scratch` (each
-    // row fingerprinted as it lands, while in cache, unless a remembered shift may spare
-    // that).
-    let mut fc = Vec::new();
+    // The area's bytes now: where they lie in a mapped pool, or read into `scratch`.
     let cur: &[u8] = match pool {
         Pool::Mapped(v) => v.bytes().get(first..end).ok_or_else(|| {
             io::Error::other(format!(
@@ -97,8 +94,13 @@ pub(super) fn sync(
             // Reused between commits: no fresh (zeroed) allocation per frame.
             scratch.resize(len, 0);
             let buf = &mut scratch[..len];
-            if searchable {
-                fc = read_rows(fd, buf, first as u64, stride, width, rows, shift.is_none())?;
+            if searchable && width * 2 <= stride {
+                // A band much narrower than the rows: row by row (the bytes between its rows
+                // are never looked at).
+                for r in 0..rows {
+                    let o = r * stride;
+                    pread_full(fd, &mut buf[o..o + width], (first + o) as u64)?;
+                }
             } else {
                 pread_full(fd, buf, first as u64)?;
             }
@@ -112,9 +114,10 @@ pub(super) fn sync(
         // those of the last sync of this area when there was one), else a moved rectangle
         // searched for, when many rows changed.
         let moved = shift.and_then(|h| moves::shift_as_before(cur, shadow, stride, width, rows, h));
-        if moved.is_none() && fc.len() != rows {
-            fc = moves::row_prints(cur, stride, width, rows);
-        }
+        let fc = match moved {
+            Some(_) => Vec::new(),
+            None => moves::row_prints(cur, stride, width, rows),
+        };
         let found = moved.or_else(|| {
             let fs = prints
                 .take(key)
@@ -317,71 +320,6 @@ impl Prints {
     fn clear(&mut self) {
         self.areas.clear();
     }
-}
-
-/// Reads `cur` from the pool at `offset` in chunks of rows (`rows` rows of `width` bytes
-/// every `stride`; `cur` starts with a row) and, when `print`, fingerprints each row right
-/// after its chunk lands (else the list is empty); a large area on two threads, half each.
-fn read_rows(
-    fd: BorrowedFd<'_>,
-    cur: &mut [u8],
-    offset: u64,
-    stride: usize,
-    width: usize,
-    rows: usize,
-    print: bool,
-) -> io::Result<Vec<u64>> {
-    // Rows per chunk: about 128 KiB, which stays in cache until it is fingerprinted.
-    let chunk = (128 * 1024 / stride.max(1)).max(1);
-    // A band much narrower than the rows is read row by row (the bytes between its rows are
-    // never looked at).
-    let by_row = width * 2 <= stride;
-    let part = |cur: &mut [u8], at: usize, rows: std::ops::Range<usize>| {
-        let mut out = Vec::with_capacity(rows.len());
-        let mut r = rows.start;
-        while r < rows.end {
-            let z = (r + chunk).min(rows.end);
-            if by_row {
-                for q in r..z {
-                    let o = (q - at) * stride;
-                    pread_full(fd, &mut cur[o..o + width], offset + (q * stride) as u64)?;
-                }
-            } else {
-                let (a, b) = ((r - at) * stride, ((z - at) * stride).min(cur.len()));
-                pread_full(fd, &mut cur[a..b], offset + (r * stride) as u64)?;
-            }
-            if print {
-                out.extend((r..z).map(|q| {
-                    let o = (q - at) * stride;
-                    moves::row_print(&cur[o..o + width])
-                }));
-            }
-            r = z;
-        }
-        Ok::<_, io::Error>(out)
-    };
-    let len = cur.len();
-    let mut fc = if rows * width < PARALLEL_SYNC {
-        part(cur, 0, 0..rows)?
-    } else {
-        let half = rows / 2;
-        let (cur_a, cur_b) = cur.split_at_mut((half * stride).min(len));
-        let second = Mutex::new(Some(cur_b));
-        let do_second = || match second.lock().ok().and_then(|mut p| p.take()) {
-            Some(c) => part(c, half, half..rows),
-            None => Ok(Vec::new()),
-        };
-        let (mut fc, rest) = both(do_second, || part(cur_a, 0, 0..half))?;
-        fc.extend(rest);
-        fc
-    };
-    fc.truncate(rows);
-    // Bytes past the last whole row (none when `cur` ends with a row, as areas do).
-    let tail = rows * stride;
-    if tail < len {
-        pread_full(fd, &mut cur[tail..], offset + tail as u64)?;
-    }
-    Ok(fc)
 }
 
 /// One part of [`sync`]: `cur` holds the pool's bytes from `offset`, `shadow` is what the

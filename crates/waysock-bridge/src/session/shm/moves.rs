@@ -144,11 +144,6 @@ fn fingerprint(row: &[u8]) -> u64 {
     h[0] ^ h[1].rotate_left(17) ^ h[2].rotate_left(31) ^ h[3].rotate_left(47) ^ row.len() as u64
 }
 
-/// The fingerprint of one row, as [`row_prints`] computes it.
-pub(super) fn row_print(row: &[u8]) -> u64 {
-    fingerprint(row)
-}
-
 /// The fingerprints of `rows` rows of `width` bytes every `stride` (`buf` starts with a row).
 pub(super) fn row_prints(buf: &[u8], stride: usize, width: usize, rows: usize) -> Vec<u64> {
     (0..rows)
