@@ -258,7 +258,11 @@ impl Token {
         };
         let mut file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc_o_nonblock() | (rustix::fs::OFlags::NOFOLLOW.bits() as i32))
+            // O_NONBLOCK: a FIFO planted as the token file cannot hang us in `open`;
+            // O_NOFOLLOW: a symlink there is refused with ELOOP.
+            .custom_flags(
+                (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32,
+            )
             .open(path)
             .map_err(io)?;
         let md = file.metadata().map_err(io)?;
@@ -313,12 +317,6 @@ impl Token {
         let psk = prf(&secret, L_PSK, &[]);
         Token { secret, psk }
     }
-}
-
-/// `O_NONBLOCK`, so a FIFO planted as the token file cannot hang us in `open` (the file is also
-/// opened `O_NOFOLLOW`: a symlink there is refused with ELOOP).
-fn libc_o_nonblock() -> i32 {
-    rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
 
 /// Which end of the handshake we are.

@@ -34,8 +34,8 @@ pub(super) enum FdAction {
     Pool { id: u32, size: u64 },
     /// A pipe relayed as a stream (`PIPE_NEW`).
     Pipe { id: u32, dir: PipeDir },
-    /// Memory copied once (`MEM_NEW`).
-    Copy { id: u32 },
+    /// Memory copied once (`MEM_NEW`): `size` bytes when it was classified.
+    Copy { id: u32, size: u64 },
 }
 
 /// What to do besides forwarding, in order, before the message goes.
@@ -80,7 +80,9 @@ impl Outgoing {
         self.fds
             .iter()
             .map(|f| match *f {
-                FdAction::Pool { id, .. } | FdAction::Pipe { id, .. } | FdAction::Copy { id } => id,
+                FdAction::Pool { id, .. }
+                | FdAction::Pipe { id, .. }
+                | FdAction::Copy { id, .. } => id,
             })
             .collect()
     }
@@ -322,7 +324,7 @@ impl Core {
                 (_, FdKind::Memory(size)) if size > MAX_COPY => {
                     return Err(SessionError::MemoryTooLarge(size))
                 }
-                (_, FdKind::Memory(_)) => FdAction::Copy { id },
+                (_, FdKind::Memory(size)) => FdAction::Copy { id, size },
             };
             out.fds.push(action);
         }

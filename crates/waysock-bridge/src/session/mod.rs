@@ -147,8 +147,6 @@ enum InFd {
 struct Fds {
     /// Descriptors from the stream, by id.
     in_fds: HashMap<u32, InFd>,
-    /// Bytes in the far side's mirrors here, at most [`MAX_MIRRORED`].
-    mirrored: u64,
     /// Client side: the client's mirrored pools (descriptor, size), by mirror id, for the
     /// pool-update worker to write what the compositor filled.
     pools: HashMap<u32, (Arc<OwnedFd>, u64)>,
@@ -162,6 +160,17 @@ struct Fds {
 }
 
 impl Fds {
+    /// Bytes in the far side's mirrors here (at most [`MAX_MIRRORED`]).
+    fn mirrored(&self) -> u64 {
+        self.in_fds
+            .values()
+            .map(|fd| match fd {
+                InFd::Shm(m) => m.len(),
+                InFd::Once(_) => 0,
+            })
+            .sum()
+    }
+
     fn take_snapshot(&mut self, frame: u32) -> Option<Vec<u8>> {
         let s = self.snapshots.remove(&frame)?;
         self.snapshot_bytes = self.snapshot_bytes.saturating_sub(s.len() as u64);

@@ -3,7 +3,7 @@
 //! and hands the messages with their descriptors to the local peer.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -194,12 +194,8 @@ fn pump_in_frames(
                 if size > MAX_POOL {
                     return Err(SessionError::FarPoolTooLarge(size));
                 }
-                {
-                    let mut st = sh.fds.lock()?;
-                    if st.mirrored + size > MAX_MIRRORED {
-                        return Err(SessionError::FarMirrorsTooMuch);
-                    }
-                    st.mirrored += size;
+                if sh.fds.lock()?.mirrored() + size > MAX_MIRRORED {
+                    return Err(SessionError::FarMirrorsTooMuch);
                 }
                 let mirror = Mirror::create(size)?;
                 insert_in_fd(sh, id, InFd::Shm(Arc::new(mirror)))?;
@@ -244,11 +240,9 @@ fn pump_in_frames(
                         to: size,
                     });
                 }
-                let total = st.mirrored - old.min(st.mirrored) + size;
-                if total > MAX_MIRRORED {
+                if st.mirrored() - old + size > MAX_MIRRORED {
                     return Err(SessionError::FarMirrorsTooMuch);
                 }
-                st.mirrored = total;
                 if let Some(InFd::Shm(m)) = st.in_fds.get_mut(&id) {
                     *m = Arc::new(m.grown(size)?);
                 }
@@ -308,10 +302,8 @@ fn pump_in_frames(
             Frame::LinkRate { rate } => sh.packer.set_link_rate(rate),
             Frame::ShmDrop { id } => {
                 let mut st = sh.fds.lock()?;
-                if let Some(InFd::Shm(m)) = st.in_fds.get(&id) {
-                    let size = m.len();
+                if let Some(InFd::Shm(_)) = st.in_fds.get(&id) {
                     st.in_fds.remove(&id);
-                    st.mirrored = st.mirrored.saturating_sub(size);
                 }
             }
         }
@@ -364,8 +356,7 @@ fn wayland(sh: &Shared, local: &UnixStream, fds: &[u32], bytes: &[u8]) -> Result
             }
         }
     }
-    let borrowed: Vec<BorrowedFd<'_>> = once.iter().map(AsFd::as_fd).collect();
-    transport::send_with_fds(local.as_fd(), bytes, &borrowed)?;
+    transport::send_with_fds(local.as_fd(), bytes, &transport::borrow_all(&once))?;
     sh.poll.expect_reply(From::Local);
     Ok(())
 }

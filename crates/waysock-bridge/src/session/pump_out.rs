@@ -173,21 +173,11 @@ fn descriptor(
             }
             frames.push(Frame::PipeNew { id, dir });
         }
-        FdAction::Copy { id } => {
-            let size = rustix::fs::fstat(&fd)
-                .map_err(std::io::Error::from)?
-                .st_size;
-            let size = (size.max(0) as u64).min(super::MAX_COPY) as usize;
-            let mut content = vec![0u8; size];
-            let mut got = 0;
-            while got < size {
-                let n = rustix::io::pread(&fd, &mut content[got..], got as u64)
-                    .map_err(std::io::Error::from)?;
-                if n == 0 {
-                    break;
-                }
-                got += n;
-            }
+        FdAction::Copy { id, size } => {
+            // The size it had when classified (the core refused more than MAX_COPY); a file
+            // that shrank since is copied as far as it goes.
+            let mut content = vec![0u8; size.min(super::MAX_COPY) as usize];
+            let got = shm::pread_full(fd.as_fd(), &mut content, 0)?;
             content.truncate(got);
             frames.push(Frame::MemNew { id, bytes: content });
         }

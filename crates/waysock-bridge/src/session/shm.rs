@@ -604,7 +604,7 @@ pub(super) fn unpack<'a>(
 }
 
 /// Reads `buf.len()` bytes at `offset`; what lies beyond the file's end reads as zeros.
-pub(super) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<()> {
+pub(super) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         let n =
@@ -615,7 +615,7 @@ pub(super) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io:
         }
         got += n;
     }
-    Ok(())
+    Ok(got)
 }
 
 /// Writes all of `buf` at `offset`.

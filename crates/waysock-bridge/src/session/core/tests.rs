@@ -415,7 +415,7 @@ fn other_descriptors_are_pipes_copies_or_refused() {
     );
     assert_eq!(
         recv(&mut c, FdKind::Memory(10)).unwrap().fds,
-        vec![FdAction::Copy { id: 8 }]
+        vec![FdAction::Copy { id: 8, size: 10 }]
     );
     assert!(matches!(
         recv(&mut c, FdKind::Socket),
