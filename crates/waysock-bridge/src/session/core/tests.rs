@@ -558,6 +558,7 @@ fn an_ext_capture_is_snapshotted_on_capture_and_sent_back_on_ready() {
 #[test]
 fn the_far_side_forgets_destroyed_pools_and_buffers() {
     let mut s = server();
+    assert!(s.far_pools.contains_key(&POOL) && s.far_buffers.contains_key(&BUFFER));
     inc(&mut s, POOL, 1, &[], &[]);
     assert!(s.far_pools.is_empty());
     inc(&mut s, BUFFER, 0, &[], &[]);

@@ -670,6 +670,7 @@ fn kept_fingerprints_find_the_next_scroll_and_stale_ones_never_make_a_copy_wrong
         );
     }
     // Folding in what the compositor filled forgets them.
+    assert!(!shadow.prints.areas.is_empty());
     shadow.fold(w * 3, &[1, 2, 3]);
     assert!(shadow.prints.areas.is_empty());
 }
@@ -976,6 +977,7 @@ fn a_client_that_writes_its_pool_during_a_sync_never_leaves_the_far_copy_unlike_
         x1: 4096,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let writes = std::sync::atomic::AtomicU64::new(0);
     let mut shadow = Shadow::new(len);
     let mut far = vec![0u8; len];
     /// Stops the writer however the test ends (a failed assertion included).
@@ -992,8 +994,14 @@ fn a_client_that_writes_its_pool_during_a_sync_never_leaves_the_far_copy_unlike_
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n = n.wrapping_add(1);
                 let _ = file.write_at(&vec![n; 64 * 1024], u64::from(n % 16) * 64 * 1024);
+                writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
+        let count = || writes.load(std::sync::atomic::Ordering::Relaxed);
+        while count() == 0 {
+            std::thread::yield_now();
+        }
+        let before = count();
         for round in 0..200 {
             let sent = frames_of(Pool::Mapped(&view), &mut shadow, area, &Packer::default());
             apply_all(&sent, &mut far);
@@ -1002,6 +1010,8 @@ fn a_client_that_writes_its_pool_during_a_sync_never_leaves_the_far_copy_unlike_
                 "round {round}: the far copy left the shadow"
             );
         }
+        // The writer really wrote while the syncs ran.
+        assert!(count() > before, "no write during the syncs");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
