@@ -25,7 +25,7 @@ wait_up() { i=0; while alive "$1" && ! grep -q 'is up on' "$2" && [ $i -lt 150 ]
 /// read-only if `read_only`; what it printed and the test user's uid. `None` after a skip.
 fn run(test: &'static str, programs: &[&str], read_only: bool, body: &str) -> Option<(Out, u32)> {
     let met = Needs::new(test)
-        .namespaces()
+        .waysock_stage()
         .programs(programs)
         .programs(&["setpriv", "weston"])
         .test_user()

@@ -60,7 +60,7 @@ fn read(name: &str) -> String {
 /// user's uid. `None` after a skip.
 fn world(test: &'static str, programs: &[&str]) -> Option<(Stage, Script, u32)> {
     let met = Needs::new(test)
-        .namespaces()
+        .waysock_stage()
         .programs(programs)
         .programs(&["setpriv", "weston", "wayland-info", "timeout"])
         .test_user()

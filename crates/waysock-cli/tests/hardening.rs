@@ -47,7 +47,7 @@ struct World {
 /// victim's.
 fn world(test: &'static str, programs: &[&str]) -> Option<World> {
     let met = Needs::new(test)
-        .namespaces()
+        .waysock_stage()
         .programs(programs)
         .programs(&["setpriv", "socat"])
         .test_user()

@@ -24,7 +24,7 @@ export PROBE O
 "#;
 
 fn case(test: &'static str, programs: &[&str], user: bool) -> Option<Scenario> {
-    let mut needs = Needs::new(test).namespaces().programs(programs);
+    let mut needs = Needs::new(test).waysock_stage().programs(programs);
     if user {
         needs = needs.test_user();
     }

@@ -17,7 +17,7 @@ info() {
 "#;
 
 fn case(test: &'static str, programs: &[&str]) -> Option<Scenario> {
-    if !Needs::new(test).namespaces().programs(programs).met() {
+    if !Needs::new(test).waysock_stage().programs(programs).met() {
         return None;
     }
     let stage = Stage::waysock("ready", env!("CARGO_BIN_EXE_waysock"))

@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use waysock_testkit::script::prelude;
-use waysock_testkit::{in_pid_namespace, relocated, sections, test_user, Needs, Netns, Scratch};
+use waysock_testkit::{sway_bridged, Needs, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// After [`prelude::SWAY_BRIDGED`], with `pattern.ppm` in the scratch dir. Leaves
-/// `direct*.ppm` and `bridged*.ppm` there.
+/// After [`waysock_testkit::script::prelude::SWAY_BRIDGED`], with `pattern.ppm` in the scratch
+/// dir. Leaves `direct*.ppm` and `bridged*.ppm` there.
 const SCRIPT: &str = r#"
 # The known content: the pattern tiled over the output, drawn directly (not through the bridge).
 direct timeout 20 grim -t ppm - >$S/before.ppm
@@ -98,39 +97,23 @@ fn grim_through_the_bridge_sees_the_pixels_grim_sees_directly() {
             "ip", "unshare", "setpriv", "sway", "swaybg", "grim", "timeout", "cmp",
         ])
         .test_user()
+        .all_namespaces()
         .met()
     {
         return;
     }
-    let (uid, _) = test_user().expect("probed above");
-    let bin = relocated(env!("CARGO_BIN_EXE_waysock"));
     let scratch = Scratch::new("sway-screencopy");
-    waysock_testkit::set_mode(scratch.path(), 0o755);
     std::fs::write(scratch.path().join("pattern.ppm"), pattern(61, 37)).unwrap();
     waysock_testkit::set_mode(&scratch.path().join("pattern.ppm"), 0o644);
-    let pid = std::process::id();
-    let x = (pid % 250 + 1).to_string();
-    let ns = Netns(vec![format!("wssc-{pid}-a"), format!("wssc-{pid}-b")]);
-    let script = format!(
-        "NET=10.234 PORT=7353 VETH=wc BRIDGE=\n{}{SCRIPT}",
-        prelude::SWAY_BRIDGED
-    );
-    let run = in_pid_namespace(
-        &script,
-        &[
-            bin.as_os_str(),
-            scratch.path().as_os_str(),
-            ns.0[0].as_ref(),
-            ns.0[1].as_ref(),
-            x.as_ref(),
-            uid.to_string().as_ref(),
-        ],
+    let run = sway_bridged(
+        env!("CARGO_BIN_EXE_waysock"),
+        &scratch,
+        "wssc",
+        "NET=10.234 PORT=7353 VETH=wc BRIDGE=",
+        SCRIPT,
         LIMIT,
     );
-    let out = sections(&run.stdout());
-    let sec = |s: &str| out.get(s).cloned().unwrap_or_default();
-    let context = format!("{}\n--- logs:\n{}", run.context(), sec("logs"));
-    assert_ne!(run.code(), Some(90), "cannot make namespaces\n{context}");
+    let (sec, context) = (|s: &str| run.sec(s), &run.context);
     for s in ["grim-bridged", "grim-bridged-region", "grim-bridged-again"] {
         assert_eq!(sec(s), "rc=0", "{s}\n{context}");
     }

@@ -38,7 +38,7 @@ pub use net::{free_port, spawn_on_free_port};
 pub use proc::{
     built_shim, relocated, run_command, wait_for, wayland_info, Proc, Run, Weston, SHIM,
 };
-pub use sandbox::{in_pid_namespace, Netns, Sandbox, Stage};
+pub use sandbox::{in_pid_namespace, sway_bridged, Netns, Sandbox, Stage, SwayBridged};
 pub use script::{sections, Out, Scenario, Script};
 pub use stats::{median, percentile};
 pub use users::{intruder, test_user, INTRUDER, TEST_USER};

@@ -146,6 +146,12 @@ impl Needs {
         self.probe(all_namespaces())
     }
 
+    /// What a [`Stage::waysock`](crate::Stage::waysock) sandbox makes: mount, network and pid
+    /// namespaces.
+    pub fn waysock_stage(self) -> Self {
+        self.all_namespaces()
+    }
+
     /// Each program on `PATH` ([`program`]).
     pub fn programs(mut self, names: &[&str]) -> Self {
         for p in names {

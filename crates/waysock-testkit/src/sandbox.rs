@@ -271,3 +271,65 @@ pub fn in_pid_namespace(script: &str, args: &[&std::ffi::OsStr], limit: Duration
     .env_remove("DISPLAY");
     run_command(cmd, limit)
 }
+
+/// What a [`sway_bridged`] script printed: its sections, and the run's context (with the
+/// script's `logs` section) for failure messages.
+#[derive(Debug)]
+pub struct SwayBridged {
+    /// The script's stdout split at its `@@name` markers ([`crate::sections`]).
+    pub sections: std::collections::BTreeMap<String, String>,
+    /// The run's context followed by the `logs` section.
+    pub context: String,
+    /// The number the script used for names and addresses (`$X`).
+    pub x: String,
+}
+
+impl SwayBridged {
+    /// Section `name` (empty if the script never printed it).
+    pub fn sec(&self, name: &str) -> String {
+        self.sections.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Runs `script` after [`crate::script::prelude::SWAY_BRIDGED`] (with `vars`, the line that
+/// sets `NET`, `PORT`, `VETH` and `BRIDGE`) in a private pid namespace: waysock `bin`
+/// (relocated), the 0755 scratch dir `scratch`, two network namespaces named after `tag` and
+/// deleted afterwards, and the test user's uid. Fails the test if the namespaces could not be
+/// made (the caller probed root, `ip`, `unshare` and the test user first).
+pub fn sway_bridged(
+    bin: &str,
+    scratch: &Scratch,
+    tag: &str,
+    vars: &str,
+    script: &str,
+    limit: Duration,
+) -> SwayBridged {
+    let (uid, _) = crate::users::test_user().expect("the caller probed the test user");
+    let bin = relocated(bin);
+    set_mode(scratch.path(), 0o755);
+    let pid = std::process::id();
+    let x = (pid % 250 + 1).to_string();
+    let ns = Netns(vec![format!("{tag}-{pid}-a"), format!("{tag}-{pid}-b")]);
+    let script = format!("{vars}\n{}{script}", crate::script::prelude::SWAY_BRIDGED);
+    let run = in_pid_namespace(
+        &script,
+        &[
+            bin.as_os_str(),
+            scratch.path().as_os_str(),
+            ns.0[0].as_ref(),
+            ns.0[1].as_ref(),
+            x.as_ref(),
+            uid.to_string().as_ref(),
+        ],
+        limit,
+    );
+    let sections = crate::sections(&run.stdout());
+    let logs = sections.get("logs").cloned().unwrap_or_default();
+    let context = format!("{}\n--- logs:\n{logs}", run.context());
+    assert_ne!(run.code(), Some(90), "cannot make namespaces\n{context}");
+    SwayBridged {
+        sections,
+        context,
+        x,
+    }
+}
