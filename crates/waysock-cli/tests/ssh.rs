@@ -42,6 +42,8 @@ leftovers() {
     ! -name '*.registry' ! -name '*.registry.lock' 2>/dev/null | sort
 }
 alive_ssh_remote() { pgrep -u wstest -f '^[^ ]*waysock( -v)* ssh-remote' >/dev/null && echo yes || echo no; }
+# How many NUL-separated words on stdin are 64-digit hex words (what a token looks like).
+hex64() { tr '\0' '\n' | grep -cE '(^|[^0-9a-f])[0-9a-f]{64}([^0-9a-f]|$)'; }
 EOF
 . "$O/fn.sh"
 "#;
@@ -100,8 +102,10 @@ echo $? >"$O/shm.rc"
 "$W" ssh $SSH -- sh -c 'wayland-info | grep -c "interface: .wl_compositor."; timeout 2 weston-simple-shm & wayland-info | grep -c "interface: .wl_shm."; wait $!; echo "shm=$?"' >"$O/many" 2>"$O/many.err" &
 P=$!
 sleep 1
-cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n' | grep -cE '(^|[^0-9a-f])[0-9a-f]{64}([^0-9a-f]|$)' >"$O/tokens"
+cat /proc/[0-9]*/cmdline 2>/dev/null | hex64 >"$O/tokens"
 wait $P; echo $? >"$O/many.rc"
+# The count sees a token where there is one.
+printf 'waysock\0%s\0' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" | hex64 >"$O/tokens_seen"
 "$W" ssh $SSH -- sh -c 'exit 7' 2>/dev/null; echo $? >"$O/rc7"
 "$W" ssh $SSH -- /nonexistent/client 2>"$O/e127"; echo $? >"$O/rc127"
 echo "$(alive_ssh_remote)" >"$O/remote_after"
@@ -116,6 +120,7 @@ say shm_rc; cat "$O/shm.rc"
 say many_rc; cat "$O/many.rc"
 say many; cat "$O/many"
 say tokens; cat "$O/tokens"
+say tokens_seen; cat "$O/tokens_seen"
 say rc7; cat "$O/rc7"
 say rc127; cat "$O/rc127"
 say e127; cat "$O/e127"
@@ -135,6 +140,7 @@ say logs; cat "$O/headless.err" "$O/shm"; tail -n 20 "$O/sshd.log"
         .eq("many_rc", "0")
         .eq("many", "1\n1\nshm=124")
         .eq("tokens", "0")
+        .eq("tokens_seen", "1")
         .eq("rc7", "7")
         .eq("rc127", "127")
         .contains("e127", "cannot start /nonexistent/client")
@@ -218,6 +224,7 @@ P=$!
 i=0; until [ -s "$O/rpid" ]; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.1; done
 sleep 1
 echo "$(alive "$(cat "$O/rpid")" && echo yes || echo no)" >"$O/client_before"
+echo "$(alive_ssh_remote)" >"$O/remote_before"
 kill -INT $P; wait $P; echo $? >"$O/int.rc"
 # The remote side notices the end of the session and cleans up within a few seconds.
 i=0; while [ $i -lt 50 ] && { alive "$(cat "$O/rpid")" || [ "$(alive_ssh_remote)" = yes ]; }; do i=$((i+1)); sleep 0.1; done
@@ -233,6 +240,7 @@ ssh-keygen -q -t ed25519 -N '' -f "$O/stranger"
 EOF
 "$W" headless --compositor weston -- sh "$O/inner.sh" 2>"$O/headless.err"; status rc
 say client_before; cat "$O/client_before"
+say remote_before; cat "$O/remote_before"
 say int_rc; cat "$O/int.rc"
 say client_after; cat "$O/client_after"
 say remote_after; cat "$O/remote_after"
@@ -246,6 +254,7 @@ say logs; cat "$O/int.err" "$O/headless.err"; tail -n 20 "$O/sshd.log"
     );
     out.eq("rc", "0")
         .eq("client_before", "yes")
+        .eq("remote_before", "yes")
         .eq("int_rc", "130")
         .eq("client_after", "no")
         .eq("remote_after", "no")
