@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use super::error::SessionError;
 use super::{Side, FILTERED_GLOBALS, MAX_COPY, MAX_MIRRORED, MAX_POOL};
-use crate::codec::{self, Header, ObjectMap};
+use crate::codec::{self, Direction, Header, ObjectMap, Value};
 use crate::protocol::handled::Handled;
+use crate::protocol::Message;
 use crate::transport::PipeDir;
 
 /// What a descriptor passed by the local peer is (the pump looks, with `fstat`/`fcntl`).
@@ -254,6 +255,30 @@ impl Core {
         }
     }
 
+    /// The message `h` names going `dir` (its interface's name and signature) and its decoded
+    /// arguments; `None` for an unknown object or opcode (its bytes pass through untouched).
+    #[allow(clippy::type_complexity)]
+    fn decode<'m>(
+        &self,
+        h: &Header,
+        msg: &'m [u8],
+        dir: Direction,
+    ) -> Result<Option<(&'static str, &'static Message, Vec<Value<'m>>)>, SessionError> {
+        let Some(iface) = self.map.interface_of(h.object) else {
+            return Ok(None);
+        };
+        let Some(def) = self.map.message(h, dir) else {
+            return Ok(None);
+        };
+        let args = codec::decode(def, &msg[codec::HEADER_SIZE..]).map_err(|source| {
+            SessionError::Decode {
+                message: format!("{}.{}", iface.name, def.name),
+                source,
+            }
+        })?;
+        Ok(Some((iface.name, def, args)))
+    }
+
     /// One whole message `msg` (header included) from the local peer; `fds` are the kinds
     /// of the descriptors that came with the messages not yet handled, in order.
     pub fn outgoing(
@@ -264,17 +289,10 @@ impl Core {
     ) -> Result<Outgoing, SessionError> {
         let dir = self.side.outgoing();
         let mut out = Outgoing::default();
-        let Some(def) = self.map.message(h, dir) else {
+        let Some((iface, def, args)) = self.decode(h, msg, dir)? else {
             // Unknown object or opcode: bytes pass through untouched.
             return Ok(out);
         };
-        let iface = self.map.interface_of(h.object).map_or("", |i| i.name);
-        let args = codec::decode(def, &msg[codec::HEADER_SIZE..]).map_err(|source| {
-            SessionError::Decode {
-                message: format!("{iface}.{}", def.name),
-                source,
-            }
-        })?;
         let typed = Handled::from_args(iface, dir, h.opcode, &args).transpose()?;
         let n = def.fd_count();
         if fds.len() < n {
@@ -350,8 +368,8 @@ impl Core {
                 let Some(name) = g.interface else {
                     return Ok(());
                 };
-                match crate::protocol::find_interface_bytes(name) {
-                    Some(i) if !FILTERED_GLOBALS.contains(&i.name) => {
+                match carriable(name) {
+                    Ok(i) => {
                         if g.version > i.version {
                             let mut m = msg.to_vec();
                             let at = m.len() - 4;
@@ -359,10 +377,10 @@ impl Core {
                             out.forward = Forward::Rewrite(m);
                         }
                     }
-                    known => {
+                    Err(known) => {
                         out.forward = Forward::Hide {
                             global: name.to_vec(),
-                            known: known.is_some(),
+                            known,
                         }
                     }
                 }
@@ -594,16 +612,9 @@ impl Core {
     ) -> Result<Incoming, SessionError> {
         let dir = self.side.incoming();
         let mut out = Incoming::default();
-        let Some(def) = self.map.message(h, dir) else {
+        let Some((iface, def, args)) = self.decode(h, msg, dir)? else {
             return Ok(out);
         };
-        let iface = self.map.interface_of(h.object).map_or("", |i| i.name);
-        let args = codec::decode(def, &msg[codec::HEADER_SIZE..]).map_err(|source| {
-            SessionError::Decode {
-                message: format!("{iface}.{}", def.name),
-                source,
-            }
-        })?;
         out.fds = def.fd_count();
         if self.side == Side::Server {
             if let Some(typed) = Handled::from_args(iface, dir, h.opcode, &args).transpose()? {
@@ -627,15 +638,10 @@ impl Core {
             Handled::WlRegistryBind(b) => {
                 // Not a filtered global, nor an interface without signatures (it could pass
                 // descriptors we cannot place).
-                if let Some(name) = b.id_interface {
-                    match crate::protocol::find_interface_bytes(name) {
-                        Some(i) if !FILTERED_GLOBALS.contains(&i.name) => {}
-                        _ => {
-                            return Err(SessionError::Unbindable(
-                                String::from_utf8_lossy(name).into_owned(),
-                            ))
-                        }
-                    }
+                if let Some(name) = b.id_interface.filter(|n| carriable(n).is_err()) {
+                    return Err(SessionError::Unbindable(
+                        String::from_utf8_lossy(name).into_owned(),
+                    ));
                 }
             }
             Handled::WlShmCreatePool(p) => {
@@ -697,6 +703,15 @@ impl Core {
                 out.snapshot = Some((frame, region));
             }
         }
+    }
+}
+
+/// The interface of a global named `name`, if the bridge carries it (in the tables, and not
+/// one whose objects pass descriptors it cannot translate); else whether the name is known.
+fn carriable(name: &[u8]) -> Result<&'static crate::protocol::Interface, bool> {
+    match crate::protocol::find_interface_bytes(name) {
+        Some(i) if !FILTERED_GLOBALS.contains(&i.name) => Ok(i),
+        known => Err(known.is_some()),
     }
 }
 
