@@ -84,23 +84,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // (static, setuid): a WAYLAND_SOCKET inherited by a shell or a test runner would be
         // taken again by each client it starts, and every one after the first would fail.
         let shim = match &endpoint {
-            Endpoint::Abstract(_) if super::preload::blockers(program).is_empty() => {
-                super::preload::shim_path().ok()
-            }
+            Endpoint::Abstract(_) => Some(if super::preload::blockers(program).is_empty() {
+                super::preload::shim_path()
+            } else {
+                Err(format!("it cannot reach {}", program.to_string_lossy()))
+            }),
             _ => None,
         };
-        match (&endpoint, shim) {
-            (Endpoint::Abstract(_), Some(shim)) => {
+        match shim {
+            Some(Ok(shim)) => {
                 let dir = super::preload::runtime_dir_for_shim(&env);
                 super::display_env(&mut cmd, &endpoint, Some((&shim, &dir)), &env);
                 drop(stream);
             }
-            (ep, _) => {
-                if matches!(ep, Endpoint::Abstract(_)) {
+            other => {
+                if let Some(Err(why)) = other {
                     tracing::warn!(
-                        "handing over one connection as WAYLAND_SOCKET: the preload shim \
-                         cannot reach {} (a second connection would fail)",
-                        program.to_string_lossy()
+                        "handing over one connection as WAYLAND_SOCKET, not the preload shim \
+                         ({why}): a second connection would fail"
                     );
                 }
                 waysock::set_inheritable(&stream)?;

@@ -197,9 +197,14 @@ impl Drop for PrivateDir {
     }
 }
 
+/// `N` bytes from the kernel's random source (`getrandom`, as the library's registry names
+/// use; no file to open, and no fallback: a token must be random).
 fn random<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut b = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let mut got = 0;
+    while got < N {
+        got += rustix::rand::getrandom(&mut b[got..], rustix::rand::GetRandomFlags::empty())?;
+    }
     Ok(b)
 }
 
