@@ -299,13 +299,7 @@ fn measure(
     let mut client = Client::connect(&running.display)?;
     let mut r = Result_::default();
 
-    let mut samples = Vec::new();
-    let t0 = Instant::now();
-    while samples.len() < plan.roundtrips && t0.elapsed() < plan.roundtrip_cap {
-        let s = Instant::now();
-        client.wl.roundtrip()?;
-        samples.push(s.elapsed().as_secs_f64() * 1e6);
-    }
+    let samples = client.wl.roundtrips(plan.roundtrips, plan.roundtrip_cap)?;
     r.roundtrips = samples.len();
     r.roundtrip_us = median(&samples);
 
@@ -350,8 +344,7 @@ fn measure(
 // ---- report ------------------------------------------------------------------------------
 
 fn cell(r: &Result_, f: impl Fn(&Result_) -> Option<String>) -> String {
-    if let Some(e) = &r.error {
-        let _ = e;
+    if r.error.is_some() {
         return "failed".into();
     }
     f(r).unwrap_or_else(|| "n/a".into())

@@ -667,15 +667,12 @@ const PROFILES: [Profile; 4] = [
 /// CPU seconds (user + system) a thread of this process has used, from
 /// `/proc/self/task/TID/stat`.
 fn thread_cpu_seconds(tid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    (num(11) + num(12)) as f64 / rustix::param::clock_ticks_per_second() as f64
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| waysock_testkit::proc::stat_fields(&s))
+        .map_or(0.0, |(_, ticks)| {
+            ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+        })
 }
 
 /// Registers the calling relay thread (for its CPU time) and gives it a timer slack of 1 ns, so
@@ -1075,15 +1072,12 @@ fn session(
     let mut running = start(peer, profile, waypipe, dir, compositor_path, token)?;
     let mut client = Client::connect(&running.display, Arc::clone(shared))?;
     // Idle roundtrips first.
-    let sync = results.syncs.entry((pi, peer_i)).or_default();
-    let t0 = Instant::now();
-    let mut n = 0;
-    while n < plan.roundtrips && t0.elapsed() < plan.roundtrip_cap {
-        let s = Instant::now();
-        client.wl.roundtrip()?;
-        sync.push(s.elapsed().as_secs_f64() * 1e6);
-        n += 1;
-    }
+    let samples = client.wl.roundtrips(plan.roundtrips, plan.roundtrip_cap)?;
+    results
+        .syncs
+        .entry((pi, peer_i))
+        .or_default()
+        .extend(samples);
     for &si in scenes {
         let scene = SCENES[si];
         let checked0 = shared.pixels_checked.load(Ordering::Relaxed);

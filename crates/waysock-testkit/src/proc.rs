@@ -480,27 +480,38 @@ pub fn processes() -> Vec<(u32, u32, u64)> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some((ppid, ticks)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| stat_fields(&s))
+        else {
             continue;
         };
-        // After "(comm) ": state ppid … utime(14) stime(15), counting from pid as field 1.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        out.push((pid, num(1) as u32, num(11) + num(12)));
+        out.push((pid, ppid, ticks));
     }
     out
 }
 
+/// `(ppid, utime + stime in clock ticks)` from the text of a `/proc/…/stat` file (a process's
+/// or a thread's).
+pub fn stat_fields(stat: &str) -> Option<(u32, u64)> {
+    // After "(comm) ": state ppid … utime(14) stime(15), counting from pid as field 1.
+    let rest = stat.rfind(')').map(|i| &stat[i + 2..])?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    Some((num(1) as u32, num(11) + num(12)))
+}
+
 /// Pids of every process below `root` (not `root`), children first.
 pub fn descendants(root: u32) -> Vec<u32> {
-    let procs = processes();
+    descendants_in(&processes(), root)
+}
+
+/// [`descendants`] in one snapshot of [`processes`].
+fn descendants_in(procs: &[(u32, u32, u64)], root: u32) -> Vec<u32> {
     let mut found: Vec<u32> = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
-        for &(pid, ppid, _) in &procs {
+        for &(pid, ppid, _) in procs {
             if ppid == p && !found.contains(&pid) {
                 found.push(pid);
                 frontier.push(pid);
@@ -512,7 +523,20 @@ pub fn descendants(root: u32) -> Vec<u32> {
 
 /// CPU seconds (user + system) `pids` have used so far.
 pub fn cpu_seconds(pids: &[u32]) -> f64 {
-    let ticks: u64 = processes()
+    seconds_of(&processes(), pids)
+}
+
+/// CPU seconds (user + system) `root` and every process below it have used so far, from one
+/// reading of `/proc`.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    let procs = processes();
+    let mut pids = descendants_in(&procs, root);
+    pids.push(root);
+    seconds_of(&procs, &pids)
+}
+
+fn seconds_of(procs: &[(u32, u32, u64)], pids: &[u32]) -> f64 {
+    let ticks: u64 = procs
         .iter()
         .filter(|(pid, _, _)| pids.contains(pid))
         .map(|p| p.2)

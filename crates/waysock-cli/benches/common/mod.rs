@@ -37,10 +37,7 @@ pub fn run(name: &str, bench: fn(bool) -> io::Result<bool>) -> ExitCode {
 
 /// CPU seconds used so far by this process and all its descendants.
 pub fn cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let mut pids = descendants(me);
-    pids.push(me);
-    waysock_testkit::proc::cpu_seconds(&pids)
+    waysock_testkit::proc::tree_cpu_seconds(std::process::id())
 }
 
 /// Whether something listens on 127.0.0.1:`port` (from `/proc/net/tcp`).
@@ -285,11 +282,7 @@ pub fn scratch_dir(name: &str) -> io::Result<(PathBuf, PathBuf)> {
 
 /// `name` as found in `PATH`.
 pub fn in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
+    waysock_testkit::program(name).ok()
 }
 
 /// The version a waypipe binary states.

@@ -536,6 +536,19 @@ mod client {
             Ok(())
         }
 
+        /// Idle `wl_display.sync` roundtrips, `n` of them or as many as fit in `cap`: each
+        /// one's time in µs.
+        pub fn roundtrips(&mut self, n: usize, cap: std::time::Duration) -> io::Result<Vec<f64>> {
+            let mut samples = Vec::with_capacity(n);
+            let t0 = std::time::Instant::now();
+            while samples.len() < n && t0.elapsed() < cap {
+                let s = std::time::Instant::now();
+                self.roundtrip()?;
+                samples.push(s.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(samples)
+        }
+
         /// The buffer's pixels, `W` a row.
         pub fn pixels(&mut self) -> &mut [u32] {
             self.map.words_mut()
