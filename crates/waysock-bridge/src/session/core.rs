@@ -77,15 +77,10 @@ pub(super) struct Outgoing {
 
 impl Outgoing {
     /// The ids of the message's descriptors, in order.
-    pub fn fd_ids(&self) -> Vec<u32> {
-        self.fds
-            .iter()
-            .map(|f| match *f {
-                FdAction::Pool { id, .. }
-                | FdAction::Pipe { id, .. }
-                | FdAction::Copy { id, .. } => id,
-            })
-            .collect()
+    pub fn fd_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.fds.iter().map(|f| match *f {
+            FdAction::Pool { id, .. } | FdAction::Pipe { id, .. } | FdAction::Copy { id, .. } => id,
+        })
     }
 }
 

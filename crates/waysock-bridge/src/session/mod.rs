@@ -202,14 +202,20 @@ struct Shared {
     meter: Mutex<shm::LinkMeter>,
 }
 
+/// Sends `f` as one sealed record (encoded in place, no copy), counted in `stats`: how every
+/// thread of a session sends.
+fn send_frame(writer: &SealWriter<Stream>, stats: &Stats, f: &Frame) -> io::Result<()> {
+    let rec = f.encode_with(channel::HEADROOM, channel::TAG);
+    stats
+        .sent
+        .fetch_add((rec.len() - channel::HEADROOM) as u64, Ordering::Relaxed);
+    writer.write_sealable(rec)
+}
+
 impl Shared {
     fn send(&self, frames: &[Frame]) -> io::Result<()> {
         for f in frames {
-            let rec = f.encode_with(channel::HEADROOM, channel::TAG);
-            self.stats
-                .sent
-                .fetch_add((rec.len() - channel::HEADROOM) as u64, Ordering::Relaxed);
-            self.writer.write_sealable(rec)?;
+            send_frame(&self.writer, &self.stats, f)?;
         }
         Ok(())
     }

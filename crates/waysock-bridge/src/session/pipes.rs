@@ -45,10 +45,8 @@ impl PipeWriter {
                 let ack = Frame::PipeAck {
                     id,
                     n: chunk.len() as u32,
-                }
-                .encode();
-                stats.sent.fetch_add(ack.len() as u64, Ordering::Relaxed);
-                if writer.write_record(&ack).is_err() {
+                };
+                if super::send_frame(&writer, &stats, &ack).is_err() {
                     return;
                 }
             }
@@ -82,10 +80,8 @@ pub(super) fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
                     let f = Frame::PipeData {
                         id,
                         bytes: buf[..n].to_vec(),
-                    }
-                    .encode();
-                    stats.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
-                    if writer.write_record(&f).is_err() {
+                    };
+                    if super::send_frame(&writer, &stats, &f).is_err() {
                         break;
                     }
                 }
@@ -94,7 +90,7 @@ pub(super) fn spawn_pipe_reader(sh: &Shared, fd: OwnedFd, id: u32) {
         if let Ok(mut c) = credits.lock() {
             c.remove(&id);
         }
-        let _ = writer.write_record(&Frame::PipeEof { id }.encode());
+        let _ = super::send_frame(&writer, &stats, &Frame::PipeEof { id });
     });
 }
 

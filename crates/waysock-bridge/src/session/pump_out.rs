@@ -102,12 +102,11 @@ pub(super) fn pump_out(sh: &Shared, local: &UnixStream) -> Result<(), SessionErr
                 }
             };
             if let Some(bytes) = forward {
-                let ids = out.fd_ids();
-                if batch_fds.len() + ids.len() > transport::MAX_FDS {
+                if batch_fds.len() + out.fds.len() > transport::MAX_FDS {
                     flush(sh, &mut batch, &mut batch_fds)?;
                 }
                 batch.extend_from_slice(bytes);
-                batch_fds.extend(ids);
+                batch_fds.extend(out.fd_ids());
             }
             if !readers.is_empty() {
                 // The far side must know the pipe (PIPE_NEW, sent above) and get the message

@@ -119,7 +119,7 @@ fn client() -> Core {
         &[FdKind::Memory(65536)],
     );
     assert_eq!(o.fds, vec![FdAction::Pool { id: 2, size: 65536 }]);
-    assert_eq!(o.fd_ids(), vec![2]);
+    assert_eq!(o.fd_ids().collect::<Vec<_>>(), vec![2]);
     assert_eq!(
         o.actions,
         vec![Action::Sync {
