@@ -476,6 +476,18 @@ fn unique_number() -> u64 {
     u64::from(std::process::id()) * 1000 + N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Runs `f` on a thread of its own whose effective uid is nobody's (65534; this thread only,
+/// the process stays root), and returns what it returns.
+fn as_nobody<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let nobody = rustix::process::Uid::from_raw(65534);
+        rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn a_runtime_dir_that_cannot_be_created_reports_why() {
     // mkdir failing (EACCES: the parent is root's 0755, we run as another uid) is reported as
@@ -488,10 +500,7 @@ fn a_runtime_dir_that_cannot_be_created_reports_why() {
     set_mode(scratch.path(), 0o755);
     let rt = scratch.path().join("rt");
     let base = scratch.path().to_path_buf();
-    let failure = std::thread::spawn(move || {
-        // This thread only, and only the effective uid: root comes back below.
-        let nobody = rustix::process::Uid::from_raw(65534);
-        rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+    let failure = as_nobody(move || {
         let mut env = env_in(&base);
         env.xdg_runtime_dir = Some(rt.into());
         let report = Binder::new(env)
@@ -499,11 +508,8 @@ fn a_runtime_dir_that_cannot_be_created_reports_why() {
             .diagnose()
             .map_or_else(|e| e.report().cloned(), Some)
             .expect("a report");
-        rustix::thread::set_thread_res_uid(None, rustix::process::Uid::ROOT, None).unwrap();
         failure_of(&report, Strategy::RuntimeDir)
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(failure.errno, Some(Errno::ACCES), "{failure:?}");
     assert!(!scratch.path().join("rt").exists());
 }
@@ -524,10 +530,7 @@ fn a_missing_ancestor_that_cannot_be_created_reports_why() {
     set_mode(&home, 0o755);
     let base = scratch.path().to_path_buf();
     let h = home.clone();
-    let failure = std::thread::spawn(move || {
-        // This thread only, and only the effective uid: root comes back below.
-        let nobody = rustix::process::Uid::from_raw(65534);
-        rustix::thread::set_thread_res_uid(None, nobody, None).unwrap();
+    let failure = as_nobody(move || {
         let mut env = env_in(&base);
         env.home = Some(h.into());
         let report = Binder::new(env)
@@ -535,11 +538,8 @@ fn a_missing_ancestor_that_cannot_be_created_reports_why() {
             .diagnose()
             .map_or_else(|e| e.report().cloned(), Some)
             .expect("a report");
-        rustix::thread::set_thread_res_uid(None, rustix::process::Uid::ROOT, None).unwrap();
         failure_of(&report, Strategy::Home)
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(failure.errno, Some(Errno::ACCES), "{failure:?}");
     assert!(!home.join(".local").exists());
 }
