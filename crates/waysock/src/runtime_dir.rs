@@ -330,18 +330,15 @@ fn open_parent(
 /// Explains why `openat(…, O_NOFOLLOW|O_DIRECTORY)` failed on an existing name: a symlink or
 /// a non-directory is treated as planted.
 ///
-/// Linux reports a symlink opened with `O_NOFOLLOW|O_DIRECTORY` as `ENOTDIR`, not `ELOOP`, so
-/// the name is looked at again with `lstat` (relative to the parent fd we opened, never
-/// following it) to tell a symlink from a file.
+/// A symlink fails with `ELOOP` (see [`sys::open_dir_at`]); for `ENOTDIR` the name is looked at
+/// with `lstat` (relative to the parent fd we opened, never following it) to say what it is.
 fn planted(e: SysError, parent: &OwnedFd, path: &Path, uid: u32) -> (&'static str, Failure) {
     let mut f = classify::failure(e, path, uid);
     let kind = path
         .file_name()
         .and_then(|leaf| sys::lstat_at(parent, leaf).ok().flatten())
         .map(|i| i.kind);
-    let is_symlink =
-        e.errno == Errno::LOOP || (e.errno == Errno::NOTDIR && kind == Some(FileType::Symlink));
-    if is_symlink {
+    if e.errno == Errno::LOOP {
         let target = std::fs::read_link(path)
             .map(|t| format!(" (→ {})", t.display()))
             .unwrap_or_default();

@@ -86,13 +86,25 @@ pub fn open_dir(path: &Path, nofollow: bool) -> SysResult<OwnedFd> {
     open_dir_at(rustix::fs::CWD, path.as_os_str(), nofollow)
 }
 
-/// `openat(dirfd, name, O_RDONLY|O_DIRECTORY|O_CLOEXEC [|O_NOFOLLOW])`.
+/// `openat(dirfd, name, O_RDONLY|O_DIRECTORY|O_CLOEXEC [|O_NOFOLLOW])`. A symlink refused by
+/// `O_NOFOLLOW` fails with `ELOOP`, what it is (Linux answers `ENOTDIR` when `O_DIRECTORY` is
+/// set too; the name is then looked at with `lstat`, never followed).
 pub fn open_dir_at(dir: impl AsFd, name: &OsStr, nofollow: bool) -> SysResult<OwnedFd> {
     let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     if nofollow {
         flags |= OFlags::NOFOLLOW;
     }
-    retry(|| rustix::fs::openat(&dir, name, flags, Mode::empty())).map_err(err("open"))
+    match retry(|| rustix::fs::openat(&dir, name, flags, Mode::empty())) {
+        Err(rustix::io::Errno::NOTDIR)
+            if nofollow
+                && rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                    FileType::from_raw_mode(st.st_mode) == FileType::Symlink
+                }) =>
+        {
+            Err(err("open")(rustix::io::Errno::LOOP))
+        }
+        r => r.map_err(err("open")),
+    }
 }
 
 /// Runs a call again when a signal interrupted it (`EINTR`): a signal handled elsewhere in
