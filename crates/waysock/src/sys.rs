@@ -97,9 +97,8 @@ pub fn open_dir_at(dir: impl AsFd, name: &OsStr, nofollow: bool) -> SysResult<Ow
     match retry(|| rustix::fs::openat(&dir, name, flags, Mode::empty())) {
         Err(rustix::io::Errno::NOTDIR)
             if nofollow
-                && rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                    FileType::from_raw_mode(st.st_mode) == FileType::Symlink
-                }) =>
+                && rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink) =>
         {
             Err(err("open")(rustix::io::Errno::LOOP))
         }
